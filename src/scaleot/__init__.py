@@ -1,0 +1,22 @@
+"""scaleot: privacy-preserving offsite-tuning of LLMs (ScaleOT, IST and baselines).
+
+See README.md for the workflow and ``../shared/docs/METHOD.md`` for the algorithms.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_model", "load_emulator", "build_emulator"]
+
+
+def __getattr__(name: str):  # lazy: importing scaleot must not import torch
+    if name == "load_model":
+        from scaleot.models import load_model
+
+        return load_model
+    if name in ("load_emulator", "build_emulator"):
+        from scaleot import emulator
+
+        return getattr(emulator, name)
+    raise AttributeError(name)

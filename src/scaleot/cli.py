@@ -1,0 +1,72 @@
+"""The ``scaleot`` command line: one subcommand per workflow step.
+
+Each subcommand is a thin typed wrapper around a recipe in :mod:`scaleot.recipes`.
+Every user error surfaces as ``scaleot: error: <one line>`` on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import typer
+
+from scaleot.errors import ScaleOTError
+
+app = typer.Typer(
+    name="scaleot",
+    help="Privacy-preserving offsite-tuning of LLMs: importance -> emulate -> finetune -> plug -> evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (command name, module defining `command`), in workflow order.
+COMMANDS = [
+    ("importance", "scaleot.recipes.importance"),
+    ("emulate", "scaleot.recipes.emulate"),
+    ("finetune", "scaleot.recipes.finetune"),
+    ("plug", "scaleot.recipes.plug"),
+    ("evaluate", "scaleot.recipes.evaluate"),
+    ("run", "scaleot.recipes.run"),
+]
+
+for _name, _module in COMMANDS:
+    try:
+        _mod = importlib.import_module(_module)
+    except ModuleNotFoundError as _e:  # a workflow step not built yet
+        if _e.name != _module:
+            raise
+        continue
+    app.command(_name, help=(_mod.__doc__ or "").strip().splitlines()[0])(_mod.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning :class:`ScaleOTError` into a one-line exit 2."""
+    logging.basicConfig(level=os.environ.get("SCALEOT_LOGLEVEL", "WARNING"), format="%(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except ScaleOTError as e:
+        print(f"scaleot: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("scaleot: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            return e.exit_code
+        if isinstance(e, click.ClickException):
+            print(f"scaleot: error: {e.format_message()}", file=sys.stderr)
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

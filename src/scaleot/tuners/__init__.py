@@ -1,0 +1,1 @@
+"""Per-method packages, laid out like peft's ``tuners/<method>/`` (config + layer + model)."""
