@@ -7,5 +7,12 @@ from scaleot.tuners.harmonizer.layer import (
     load_harmonizers,
     save_harmonizers,
 )
+from scaleot.tuners.harmonizer.model import (
+    SwitchableBlock,
+    apply_configuration,
+    unwrap_blocks,
+    wrap_blocks,
+)
 
-__all__ = ["HarmonizerConfig", "Harmonizer", "IdentityBlock", "load_harmonizers", "save_harmonizers"]
+__all__ = ["HarmonizerConfig", "Harmonizer", "IdentityBlock", "load_harmonizers", "save_harmonizers",
+           "SwitchableBlock", "apply_configuration", "unwrap_blocks", "wrap_blocks"]

@@ -1,0 +1,9 @@
+"""ScaleOT stage 1: Dynamic LayerReplace (block importance + harmonizers), METHOD.md section 2."""
+
+from scaleot.importance.config import ImportanceConfig
+from scaleot.importance.leave_one_out import leave_one_out, spearman
+from scaleot.importance.sampling import groups, sample_configuration
+from scaleot.importance.trainer import ImportanceTrainer, advantages
+
+__all__ = ["ImportanceConfig", "ImportanceTrainer", "advantages", "groups", "leave_one_out",
+           "sample_configuration", "spearman"]

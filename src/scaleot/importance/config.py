@@ -1,0 +1,103 @@
+"""Options of Dynamic LayerReplace (METHOD.md section 2), with their defaults.
+
+Every knob of the method is a field here; ``ImportanceConfig.to_dict()`` is written
+verbatim into ``importance.json["options"]``. The config checks itself on construction
+and reports every problem at once (:class:`scaleot.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from scaleot.errors import check
+from scaleot.tuners.harmonizer import HarmonizerConfig
+
+VARIANTS = ("replace", "drop")
+REWARDS = ("normalized", "neg_loss", "exp")
+AUTOCAST = ("none", "bf16")
+
+
+@dataclass
+class ImportanceConfig:
+    """Dynamic LayerReplace / LayerDrop options.
+
+    Reward scaling (the ``reward`` field; METHOD.md section 6 explains why the paper's
+    raw ``exp(-loss)`` does not separate scores in a short run):
+
+    - ``normalized`` (default): ``r_j = -l_j``, ``a_j = (r_j - mean r) / (std r + 1e-6)``.
+      Advantages are O(1) whatever the loss scale, so ``eta`` directly sets how many
+      steps it takes for scores to separate.
+    - ``neg_loss``: ``a_j = -(l_j - mean l)`` (raw loss differences).
+    - ``exp``: the paper's ``a_j = exp(-l_j) - mean exp(-l)``.
+
+    Sign convention: a block kept in configurations whose loss is below the mean gets
+    ``s_i += eta * a_j * p_i (1 - p_i)`` with ``a_j > 0``, so a block whose presence
+    lowers the loss gains score; ``keep_prob = sigmoid(s_i)``.
+    """
+
+    n_bottom: int = field(default=2, metadata={"help": "adapter blocks at the bottom (never scored)"})
+    n_top: int = field(default=2, metadata={"help": "adapter blocks at the top (never scored)"})
+    variant: str = field(default="replace", metadata={"help": f"one of {VARIANTS}: harmonizer or identity"})
+    steps: int = field(default=120, metadata={"help": "harmonizer steps (score steps every `score_every`)"})
+    group_size: int = field(default=4, metadata={"help": "N_g: consecutive middle blocks per sampling group"})
+    n_configs: int = field(default=3, metadata={"help": "N_c: configurations sampled per score step"})
+    score_every: int = field(default=1, metadata={"help": "T: one score step every T harmonizer steps"})
+    eta: float = field(default=1.0, metadata={"help": "score learning rate"})
+    reward: str = field(default="normalized", metadata={"help": f"one of {REWARDS}"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the harmonizers"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=4, metadata={"help": "sequences per harmonizer step (global)"})
+    score_batch_size: int = field(default=4, metadata={"help": "held-out sequences per score step (global)"})
+    block_size: int = field(default=128, metadata={"help": "tokens per sequence"})
+    heldout_fraction: float = field(default=0.05, metadata={"help": "last part of the corpus kept for scoring"})
+    max_train_blocks: int = field(default=4096, metadata={"help": "cap on training sequences read"})
+    max_heldout_blocks: int = field(default=256, metadata={"help": "cap on held-out sequences read"})
+    autocast: str = field(default="bf16", metadata={"help": f"one of {AUTOCAST}: forward precision on CPU"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling, data order and harmonizer init"})
+    checkpoint_every: int = field(default=20, metadata={"help": "steps between checkpoints (0 = never)"})
+    harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.harmonizer, dict):
+            self.harmonizer = HarmonizerConfig(**self.harmonizer)
+        self.variant, self.reward, self.autocast = self.variant.lower(), self.reward.lower(), self.autocast.lower()
+        p = []
+        for name in ("n_bottom", "n_top", "checkpoint_every", "max_heldout_blocks"):
+            if getattr(self, name) < 0:
+                p.append(f"{name} must be >= 0 (got {getattr(self, name)})")
+        for name in ("steps", "group_size", "n_configs", "score_every", "batch_size", "score_batch_size",
+                     "block_size", "max_train_blocks"):
+            if getattr(self, name) <= 0:
+                p.append(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.n_configs < 2:
+            p.append(f"n_configs must be >= 2 for a mean baseline (got {self.n_configs})")
+        if self.variant not in VARIANTS:
+            p.append(f"variant must be one of {VARIANTS} (got {self.variant!r})")
+        if self.reward not in REWARDS:
+            p.append(f"reward must be one of {REWARDS} (got {self.reward!r})")
+        if self.autocast not in AUTOCAST:
+            p.append(f"autocast must be one of {AUTOCAST} (got {self.autocast!r})")
+        if not self.eta > 0:
+            p.append(f"eta must be > 0 (got {self.eta})")
+        if not self.lr > 0:
+            p.append(f"lr must be > 0 (got {self.lr})")
+        if not 0 < self.heldout_fraction < 1:
+            p.append(f"heldout_fraction must be in (0, 1) (got {self.heldout_fraction})")
+        check("importance config", p)
+
+    def middle(self, num_blocks: int) -> list[int]:
+        """Indices of the middle (scored) blocks of a model with ``num_blocks`` blocks.
+
+        Raises:
+            ConfigError: the adapter leaves no middle block.
+        """
+        if self.n_bottom + self.n_top >= num_blocks:
+            check("importance config", [f"adapter {self.n_bottom},{self.n_top} leaves no middle block in a "
+                                        f"model with {num_blocks} blocks"])
+        return list(range(self.n_bottom, num_blocks - self.n_top))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # Options that may differ between a run and its resumption.
+    RESUMABLE_CHANGES = ("steps", "checkpoint_every")

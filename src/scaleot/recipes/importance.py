@@ -1,0 +1,203 @@
+"""Learn which middle blocks matter and train their harmonizers (ScaleOT stage 1).
+
+Recipe shape: ``setup -> train -> save``. Features: Dynamic LayerReplace or LayerDrop
+(``--variant``), every METHOD.md section 2 knob as an option, a tqdm bar, JSONL +
+TensorBoard logs, checkpoints every ``--checkpoint-every`` steps and ``--resume`` (also
+to extend ``--steps``), data parallel under ``accelerate launch``. Output folder (the
+"importance folder" contract): ``importance.json``, ``harmonizers.safetensors``,
+``log.jsonl``, ``tb/``, ``importance.png``, ``manifest.json`` (kind ``importance``).
+
+Raises :class:`~scaleot.errors.ScaleOTError` (one line) for a bad option, an adapter
+that leaves no middle block, an unknown model or corpus, or an occupied ``--out``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import torch.distributed as dist
+import typer
+
+from scaleot.data import corpus_splits
+from scaleot.errors import ScaleOTError
+from scaleot.importance.config import ImportanceConfig
+from scaleot.importance.report import MetricsLog, plot_importance
+from scaleot.importance.trainer import ImportanceTrainer
+from scaleot.manifest import manifest_matches, write_json_atomic, write_manifest
+from scaleot.models import DEFAULT_MODEL, fingerprint_model, get_blocks, load_model
+from scaleot.tuners.harmonizer import Harmonizer, save_harmonizers
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ImportanceRun:
+    """One ``scaleot importance`` run: what to read, where to write, and the method options."""
+
+    out: Path
+    model: str = DEFAULT_MODEL
+    corpus: str = "kjv"
+    options: ImportanceConfig = field(default_factory=ImportanceConfig)
+    device: str | None = None
+    dtype: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    keep_checkpoints: bool = False
+    progress: bool = True
+
+
+def _init_distributed() -> None:
+    """Under ``accelerate launch`` (WORLD_SIZE > 1) let Accelerator set up the process group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        from accelerate import Accelerator
+
+        Accelerator(cpu=not torch.cuda.is_available())
+
+
+def setup(run: ImportanceRun):
+    """Check the output folder, load model and corpus, build the trainer."""
+    out = Path(run.out)
+    if out.exists() and any(out.iterdir()) and not (run.resume or run.overwrite):
+        raise ScaleOTError(f"output exists: {out} (pass --resume to continue it or --overwrite to replace it)")
+    if run.overwrite and not run.resume and out.exists():
+        shutil.rmtree(out)
+    _init_distributed()
+    device = None if run.device is None else run.device
+    if dist.is_initialized() and torch.cuda.is_available() and device in (None, "auto", "cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    model, tok = load_model(run.model, device=device, dtype=run.dtype)
+    run.options.middle(len(get_blocks(model)))  # adapter too large -> one-line error before reading data
+    fingerprint = fingerprint_model(model)
+    o = run.options
+    train, held = corpus_splits(run.corpus, tok, o.block_size, o.heldout_fraction, o.max_train_blocks,
+                                o.max_heldout_blocks)
+    return model, fingerprint, train, held
+
+
+def train(run: ImportanceRun, model, train_blocks, heldout_blocks) -> tuple[ImportanceTrainer, dict]:
+    """Resume if asked, measure the reference step, run the trainer."""
+    out = Path(run.out)
+    trainer = ImportanceTrainer(model, train_blocks, heldout_blocks, run.options, run_dir=out,
+                                progress=run.progress)
+    resumed = trainer.resume() if run.resume else False
+    log = MetricsLog(out, trainer.middle, trainer.step if resumed else None) if trainer.rank == 0 else None
+    trainer.log = log
+    t0 = time.perf_counter()
+    try:
+        reference = trainer.full_step_seconds()
+        trainer.train()
+    finally:
+        if log is not None:
+            log.close()
+    timing = trainer.timing()
+    timing["full_forward_backward_s"] = round(reference, 4)
+    per_step = timing.get("harmonizer_step_s", 0) + timing.get("score_step_s", 0) / run.options.score_every
+    timing["step_over_full_fwd_bwd"] = round(per_step / reference, 3)
+    timing["train_seconds_this_process"] = round(time.perf_counter() - t0, 1)
+    timing["world_size"] = trainer.world
+    return trainer, timing
+
+
+def save(run: ImportanceRun, trainer: ImportanceTrainer, fingerprint: str, timing: dict) -> Path:
+    """Write importance.json, harmonizers, plot and manifest (rank 0)."""
+    out, o = Path(run.out), run.options
+    final = trainer.final_losses()
+    if trainer.rank != 0:
+        return out
+    n_blocks = len(get_blocks(trainer.model))
+    logits = [float(v) for v in trainer.scores]
+    info = {
+        "format_version": FORMAT_VERSION, "model": run.model, "model_fingerprint": fingerprint,
+        "model_type": trainer.model.config.model_type, "num_blocks": n_blocks,
+        "adapter": {"n_bottom": o.n_bottom, "n_top": o.n_top}, "middle": trainer.middle,
+        "scores": {str(i): {"logit": round(s, 8), "keep_prob": round(float(torch.sigmoid(torch.tensor(s))), 8)}
+                   for i, s in zip(trainer.middle, logits, strict=True)},
+        "ranking": trainer.ranking(), "variant": o.variant, "harmonizer": o.harmonizer.to_dict(),
+        "options": o.to_dict(),
+        "reward_scaling": {"reward": o.reward, "eta": o.eta,
+                           "rule": "s_i += eta * p_i(1-p_i) * sum_j [i kept in j] a_j; a block whose presence "
+                                   "lowers the loss gains score"},
+        "corpus": run.corpus, "steps": trainer.step, "seed": o.seed, "final_losses": final, "timing": timing,
+    }
+    if o.variant == "replace":
+        harmonizers = trainer.stand_ins
+    else:  # identity stand-ins, written as fresh (exactly identity) harmonizers to keep one file format
+        hidden = trainer.model.config.get_text_config().hidden_size
+        harmonizers = {i: Harmonizer(hidden, o.harmonizer) for i in trainer.middle}
+    save_harmonizers(out / "harmonizers.safetensors", harmonizers)
+    write_json_atomic(out / "importance.json", info)
+    plot_importance(out / "importance.png", trainer.middle, logits, n_blocks, (o.n_bottom, o.n_top),
+                    title=f"{run.model}: {o.variant}, {trainer.step} steps, seed {o.seed}")
+    if not run.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    write_manifest(out, "importance", {"model_fingerprint": fingerprint, "ranking": info["ranking"]})
+    return out
+
+
+def run_importance(run: ImportanceRun) -> Path:
+    """The whole recipe; returns the importance folder (skips work if already complete)."""
+    if run.resume and manifest_matches(run.out, "importance"):
+        return Path(run.out)
+    model, fingerprint, train_blocks, heldout_blocks = setup(run)
+    trainer, timing = train(run, model, train_blocks, heldout_blocks)
+    try:
+        return save(run, trainer, fingerprint, timing)
+    finally:
+        trainer.close()
+
+
+def parse_adapter(text: str) -> tuple[int, int]:
+    """``"2,2"`` -> ``(2, 2)``."""
+    try:
+        bottom, top = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ScaleOTError(f"--adapter must be 'N_BOTTOM,N_TOP', e.g. 2,2 (got {text!r})") from None
+    return bottom, top
+
+
+def command(
+    out: Annotated[Path, typer.Option("--out", help="output folder (importance folder)")],
+    model: Annotated[str, typer.Option(help="model name or HF folder")] = DEFAULT_MODEL,
+    corpus: Annotated[str, typer.Option(help="generic text: kjv, or a .txt/.jsonl file")] = "kjv",
+    steps: Annotated[int, typer.Option(help="harmonizer steps")] = ImportanceConfig.steps,
+    adapter: Annotated[str, typer.Option(help="adapter blocks N_BOTTOM,N_TOP (never scored)")] = "2,2",
+    variant: Annotated[str, typer.Option(help="replace (harmonizers) or drop (identity)")] = "replace",
+    eta: Annotated[float, typer.Option(help="score learning rate")] = ImportanceConfig.eta,
+    reward: Annotated[str, typer.Option(help="normalized, neg_loss or exp")] = ImportanceConfig.reward,
+    group_size: Annotated[int, typer.Option(help="N_g, blocks per sampling group")] = ImportanceConfig.group_size,
+    n_configs: Annotated[int, typer.Option(help="N_c, configurations per score step")] = ImportanceConfig.n_configs,
+    score_every: Annotated[int, typer.Option(help="T, score step every T steps")] = ImportanceConfig.score_every,
+    lr: Annotated[float, typer.Option(help="harmonizer AdamW learning rate")] = ImportanceConfig.lr,
+    batch_size: Annotated[int, typer.Option(help="sequences per harmonizer step")] = ImportanceConfig.batch_size,
+    score_batch_size: Annotated[int, typer.Option(help="sequences per score step")] = ImportanceConfig.score_batch_size,
+    block_size: Annotated[int, typer.Option(help="tokens per sequence")] = ImportanceConfig.block_size,
+    rank: Annotated[int, typer.Option(help="harmonizer rank")] = 64,
+    autocast: Annotated[str, typer.Option(help="bf16 or none")] = ImportanceConfig.autocast,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints, 0 = never")] = 20,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out")] = False,
+    keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="keep checkpoints")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    dtype: Annotated[str | None, typer.Option(help="weights dtype: auto, float32, bfloat16")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    from scaleot.tuners.harmonizer import HarmonizerConfig
+
+    n_bottom, n_top = parse_adapter(adapter)
+    options = ImportanceConfig(
+        n_bottom=n_bottom, n_top=n_top, variant=variant, steps=steps, group_size=group_size, n_configs=n_configs,
+        score_every=score_every, eta=eta, reward=reward, lr=lr, batch_size=batch_size,
+        score_batch_size=score_batch_size, block_size=block_size, autocast=autocast, seed=seed,
+        checkpoint_every=checkpoint_every, harmonizer=HarmonizerConfig(rank=rank))
+    folder = run_importance(ImportanceRun(out=out, model=model, corpus=corpus, options=options, device=device,
+                                          dtype=dtype, resume=resume, overwrite=overwrite,
+                                          keep_checkpoints=keep_checkpoints, progress=progress))
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        typer.echo(str(folder))
