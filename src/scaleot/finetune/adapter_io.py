@@ -1,0 +1,120 @@
+"""The tuned adapter folder: what the data owner sends back (METHOD.md section 1, step 3).
+
+Layout (``manifest.json`` of kind ``"adapter"`` holds the sha256 of every file)::
+
+    adapter.json                 method, fingerprints, split, options, data split sizes, curve
+    adapter.safetensors          (full) ``blocks.<full-model index>.<param>`` tensors
+    adapter_config.json          (lora, ist) peft's config, targets named by full-model index
+    adapter_model.safetensors    (lora, ist) peft's weights, named by full-model index
+
+Tensors are always named by the block's index in the *full* model, so the model owner
+plugs them in without knowing how the emulator was laid out. No training data, prompt or
+example is ever written here: only weights, sizes and accuracies.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from scaleot.errors import ScaleOTError
+from scaleot.finetune.trainable import block_state, rename_blocks
+from scaleot.manifest import (
+    atomic_output_dir,
+    read_json,
+    verify_manifest,
+    write_json_atomic,
+    write_manifest,
+)
+from scaleot.models import arch_spec
+
+FORMAT_VERSION = 1
+KIND = "adapter"
+
+
+@dataclass
+class TunedAdapter:
+    """A verified adapter folder: ``info`` is ``adapter.json``; ``path`` the folder."""
+
+    path: Path
+    info: dict
+
+    @property
+    def method(self) -> str:
+        return self.info["method"]
+
+    @property
+    def sources(self) -> list[int]:
+        return list(self.info["adapter_sources"])
+
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """``blocks.<i>.<param>`` tensors (``full`` method only)."""
+        return load_file(str(self.path / "adapter.safetensors"))
+
+
+def write_adapter(
+    out: str | Path,
+    model: nn.Module,
+    positions: list[int],
+    sources: list[int],
+    info: dict,
+    peft_model=None,
+) -> Path:
+    """Write the adapter folder atomically.
+
+    Args:
+        out: target folder (replaced if it exists).
+        model: the tuned causal LM (LoRA layers injected for ``lora``/``ist``).
+        positions: positions of the trainable blocks in ``model``.
+        sources: their full-model block indices.
+        info: the ``adapter.json`` fields (method, fingerprints, options, data, validation...).
+        peft_model: the ``PeftModel`` for ``lora``/``ist``.
+    """
+    info = dict(info, format_version=FORMAT_VERSION, adapter_sources=list(sources))
+    mapping = dict(zip(positions, sources, strict=True))
+    with atomic_output_dir(out) as tmp:
+        if info["method"] == "full":
+            save_file(block_state(model, positions, sources), str(tmp / "adapter.safetensors"),
+                      metadata={"format": "pt", "kind": "scaleot-adapter"})
+        else:
+            from peft import get_peft_model_state_dict
+
+            if peft_model is None:
+                raise ValueError("peft_model is required for lora/ist adapters")
+            blocks_path = arch_spec(model).blocks
+            state = get_peft_model_state_dict(peft_model)
+            renamed = {rename_blocks(k, blocks_path, mapping): v.detach().cpu().contiguous()
+                       for k, v in state.items()}
+            save_file(renamed, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+            cfg = copy.deepcopy(peft_model.peft_config["default"])
+            cfg.target_modules = sorted(rename_blocks(t, blocks_path, mapping) for t in cfg.target_modules)
+            cfg.base_model_name_or_path = info.get("base_model")
+            cfg.save_pretrained(str(tmp))
+        write_json_atomic(tmp / "adapter.json", info)
+        write_manifest(tmp, KIND, {"method": info["method"], "base_fingerprint": info.get("base_fingerprint"),
+                                   "emulator_fingerprint": info.get("emulator_fingerprint")})
+    return Path(out)
+
+
+def read_adapter(path: str | Path) -> TunedAdapter:
+    """Verify every hash and read ``adapter.json``.
+
+    Raises:
+        ScaleOTError: not an adapter folder, a modified or missing file, unknown format.
+    """
+    path = Path(path)
+    verify_manifest(path, KIND)
+    info = read_json(path / "adapter.json", "adapter.json")
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ScaleOTError(f"{path}: adapter format_version {info.get('format_version')!r} is not supported")
+    needed = ["adapter.safetensors"] if info.get("method") == "full" else ["adapter_config.json",
+                                                                           "adapter_model.safetensors"]
+    for name in needed:
+        if not (path / name).is_file():
+            raise ScaleOTError(f"{path}: {info.get('method')} adapter without {name}")
+    return TunedAdapter(path, info)

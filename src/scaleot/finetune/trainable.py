@@ -1,0 +1,93 @@
+"""Which weights train: the adapter blocks only (full), or LoRA on them (lora). METHOD.md section 1.
+
+Everything else (embeddings, final norm, LM head, the emulator's middle) is frozen with
+``requires_grad=False``, so autograd computes no weight gradient for it and AdamW keeps
+no state for it. LoRA targets come from the architecture table's ``attn`` and ``mlp``
+roles of the trainable blocks only, named by their full dotted path so no other module
+can match.
+
+Names inside a model follow *positions* (where a block sits in this model); names in a
+tuned adapter follow *sources* (the block's index in the full model). :func:`rename_blocks`
+maps one to the other.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from scaleot.finetune.config import FinetuneConfig
+from scaleot.models import arch_spec, get_blocks
+
+
+def sandwich_positions(num_blocks: int, n_bottom: int, n_top: int) -> list[int]:
+    """Positions of the first ``n_bottom`` and last ``n_top`` blocks."""
+    return list(range(n_bottom)) + list(range(num_blocks - n_top, num_blocks))
+
+
+def freeze_all_but_blocks(model: nn.Module, positions: list[int]) -> list[str]:
+    """Freeze every parameter except those of the blocks at ``positions``.
+
+    Returns:
+        Names (as in ``model.named_parameters()``) of the parameters left trainable.
+    """
+    model.requires_grad_(False)
+    blocks = get_blocks(model)
+    for pos in positions:
+        blocks[pos].requires_grad_(True)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def lora_target_names(model: nn.Module, positions: list[int]) -> list[str]:
+    """Full dotted names of every attention/MLP projection in the blocks at ``positions``."""
+    spec = arch_spec(model)
+    roles = list(spec.attn.values()) + list(spec.mlp.values())
+    return [f"{spec.blocks}.{pos}.{path}" for pos in positions for path in roles]
+
+
+def apply_lora(model: nn.Module, positions: list[int], config: FinetuneConfig):
+    """Wrap ``model`` with peft LoRA on the projections of the blocks at ``positions``.
+
+    Returns:
+        The ``PeftModel``; its base model (``.get_base_model()``) is ``model`` itself with
+        LoRA layers injected, and only ``lora_A``/``lora_B`` weights are trainable.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    model.requires_grad_(False)
+    lora = LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=lora_target_names(model, positions), bias="none",
+        fan_in_fan_out=arch_spec(model).transposed, task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(config.seed)
+    return get_peft_model(model, lora)
+
+
+def rename_blocks(name: str, blocks_path: str, mapping: dict[int, int]) -> str:
+    """Rewrite ``<blocks_path>.<i>.`` in ``name`` to ``<blocks_path>.<mapping[i]>.``."""
+    pattern = re.compile(rf"(^|\.){re.escape(blocks_path)}\.(\d+)(\.|$)")
+
+    def sub(m: re.Match) -> str:
+        i = int(m.group(2))
+        return f"{m.group(1)}{blocks_path}.{mapping.get(i, i)}{m.group(3)}"
+
+    return pattern.sub(sub, name, count=1)
+
+
+def block_state(model: nn.Module, positions: list[int], sources: list[int]) -> dict[str, torch.Tensor]:
+    """Weights of the blocks at ``positions`` named ``blocks.<source>.<param>`` (the ``full`` format)."""
+    blocks = get_blocks(model)
+    out = {}
+    for pos, src in zip(positions, sources, strict=True):
+        for name, t in blocks[pos].state_dict().items():
+            out[f"blocks.{src}.{name}"] = t.detach().cpu().contiguous()
+    return out
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
