@@ -1,0 +1,192 @@
+"""Build an emulator from a full model: ``build_emulator(model, config) -> EmulatorBundle``.
+
+Methods (METHOD.md sections 3 and 5), all behind the same layer-map interface:
+
+- ``scaleot``: the ``round(alpha · |E|)`` lowest-ranked middle blocks (stage 1's ranking)
+  are replaced by their harmonizers; SRC with ``beta`` on the kept middle blocks.
+- ``drop``: the same ranking, identities instead of harmonizers (ablation).
+- ``uniform``: OT's uniform LayerDrop, ``keep`` evenly spaced middle blocks.
+- ``uniform-kd``: ``uniform`` then distilled on generic text (:mod:`.distill`).
+- ``crash``: CKA clustering, one kept block per cluster, shared copies elsewhere (:mod:`.crash`).
+
+``beta`` (SRC) composes with every method. The full model is never modified: the emulator
+is a new module built from a blockless copy of it plus copies of the blocks it keeps.
+Before returning, :func:`~scaleot.emulator.bundle.find_leaks` checks that no shipped
+tensor approximates a protected weight.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+from torch import nn
+
+from scaleot.emulator import layer_map as lm
+from scaleot.emulator.bundle import FORMAT_VERSION, EmulatorBundle, find_leaks, shared_copy
+from scaleot.emulator.config import EmulatorConfig
+from scaleot.emulator.src_compress import compress_block
+from scaleot.errors import ScaleOTError
+from scaleot.manifest import read_json, sha256_file, verify_manifest
+from scaleot.models.arch import arch_spec, get_blocks, get_submodule, set_blocks, set_submodule
+from scaleot.models.fingerprint import fingerprint_model
+from scaleot.tuners.harmonizer import IdentityBlock, load_harmonizers
+
+log = logging.getLogger(__name__)
+
+
+def read_importance(folder: str | Path, base_fingerprint: str, with_harmonizers: bool):
+    """Verify an importance folder and check it belongs to this model.
+
+    Returns:
+        ``(importance.json dict, {block: Harmonizer} or None, record for emulator.json)``.
+    """
+    folder = Path(folder)
+    verify_manifest(folder, "importance")
+    info = read_json(folder / "importance.json", "importance.json")
+    if info.get("model_fingerprint") != base_fingerprint:
+        raise ScaleOTError(f"importance folder {folder} was computed on other weights "
+                           f"({info.get('model_fingerprint')}, this model is {base_fingerprint})")
+    if not isinstance(info.get("ranking"), list):
+        raise ScaleOTError(f"{folder}/importance.json has no ranking")
+    harmonizers = load_harmonizers(folder / "harmonizers.safetensors") if with_harmonizers else None
+    record = {"path": str(folder), "importance_sha256": "sha256:" + sha256_file(folder / "importance.json"),
+              "variant": info.get("variant"), "steps": info.get("steps"), "timing": info.get("timing")}
+    return info, harmonizers, record
+
+
+def _blockless_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` without its decoder blocks (embeddings, norm, head, config)."""
+    path = arch_spec(model).blocks
+    blocks = get_submodule(model, path)
+    set_submodule(model, path, nn.ModuleList())
+    try:
+        return copy.deepcopy(model)
+    finally:
+        set_submodule(model, path, blocks)
+
+
+def _plan(model, tokenizer, config: EmulatorConfig, middle: list[int], base_fp: str):
+    """The layer map, the harmonizers (scaleot) and extra info for each method."""
+    n, nb, nt = len(get_blocks(model)), config.n_bottom, config.n_top
+    extra: dict = {"importance": None}
+    harmonizers = None
+    if config.method in ("scaleot", "drop"):
+        imp, harmonizers, extra["importance"] = read_importance(
+            config.importance, base_fp, with_harmonizers=config.method == "scaleot")
+        stand_in = "harmonizer" if config.method == "scaleot" else "identity"
+        layer_map = lm.plan_ranked(n, nb, nt, [int(i) for i in imp["ranking"]], config.alpha, stand_in)
+        if harmonizers is not None:
+            missing = [e["source"] for e in layer_map if e["kind"] == "harmonizer" and e["source"] not in harmonizers]
+            if missing:
+                raise ScaleOTError(f"importance folder has no harmonizer for blocks {missing}")
+            extra["harmonizer"] = next(iter(harmonizers.values())).config.to_dict()
+    elif config.method in ("uniform", "uniform-kd"):
+        layer_map = lm.plan_uniform(n, nb, nt, config.resolved_keep(len(middle)))
+    else:  # crash
+        from scaleot.emulator.crash import crash_clusters
+
+        if tokenizer is None:
+            raise ScaleOTError("method 'crash' needs the tokenizer (for its generic-text calibration)")
+        clusters, reps, cka = crash_clusters(model, tokenizer, middle, config.resolved_keep(len(middle)), config)
+        layer_map = lm.plan_shared(n, nb, nt, clusters, reps)
+        extra["crash"] = {"clusters": clusters, "representatives": reps,
+                          "cka_adjacent": [round(cka[i][i + 1], 4) for i in range(len(middle) - 1)]}
+    return layer_map, harmonizers, extra
+
+
+def _protected(model: nn.Module, layer_map: list[dict], middle: list[int]) -> dict:
+    """Weights that must not travel: blocks not kept, dense attention of SRC'd blocks."""
+    spec, blocks = arch_spec(model), get_blocks(model)
+    kept = {e["source"]: e for e in layer_map if e["kind"] == "kept"}
+    out = {}
+    for i in middle:
+        if i not in kept:
+            out.update({f"block{i}.{k}": v for k, v in blocks[i].state_dict().items()})
+        elif kept[i]["src_rank"]:
+            for path in spec.attn.values():
+                out[f"block{i}.{path}.weight"] = get_submodule(blocks[i], path).weight
+    return out
+
+
+def count_params(model: nn.Module) -> int:
+    """Unique parameters (tied and shared tensors counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> EmulatorBundle:
+    """Build the emulator ``[A, E*]`` of ``model`` described by ``config``.
+
+    Args:
+        model: the full causal LM (left unchanged).
+        config: method and options; see :class:`EmulatorConfig`.
+        tokenizer: the base tokenizer; shipped in the bundle, needed by crash and uniform-kd.
+
+    Returns:
+        An :class:`EmulatorBundle` (not saved yet; call ``bundle.save(dir)``).
+
+    Raises:
+        ScaleOTError: bad options for this model, an importance folder from other weights,
+            or a shipped tensor that would approximate a protected weight.
+    """
+    t0 = time.perf_counter()
+    spec = arch_spec(model)
+    blocks = get_blocks(model)
+    middle = config.check_for(len(blocks))
+    base_fp = fingerprint_model(model)
+    layer_map, harmonizers, extra = _plan(model, tokenizer, config, middle, base_fp)
+    t_plan = time.perf_counter() - t0
+
+    emu = _blockless_copy(model)
+    new_blocks: list[nn.Module | None] = []
+    for e in layer_map:
+        kind, src = e["kind"], e["source"]
+        if kind in ("adapter", "kept"):
+            block = copy.deepcopy(blocks[src])
+            if kind == "kept":
+                e["src_rank"] = compress_block(block, spec, config.beta) or None
+            new_blocks.append(block)
+        elif kind == "harmonizer":
+            ref = next(model.parameters())
+            new_blocks.append(copy.deepcopy(harmonizers[src]).to(device=ref.device, dtype=ref.dtype))
+        elif kind == "identity":
+            new_blocks.append(IdentityBlock())
+        else:
+            new_blocks.append(None)
+    for e in layer_map:
+        if e["kind"] == "shared":
+            new_blocks[e["position"]] = shared_copy(new_blocks[e["shares"]])
+    set_blocks(emu, new_blocks, [e["source"] for e in layer_map])
+    emu.eval()
+    timing = {"plan_s": round(t_plan, 3), "assemble_s": round(time.perf_counter() - t0 - t_plan, 3)}
+
+    if config.method == "uniform-kd":
+        from scaleot.emulator.distill import distill
+
+        if tokenizer is None:
+            raise ScaleOTError("method 'uniform-kd' needs the tokenizer (for its generic text)")
+        extra["distill"] = distill(emu, model, tokenizer, layer_map, config)
+        timing["distill_s"] = extra["distill"]["seconds"]
+
+    leaks = find_leaks(emu, _protected(model, layer_map, middle))
+    if leaks:
+        raise ScaleOTError(f"privacy check failed: {leaks[0]} (and {len(leaks) - 1} more)")
+    n_emu, n_full = count_params(emu), count_params(model)
+    timing["stage2_s"] = round(time.perf_counter() - t0, 3)
+    info = {
+        "format_version": FORMAT_VERSION,
+        "method": config.method,
+        "options": config.options(),
+        "base_model": config.model,
+        "base_fingerprint": base_fp,
+        "model_type": model.config.model_type,
+        "num_blocks_full": len(blocks),
+        "adapter": {"n_bottom": config.n_bottom, "n_top": config.n_top},
+        "layer_map": layer_map,
+        "params": {"emulator": n_emu, "full": n_full, "ratio": round(n_emu / n_full, 4)},
+        **extra,
+        "timing": timing,
+    }
+    return EmulatorBundle(model=emu, tokenizer=tokenizer, info=info)

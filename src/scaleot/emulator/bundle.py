@@ -1,0 +1,226 @@
+"""The emulator bundle: a safe, verifiable exchange folder (METHOD.md section 1, step 2).
+
+Folder layout::
+
+    emulator.json       format version, method, options, base fingerprint, layer map, params
+    model.safetensors   only the shipped weights (SRC factors as factors, shared tensors once)
+    config.json         the base config with the emulator's block count
+    tokenizer files     (when a tokenizer was given)
+    manifest.json       kind "emulator": sha256 and size of every file
+
+:func:`load_emulator` verifies every hash, refuses unlisted or non-JSON/safetensors files
+(no pickle anywhere), rebuilds the module structure from ``config.json`` and the layer
+map, then loads ``model.safetensors`` strictly. The result is an ordinary transformers
+causal LM whose block list mixes decoder blocks, harmonizers, identities and low-rank
+projections.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from scaleot.emulator.config import METHODS
+from scaleot.emulator.layer_map import adapter_positions, adapter_sources, validate_layer_map
+from scaleot.emulator.src_compress import LowRankLinear, low_rank_shell
+from scaleot.errors import ScaleOTError
+from scaleot.manifest import (
+    atomic_output_dir,
+    read_json,
+    verify_manifest,
+    write_json_atomic,
+    write_manifest,
+)
+from scaleot.models.arch import arch_spec, get_blocks, set_blocks
+from scaleot.models.device import resolve_device, resolve_dtype
+from scaleot.tuners.harmonizer import Harmonizer, HarmonizerConfig, IdentityBlock
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+INFO = "emulator.json"
+SAFE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model")
+
+
+@dataclass
+class EmulatorBundle:
+    """An emulator ``[A, E*]`` with its description.
+
+    Attributes:
+        model: a transformers ``*ForCausalLM`` in eval mode.
+        tokenizer: the base tokenizer, or ``None``.
+        info: the ``emulator.json`` dict (method, options, layer map, params...).
+        fingerprint: ``"sha256:<hex>"`` of ``model.safetensors`` once saved or loaded.
+    """
+
+    model: nn.Module
+    tokenizer: object | None
+    info: dict
+    fingerprint: str | None = field(default=None)
+
+    @property
+    def layer_map(self) -> list[dict]:
+        return self.info["layer_map"]
+
+    @property
+    def adapter_positions(self) -> list[int]:
+        """Emulator block positions holding adapter blocks, in order."""
+        return adapter_positions(self.layer_map)
+
+    @property
+    def adapter_sources(self) -> list[int]:
+        """Full-model block index of each adapter position."""
+        return adapter_sources(self.layer_map)
+
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the bundle atomically to ``path`` and set :attr:`fingerprint`."""
+        path = Path(path)
+        with atomic_output_dir(path, overwrite=overwrite) as tmp:
+            save_model(self.model, str(tmp / WEIGHTS), metadata={"format": "pt", "scaleot": "emulator"})
+            self.model.config.to_json_file(str(tmp / "config.json"))
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(tmp))
+            write_json_atomic(tmp / INFO, self.info)
+            for p in tmp.rglob("*"):
+                if p.is_file() and not p.name.endswith(SAFE_SUFFIXES):
+                    p.unlink()  # nothing but JSON, text and safetensors travels
+            manifest = write_manifest(tmp, "emulator", {"method": self.info["method"],
+                                                        "base_fingerprint": self.info["base_fingerprint"]})
+        self.fingerprint = "sha256:" + manifest["files"][WEIGHTS]["sha256"]
+        return path
+
+
+def shared_copy(block: nn.Module) -> nn.Module:
+    """A separate module instance that reuses ``block``'s Parameter tensors (CRaSh sharing)."""
+    memo = {id(p): p for p in block.parameters()}
+    memo.update({id(b): b for b in block.buffers()})
+    return copy.deepcopy(block, memo)
+
+
+def _check_files(folder: Path, manifest: dict) -> None:
+    listed = set(manifest.get("files", {}))
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and rel != "manifest.json" and rel not in listed:
+            raise ScaleOTError(f"{folder}: file {rel} is not listed in the manifest (refusing the bundle)")
+    for rel in listed:
+        if not rel.endswith(SAFE_SUFFIXES):
+            raise ScaleOTError(f"{folder}: file {rel} is not JSON/text/safetensors (refusing the bundle)")
+    for need in (INFO, WEIGHTS, "config.json"):
+        if need not in listed:
+            raise ScaleOTError(f"{folder}: incomplete emulator bundle (no {need})")
+
+
+def build_blocks(model: nn.Module, info: dict) -> list[nn.Module]:
+    """Shells for every layer-map position, built on ``model``'s fresh blocks (loader side)."""
+    spec = arch_spec(model)
+    fresh = list(get_blocks(model))
+    hidden = model.config.hidden_size
+    hcfg = HarmonizerConfig(**info["harmonizer"]) if info.get("harmonizer") else None
+    out: list[nn.Module | None] = [None] * len(fresh)
+    for e in info["layer_map"]:
+        pos, kind = e["position"], e["kind"]
+        if kind in ("adapter", "kept"):
+            out[pos] = fresh[pos]
+            if e.get("src_rank"):
+                low_rank_shell(out[pos], spec, e["src_rank"])
+        elif kind == "harmonizer":
+            if hcfg is None:
+                raise ScaleOTError("emulator.json: harmonizer positions but no harmonizer config")
+            out[pos] = Harmonizer(hidden, hcfg)
+        elif kind == "identity":
+            out[pos] = IdentityBlock()
+    for e in info["layer_map"]:
+        if e["kind"] == "shared":
+            out[e["position"]] = shared_copy(out[e["shares"]])
+    return out
+
+
+def load_emulator(path: str | Path, device: str | None = None, dtype: str | None = None,
+                  expected_base_fingerprint: str | None = None) -> EmulatorBundle:
+    """Verify and load an emulator bundle.
+
+    Args:
+        path: the bundle folder.
+        device, dtype: where and in which precision to put the model (``auto`` by default).
+        expected_base_fingerprint: refuse a bundle made from other base weights.
+
+    Raises:
+        ScaleOTError: one line, for a missing, tampered, truncated, foreign or malformed bundle.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(path)
+    manifest = verify_manifest(folder, "emulator")
+    _check_files(folder, manifest)
+    info = read_json(folder / INFO, "emulator.json")
+    if info.get("format_version") != FORMAT_VERSION or info.get("method") not in METHODS:
+        raise ScaleOTError(f"{folder}: unsupported emulator.json (format {info.get('format_version')!r})")
+    if expected_base_fingerprint and info.get("base_fingerprint") != expected_base_fingerprint:
+        raise ScaleOTError(f"{folder}: emulator was built from other base weights "
+                           f"({info.get('base_fingerprint')}, expected {expected_base_fingerprint})")
+    raw = read_json(folder / "config.json", "config.json")
+    if "auto_map" in raw:
+        raise ScaleOTError(f"{folder}: config.json asks for remote code (refusing the bundle)")
+    config = AutoConfig.from_pretrained(str(folder))
+    spec = arch_spec(config.model_type)
+    layer_map = info.get("layer_map")
+    if not isinstance(layer_map, list) or len(layer_map) != getattr(config, spec.num_layers_attr):
+        raise ScaleOTError(f"{folder}: layer map and config.json disagree on the number of blocks")
+    validate_layer_map(layer_map)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    blocks = build_blocks(model, info)
+    set_blocks(model, blocks, list(range(len(blocks))))
+    try:
+        load_model(model, str(folder / WEIGHTS), strict=True)
+    except RuntimeError as e:
+        raise ScaleOTError(f"{folder}: model.safetensors does not match the layer map "
+                           f"({str(e).splitlines()[0][:200]})") from None
+    dev = resolve_device(device)
+    model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
+    tokenizer = None
+    if (folder / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        from scaleot.models.loading import prepare_tokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        prepare_tokenizer(tokenizer)
+    fingerprint = "sha256:" + manifest["files"][WEIGHTS]["sha256"]
+    return EmulatorBundle(model=model, tokenizer=tokenizer, info=info, fingerprint=fingerprint)
+
+
+def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float = 1e-3) -> list[str]:
+    """Shipped tensors (and SRC factor products) within relative error ``tol`` of a protected weight.
+
+    Args:
+        model: the emulator.
+        protected: name -> weight that must not travel (replaced/dropped blocks, the dense
+            attention weights of SRC-compressed blocks). Constant tensors (e.g. fresh norm
+            weights of ones) carry no information and are skipped.
+
+    Returns:
+        ``"<shipped> ~ <protected> (rel err X)"`` lines; empty when nothing leaks.
+    """
+    shipped = {k: v.detach() for k, v in model.state_dict().items()}
+    for name, mod in model.named_modules():
+        if isinstance(mod, LowRankLinear):
+            shipped[f"{name}.(up@down)"] = mod.dense().detach()
+    by_shape: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    for name, w in protected.items():
+        w = w.detach().float()
+        if w.numel() > 1 and not torch.all(w == w.flatten()[0]):
+            by_shape.setdefault(tuple(w.shape), []).append((name, w))
+            if w.dim() == 2:
+                by_shape.setdefault(tuple(w.t().shape), []).append((f"{name}^T", w.t()))
+    leaks = []
+    for sname, s in shipped.items():
+        for pname, w in by_shape.get(tuple(s.shape), []):
+            rel = (torch.linalg.norm(s.float() - w) / torch.linalg.norm(w).clamp_min(1e-12)).item()
+            if rel < tol:
+                leaks.append(f"{sname} ~ {pname} (rel err {rel:.2e})")
+    return leaks
