@@ -1,0 +1,106 @@
+"""Build an emulator bundle [A, E*] to hand to the data owner (ScaleOT stage 2 and baselines).
+
+Recipe shape: ``setup -> build -> save``. Methods (``--method``): ``scaleot`` (harmonizers
+at stage 1's lowest-ranked positions, ``--importance DIR --alpha A``), ``drop`` (the same
+with identities), ``uniform`` (OT uniform LayerDrop, ``--keep K``), ``uniform-kd`` (uniform
++ distillation on generic text, with progress, checkpoints and ``--resume``), ``crash``
+(CKA clustering + sharing). ``--beta`` (Selective Rank Compression) composes with every
+method. Output: the emulator bundle (``emulator.json``, ``model.safetensors``,
+``config.json``, tokenizer files, ``manifest.json`` of kind ``emulator``).
+
+Raises :class:`~scaleot.errors.ScaleOTError` (one line) for a bad option, an importance
+folder from another model, or an unknown model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scaleot.emulator import EmulatorConfig, build_emulator
+from scaleot.emulator.bundle import EmulatorBundle
+from scaleot.errors import ScaleOTError
+from scaleot.models import DEFAULT_MODEL, load_model
+
+log = logging.getLogger(__name__)
+
+
+def parse_adapter(text: str) -> tuple[int, int]:
+    """``"2,2"`` -> ``(2, 2)``."""
+    try:
+        bottom, top = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ScaleOTError(f"--adapter must be 'N_BOTTOM,N_TOP', e.g. 2,2 (got {text!r})") from None
+    return bottom, top
+
+
+def setup(config: EmulatorConfig):
+    """Load the full model and tokenizer; returns ``(model, tokenizer, load seconds)``."""
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(config.model, config.device, config.dtype)
+    return model, tokenizer, time.perf_counter() - t0
+
+
+def build(model, tokenizer, config: EmulatorConfig) -> EmulatorBundle:
+    """Build the emulator (the full model is left unchanged)."""
+    return build_emulator(model, config, tokenizer=tokenizer)
+
+
+def save(bundle: EmulatorBundle, out: Path, overwrite: bool = True) -> Path:
+    """Write the bundle atomically; returns its folder."""
+    return bundle.save(out, overwrite=overwrite)
+
+
+def run_emulate(config: EmulatorConfig, out: str | Path, overwrite: bool = True) -> Path:
+    """``scaleot emulate`` as a function: load, build, save; returns the bundle folder.
+
+    For ``uniform-kd`` the distillation run (checkpoints, logs) goes to
+    ``config.kd_run_dir`` or, by default, ``<out>.kd`` beside the bundle.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ScaleOTError(f"output exists: {out} (remove it or pass --overwrite)")
+    if config.method == "uniform-kd" and not config.kd_run_dir:
+        config.kd_run_dir = str(out.with_name(out.name + ".kd"))
+    model, tokenizer, load_s = setup(config)
+    bundle = build(model, tokenizer, config)
+    bundle.info["timing"]["load_model_s"] = round(load_s, 3)
+    return save(bundle, out, overwrite=overwrite)
+
+
+def command(
+    out: Annotated[Path, typer.Option("--out", help="output folder (emulator bundle)")],
+    method: Annotated[str, typer.Option(help="scaleot, drop, uniform, uniform-kd or crash")] = "scaleot",
+    model: Annotated[str, typer.Option(help="model name or HF folder")] = DEFAULT_MODEL,
+    adapter: Annotated[str, typer.Option(help="adapter blocks N_BOTTOM,N_TOP (sent whole)")] = "2,2",
+    importance: Annotated[str | None, typer.Option(help="importance folder (scaleot, drop)")] = None,
+    alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced, [0, 1)")] = 0.5,
+    beta: Annotated[float, typer.Option(help="SRC: fraction of attention rank removed, [0, 1)")] = 0.0,
+    keep: Annotated[int | None, typer.Option(help="middle blocks kept (uniform, uniform-kd, crash); "
+                                             "default: as many as scaleot keeps at --alpha")] = None,
+    corpus: Annotated[str, typer.Option(help="generic text for crash / uniform-kd")] = "kjv",
+    block_size: Annotated[int, typer.Option(help="tokens per generic-text block")] = 128,
+    calib_blocks: Annotated[int, typer.Option(help="crash: text blocks for CKA")] = 16,
+    kd_steps: Annotated[int, typer.Option(help="uniform-kd: distillation steps")] = 200,
+    kd_lr: Annotated[float, typer.Option(help="uniform-kd: learning rate")] = 1e-4,
+    kd_batch: Annotated[int, typer.Option(help="uniform-kd: blocks per step")] = 4,
+    kd_checkpoint_every: Annotated[int, typer.Option(help="uniform-kd: steps between checkpoints")] = 50,
+    kd_run_dir: Annotated[str | None, typer.Option(help="uniform-kd: run folder (default OUT.kd)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="uniform-kd: continue from the newest checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="replace an existing --out")] = True,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    dtype: Annotated[str | None, typer.Option(help="weights dtype: auto, float32, bfloat16")] = None,
+) -> None:
+    n_bottom, n_top = parse_adapter(adapter)
+    config = EmulatorConfig(
+        method=method, model=model, n_bottom=n_bottom, n_top=n_top, alpha=alpha, beta=beta, keep=keep,
+        importance=importance, corpus=corpus, block_size=block_size, calib_blocks=calib_blocks,
+        kd_steps=kd_steps, kd_lr=kd_lr, kd_batch=kd_batch, kd_checkpoint_every=kd_checkpoint_every,
+        kd_run_dir=kd_run_dir, resume=resume, seed=seed, device=device, dtype=dtype)
+    folder = run_emulate(config, out, overwrite=overwrite)
+    typer.echo(str(folder))
