@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -38,3 +39,39 @@ def tiny_task(root: Path, n: int = 160, seed: int = 0) -> Path:
             f.write(json.dumps({"context": f"Is {x} even?\nA:", "choices": [" yes", " no"],
                                 "label": 0 if x % 2 == 0 else 1}) + "\n")
     return path
+
+
+def build_tiny_emulator(root: Path, model_dir: Path, keep: int = 2) -> Path:
+    """A uniform-LayerDrop emulator of the tiny model: adapter 1+1, ``keep`` middle blocks."""
+    from scaleot.emulator import EmulatorConfig, build_emulator
+    from scaleot.models import load_model
+
+    out = root / f"emu-{model_dir.name}"
+    if (out / "manifest.json").is_file():
+        return out
+    model, tok = load_model(str(model_dir), device="cpu")
+    cfg = EmulatorConfig(method="uniform", model=str(model_dir), n_bottom=1, n_top=1, keep=keep, device="cpu")
+    build_emulator(model, cfg, tokenizer=tok).save(out)
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest (and least disturbed by other jobs) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """``(root, model_dir, task_path, emulator_dir)`` shared by a test module."""
+    root = tmp_path_factory.mktemp("tiny")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model_dir = tiny_model_dir(root)
+    task = tiny_task(root)
+    emu = build_tiny_emulator(root, model_dir)
+    torch.set_num_threads(n)
+    return root, model_dir, task, emu

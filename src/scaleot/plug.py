@@ -3,20 +3,33 @@
 The model owner checks that the adapter was tuned on an emulator of *this* model (the
 adapter records the base model's fingerprint) and refuses anything else. ``full``
 adapters replace the weights of their blocks (named by full-model index); ``lora``/``ist``
-adapters are loaded with peft and merged, so the result is a plain transformers model.
+adapters are merged (``W += lora_alpha / r * B @ A``, what peft's ``merge_and_unload`` does),
+so the result is a plain transformers model. The same function puts an adapter back into
+its emulator (the Emu FT row) through a source -> position map.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.adapter_io import TunedAdapter, read_adapter
-from scaleot.manifest import atomic_output_dir, write_json_atomic, write_manifest
-from scaleot.models import fingerprint_model, get_blocks, load_model, num_blocks
+from scaleot.finetune.trainable import rename_blocks
+from scaleot.manifest import atomic_output_dir, read_json, write_json_atomic, write_manifest
+from scaleot.models import (
+    arch_spec,
+    fingerprint_model,
+    get_blocks,
+    get_submodule,
+    load_model,
+    num_blocks,
+)
 
 PLUGGED_KIND = "plugged-model"
 
@@ -40,18 +53,50 @@ def check_adapter_fits(model: nn.Module, adapter: TunedAdapter, fingerprint: str
         raise ScaleOTError(f"adapter {adapter.path} names blocks {bad} outside this model's {n} blocks")
 
 
-def plug_into(model: nn.Module, adapter: TunedAdapter | str | Path, check: bool = True) -> nn.Module:
-    """Return ``model`` with the adapter's weights in place (LoRA merged).
+def lora_deltas(adapter: TunedAdapter) -> dict[str, torch.Tensor]:
+    """``{module path (full-model numbering): delta W [out, in]}`` of a LoRA adapter.
 
-    ``model`` is modified in place for ``full``; for ``lora``/``ist`` the merged base model
-    (the same object, LoRA layers removed) is returned.
+    ``delta W = scaling * B @ A`` with ``scaling = lora_alpha / r`` (``/ sqrt(r)`` for rsLoRA),
+    exactly what peft's ``merge_and_unload`` adds.
+    """
+    cfg = read_json(adapter.path / "adapter_config.json", "adapter_config.json")
+    r, alpha = cfg["r"], cfg["lora_alpha"]
+    scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+    state = load_file(str(adapter.path / "adapter_model.safetensors"))
+    deltas = {}
+    for key, a in state.items():
+        if ".lora_A." not in key:
+            continue
+        path = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        deltas[path] = (b.float() @ a.float()) * scaling
+    if not deltas:
+        raise ScaleOTError(f"adapter {adapter.path}: no LoRA weights in adapter_model.safetensors")
+    return deltas
+
+
+def plug_into(model: nn.Module, adapter: TunedAdapter | str | Path, check: bool = True,
+              block_of_source: dict[int, int] | None = None) -> nn.Module:
+    """Put the adapter's weights into ``model`` in place (LoRA merged) and return it.
+
+    Args:
+        model: the full model, or an emulator (then pass ``block_of_source`` and ``check=False``).
+        adapter: a tuned adapter (folder or :class:`TunedAdapter`).
+        check: refuse an adapter whose base fingerprint is not ``model``'s.
+        block_of_source: full-model block index -> position in ``model`` (default identity);
+            an emulator's ``dict(zip(adapter_sources, adapter_positions))`` gives Emu FT.
     """
     if not isinstance(adapter, TunedAdapter):
         adapter = read_adapter(adapter)
     if check:
         check_adapter_fits(model, adapter)
+    mapping = block_of_source or {i: i for i in adapter.sources}
+    missing_src = [s for s in adapter.sources if s not in mapping]
+    if missing_src:
+        raise ScaleOTError(f"adapter {adapter.path}: blocks {missing_src} have no place in this model")
+    spec = arch_spec(model)
+    blocks = get_blocks(model)
     if adapter.method == "full":
-        blocks = get_blocks(model)
         per_block: dict[int, dict] = {}
         for key, t in adapter.full_weights().items():
             _, idx, name = key.split(".", 2)
@@ -59,15 +104,17 @@ def plug_into(model: nn.Module, adapter: TunedAdapter | str | Path, check: bool 
         if sorted(per_block) != sorted(adapter.sources):
             raise ScaleOTError(f"adapter {adapter.path}: tensors do not match its adapter_sources")
         for idx, state in per_block.items():
-            missing, unexpected = blocks[idx].load_state_dict(state, strict=False)
+            missing, unexpected = blocks[mapping[idx]].load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ScaleOTError(f"adapter {adapter.path}: block {idx} does not fit "
                                    f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
         return model
-    from peft import PeftModel
-
-    peft_model = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False)
-    return peft_model.merge_and_unload()
+    with torch.no_grad():
+        for path, delta in lora_deltas(adapter).items():
+            target = get_submodule(model, rename_blocks(path, spec.blocks, mapping))
+            w = target.weight
+            w.add_((delta.t() if spec.transposed else delta).to(w.dtype))
+    return model
 
 
 def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = None) -> Path:

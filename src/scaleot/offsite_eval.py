@@ -1,0 +1,171 @@
+"""The five evaluation rows of offsite-tuning, and ``Delta = Plug-in - Emu FT`` (METHOD.md section 1).
+
+| row     | model        | built from                                   |
+|---------|--------------|----------------------------------------------|
+| Full ZS | ``[A, E]``   | the full model untouched                     |
+| Emu ZS  | ``[A, E*]``  | the emulator untouched                       |
+| FT      | ``[A, E]``   | the full model with the FT-row adapter       |
+| Emu FT  | ``[A', E*]`` | the emulator with the data owner's adapter   |
+| Plug-in | ``[A', E]``  | the full model with the data owner's adapter |
+
+Each adapter names its task and split (``adapter.json``), so every row of a task is
+scored on the same test examples through :func:`scaleot.evaluation.evaluate_mc` (lm-eval).
+Models are built one at a time from fresh copies; nothing is swapped in place.
+Standard error of Delta: ``sqrt(se_plug^2 + se_emu^2)`` (conservative: it ignores the
+positive correlation of the two rows on the same examples).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from scaleot.data import SplitConfig, load_task
+from scaleot.errors import ScaleOTError
+from scaleot.finetune.adapter_io import TunedAdapter, read_adapter
+from scaleot.plug import check_adapter_fits, plug_into
+
+ROWS = ("Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in")
+
+
+def _split_of(adapter: TunedAdapter) -> tuple[str, SplitConfig]:
+    o, d = adapter.info["options"], adapter.info["data"]
+    return d["task"], SplitConfig(seed=o["split_seed"], n_test=o["n_test"], n_val=o["n_val"], n_train=o["n_train"])
+
+
+def _score(build, splits, limit, batch_size, autocast) -> dict:
+    from scaleot.evaluation import evaluate_mc
+
+    model, tokenizer = build()
+    t0 = time.perf_counter()
+    out = evaluate_mc(model, tokenizer, splits, limit=limit, batch_size=batch_size, autocast_dtype=autocast)
+    for r in out.values():
+        r["seconds"] = round(time.perf_counter() - t0, 2)
+    del model
+    return out
+
+
+def evaluate_offsite(
+    model: str, emulator: str | Path, adapters: list[str | Path], ft: list[str | Path] | None = None,
+    limit: int | None = None, batch_size: int = 16, autocast: str | None = None, device: str | None = None,
+) -> dict:
+    """Score the five rows for every task that has an adapter.
+
+    Args:
+        model: the full model (name or folder).
+        emulator: the emulator bundle the adapters were tuned on.
+        adapters: the data owner's tuned adapters, one per task.
+        ft: FT-row adapters (``scaleot finetune --model``), matched to tasks by name; a task
+            without one gets no FT row.
+        limit: score only the first ``limit`` test examples.
+
+    Returns:
+        ``{"rows": {task: {row: {acc, acc_stderr, acc_norm, ...}}}, "delta": {task|"average":
+        {"acc", "stderr"}}, "average": {row: acc}, "tasks": [...]}``.
+
+    Raises:
+        ScaleOTError: an adapter tuned on another emulator or for another model, two
+            adapters for one task, an FT adapter for a task with no adapter.
+    """
+    from scaleot.emulator import load_emulator
+    from scaleot.models import fingerprint_model, load_model
+
+    tuned = [read_adapter(a) for a in adapters]
+    fts = [read_adapter(f) for f in (ft or [])]
+    by_task = {}
+    for a in tuned:
+        task, _ = _split_of(a)
+        if task in by_task:
+            raise ScaleOTError(f"two adapters for task {task}: {by_task[task].path} and {a.path}")
+        by_task[task] = a
+    ft_by_task = {_split_of(f)[0]: f for f in fts}
+    extra = sorted(set(ft_by_task) - set(by_task))
+    if extra:
+        raise ScaleOTError(f"FT adapter for {extra[0]} but no emulator adapter for that task")
+    splits = {t: load_task(t, _split_of(a)[1]) for t, a in by_task.items()}
+
+    bundle = load_emulator(emulator, device=device)
+    emu_fp = bundle.fingerprint
+    for a in tuned:
+        if a.info.get("emulator_fingerprint") != emu_fp:
+            raise ScaleOTError(f"adapter {a.path} was not tuned on emulator {emulator} (fingerprint differs)")
+    full, tok = load_model(model, device=device)
+    base_fp = fingerprint_model(full)
+    for a in tuned + fts:
+        check_adapter_fits(full, a, base_fp)
+    del full, bundle
+    place = None
+
+    def emulator_model():
+        nonlocal place
+        b = load_emulator(emulator, device=device)
+        place = dict(zip(b.adapter_sources, b.adapter_positions, strict=True))
+        return b.model, b.tokenizer
+
+    rows: dict[str, dict] = {t: {} for t in by_task}
+    kw = dict(limit=limit, batch_size=batch_size, autocast=autocast)
+    for task, r in _score(lambda: load_model(model, device=device), list(splits.values()), **kw).items():
+        rows[task]["Full ZS"] = r
+    for task, r in _score(emulator_model, list(splits.values()), **kw).items():
+        rows[task]["Emu ZS"] = r
+    for task, a in by_task.items():
+        def emu_ft(a=a):
+            m, t = emulator_model()
+            return plug_into(m, a, check=False, block_of_source=place), t
+
+        def plugged(a=a):
+            m, t = load_model(model, device=device)
+            return plug_into(m, a, check=False), t
+
+        rows[task]["Emu FT"] = _score(emu_ft, [splits[task]], **kw)[task]
+        rows[task]["Plug-in"] = _score(plugged, [splits[task]], **kw)[task]
+        if task in ft_by_task:
+            def ft_model(f=ft_by_task[task]):
+                m, t = load_model(model, device=device)
+                return plug_into(m, f, check=False), t
+
+            rows[task]["FT"] = _score(ft_model, [splits[task]], **kw)[task]
+    return summarise(rows, {"model": model, "base_fingerprint": base_fp, "emulator": str(emulator),
+                            "emulator_fingerprint": emu_fp, "adapters": [str(a) for a in adapters],
+                            "ft": [str(f) for f in (ft or [])], "limit": limit})
+
+
+def summarise(rows: dict[str, dict], meta: dict | None = None) -> dict:
+    """Add Delta per task and averaged, and the per-row average over tasks."""
+    delta, average = {}, {}
+    for task, r in rows.items():
+        p, e = r["Plug-in"], r["Emu FT"]
+        delta[task] = {"acc": p["acc"] - e["acc"], "stderr": math.hypot(p["acc_stderr"], e["acc_stderr"])}
+    for row in ROWS:
+        have = [r[row] for r in rows.values() if row in r]
+        if len(have) == len(rows):
+            average[row] = {"acc": sum(h["acc"] for h in have) / len(have),
+                            "acc_stderr": math.sqrt(sum(h["acc_stderr"] ** 2 for h in have)) / len(have)}
+    k = len(delta)
+    delta["average"] = {"acc": sum(d["acc"] for d in delta.values()) / k,
+                        "stderr": math.sqrt(sum(d["stderr"] ** 2 for d in delta.values())) / k}
+    return {"format_version": 1, "kind": "offsite-evaluation", "tasks": list(rows), "rows": rows,
+            "average": average, "delta": delta, "meta": meta or {}}
+
+
+def _cell(r: dict | None) -> str:
+    return "-" if r is None else f"{100 * r['acc']:.1f} ± {100 * r['acc_stderr']:.1f}"
+
+
+def offsite_table(doc: dict) -> str:
+    """Markdown: one row per evaluation row, one column per task plus the average (acc, %)."""
+    tasks = doc["tasks"]
+    head = "| row | " + " | ".join(tasks) + " | average |"
+    lines = [head, "|---" * (len(tasks) + 2) + "|"]
+    for row in ROWS:
+        cells = [_cell(doc["rows"][t].get(row)) for t in tasks] + [_cell(doc["average"].get(row))]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    d = doc["delta"]
+    cells = [f"{100 * d[t]['acc']:+.1f} ± {100 * d[t]['stderr']:.1f}" for t in tasks + ["average"]]
+    lines.append("| **Delta** (Plug-in - Emu FT) | " + " | ".join(cells) + " |")
+    n = {t: doc["rows"][t]["Plug-in"]["n"] for t in tasks}
+    lines.append("")
+    lines.append("acc in %, ± one standard error; test examples per task: "
+                 + ", ".join(f"{t} {v}" for t, v in n.items()))
+    return "\n".join(lines)
