@@ -31,6 +31,7 @@ COMMANDS = [
     ("plug", "scaleot.recipes.plug"),
     ("evaluate", "scaleot.recipes.evaluate"),
     ("run", "scaleot.recipes.run"),
+    ("fetch", "scaleot.recipes.fetch"),
 ]
 
 for _name, _module in COMMANDS:
@@ -54,16 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scaleot: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
-        if isinstance(e, click.ClickException):
-            print(f"scaleot: error: {e.format_message()}", file=sys.stderr)
-            return 2
-        if isinstance(e, click.exceptions.Abort):
+    except Exception as e:
+        # typer >= 0.20 vendors click (typer._click), so match click's exception shapes
+        # instead of importing either private module.
+        kind = type(e).__name__
+        if kind == "Exit":
+            return getattr(e, "exit_code", 0)
+        if kind == "Abort":
             return 1
+        if hasattr(e, "format_message"):  # UsageError, NoSuchOption, BadParameter...
+            message = e.format_message()
+            if message:  # an empty message means click already printed the help
+                print(f"scaleot: error: {message}", file=sys.stderr)
+            return 2
         raise
     return 0
 

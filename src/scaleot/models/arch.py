@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from scaleot.errors import ScaleOTError
@@ -167,7 +168,7 @@ def set_blocks(model: nn.Module, blocks: list[nn.Module], sources: list[int]) ->
     return model
 
 
-def projection_weight(linear: nn.Module, transposed: bool) -> "torch.Tensor":  # noqa: F821
+def projection_weight(linear: nn.Module, transposed: bool) -> torch.Tensor:
     """The ``[out, in]`` weight of a Linear or (transposed) Conv1D projection."""
     w = linear.weight
     return w.t() if transposed else w

@@ -1,0 +1,1 @@
+"""One recipe per workflow step (``setup -> run -> save``), each exposed as a CLI command."""

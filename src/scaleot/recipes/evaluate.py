@@ -1,0 +1,128 @@
+"""Evaluate a model zero-shot on multiple-choice tasks (lm-eval) and optionally perplexity.
+
+Recipe shape: :func:`setup` loads the model and the task splits, :func:`run` scores them
+through lm-evaluation-harness, :func:`save` writes JSON (with the split seed and sizes,
+the model fingerprint and timings) and prints a markdown table.
+
+Raises ScaleOTError for unknown models/tasks, malformed task files, bad split sizes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scaleot.errors import check
+
+
+@dataclass
+class EvaluateConfig:
+    """What to evaluate and how."""
+
+    model: str = "smollm2-135m"
+    tasks: list[str] = field(default_factory=lambda: ["bigbench:social_iqa"])
+    limit: int | None = None
+    seed: int = 0
+    n_test: int = 500
+    n_val: int = 100
+    batch_size: int = 16
+    device: str | None = None
+    dtype: str | None = None
+    autocast: str | None = None
+    perplexity_corpus: str | None = None
+    perplexity_blocks: int = 32
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.tasks:
+            problems.append("at least one --task is needed")
+        if self.limit is not None and self.limit <= 0:
+            problems.append(f"--limit must be > 0 (got {self.limit})")
+        if self.batch_size <= 0:
+            problems.append(f"--batch-size must be > 0 (got {self.batch_size})")
+        if self.perplexity_blocks <= 0:
+            problems.append(f"--ppl-blocks must be > 0 (got {self.perplexity_blocks})")
+        check("evaluate options", problems)
+
+
+def setup(cfg: EvaluateConfig):
+    """Load tasks first (cheap, fails fast on bad names), then the model."""
+    from scaleot.data import SplitConfig, load_task
+    from scaleot.models import load_model
+
+    split = SplitConfig(seed=cfg.seed, n_test=cfg.n_test, n_val=cfg.n_val)
+    splits = [load_task(t, split) for t in cfg.tasks]
+    model, tokenizer = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    return model, tokenizer, splits
+
+
+def run(cfg: EvaluateConfig, model, tokenizer, splits) -> dict:
+    """Score the model; returns the result document."""
+    from scaleot.evaluation import evaluate_mc, perplexity
+    from scaleot.models import fingerprint_model
+
+    t0 = time.perf_counter()
+    results = evaluate_mc(model, tokenizer, splits, limit=cfg.limit, batch_size=cfg.batch_size,
+                          autocast_dtype=cfg.autocast)
+    seconds = time.perf_counter() - t0
+    n = sum(r["n"] for r in results.values())
+    doc = {"format_version": 1, "kind": "evaluation", "model": cfg.model,
+           "model_fingerprint": fingerprint_model(model), "options": asdict(cfg),
+           "tasks": results, "timing": {"mc_seconds": round(seconds, 2), "examples_per_second": round(n / seconds, 2)}}
+    if cfg.perplexity_corpus:
+        from scaleot.data import corpus_splits
+
+        _, held = corpus_splits(cfg.perplexity_corpus, tokenizer, block_size=128,
+                                max_heldout_blocks=cfg.perplexity_blocks)
+        doc["perplexity"] = {"corpus": cfg.perplexity_corpus, "blocks": len(held), "block_size": 128,
+                             "value": perplexity(model, held)}
+    return doc
+
+
+def save(cfg: EvaluateConfig, doc: dict) -> str:
+    """Write JSON (atomically) if asked; return the markdown table."""
+    from scaleot.evaluation import mc_table
+    from scaleot.manifest import write_json_atomic
+
+    table = mc_table(doc["tasks"], title=cfg.model)
+    if "perplexity" in doc:
+        p = doc["perplexity"]
+        table += f"\n\nperplexity on held-out {p['corpus']} ({p['blocks']}x{p['block_size']} tokens): {p['value']:.2f}"
+    if cfg.out:
+        write_json_atomic(Path(cfg.out), doc)
+    return table
+
+
+def evaluate(cfg: EvaluateConfig) -> tuple[dict, str]:
+    """The whole recipe as one call (for notebooks and `scaleot run`)."""
+    model, tokenizer, splits = setup(cfg)
+    doc = run(cfg, model, tokenizer, splits)
+    return doc, save(cfg, doc)
+
+
+def command(
+    model: Annotated[str, typer.Option(help="model name (smollm2-135m), local HF folder or hub id")] = "smollm2-135m",
+    task: Annotated[list[str], typer.Option(help="task: bigbench:<task>[/<subtask>], a .jsonl file, hf:<dataset>; repeatable")] = None,
+    limit: Annotated[int | None, typer.Option(help="evaluate only the first N test examples of each task")] = None,
+    seed: Annotated[int, typer.Option(help="split seed")] = 0,
+    n_test: Annotated[int, typer.Option(help="test split size")] = 500,
+    n_val: Annotated[int, typer.Option(help="validation split size (held out from train)")] = 100,
+    batch_size: Annotated[int, typer.Option(help="lm-eval batch size")] = 16,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")] = None,
+    autocast: Annotated[str | None, typer.Option(help="run forward passes under autocast, e.g. bfloat16")] = None,
+    ppl_corpus: Annotated[str | None, typer.Option(help="also report perplexity on this corpus's held-out text (kjv, .txt, .jsonl)")] = None,
+    ppl_blocks: Annotated[int, typer.Option(help="number of 128-token blocks for perplexity")] = 32,
+    out: Annotated[str | None, typer.Option(help="write the results JSON here")] = None,
+) -> None:
+    """Evaluate a model zero-shot on multiple-choice tasks through lm-eval."""
+    cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, seed=seed,
+                         n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
+                         autocast=autocast, perplexity_corpus=ppl_corpus, perplexity_blocks=ppl_blocks, out=out)
+    _, table = evaluate(cfg)
+    typer.echo(table)

