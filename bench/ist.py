@@ -1,0 +1,181 @@
+"""IST vs LoRA (all layers) vs RST on SmolLM2-135M: memory, step time, accuracy (issue 6).
+
+Memory (one fresh subprocess per method, fp32, same batches and LoRA config):
+- *counted*: bytes of autograd-saved activations (unique storages reached by
+  ``torch.autograd.graph.saved_tensors_hooks``, parameters excluded), gradient buffers
+  and optimizer state, at their peak over the measured steps;
+- *RSS*: peak resident memory (``ru_maxrss``) minus the RSS right after the model and
+  its LoRA modules were built (= the resident frozen weights), and the total peak.
+
+Time and accuracy (one process, the three methods' steps interleaved one by one so they
+share the machine's load; medians): per step, then zero-shot MC accuracy on each task's
+test split with :func:`scaleot.evaluation.evaluate_mc` after the same number of steps.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/ist.py --steps 60 --out bench/results/ist.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from scaleot.data import SplitConfig, load_task
+from scaleot.models import load_model
+from scaleot.tuners.ist import (
+    ISTConfig,
+    SparseTuner,
+    TrainOptions,
+    lora_config_for,
+    optimizer_state_bytes,
+)
+
+METHODS = {"lora": None, "ist": ISTConfig(), "rst": ISTConfig(sampling="rst")}
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class SavedBytes:
+    """Unique storages saved for backward (activations), parameters excluded."""
+
+    def __init__(self, params):
+        self.param_ptrs = {p.untyped_storage().data_ptr() for p in params}
+        self.seen: dict[int, int] = {}
+
+    def pack(self, t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in self.param_ptrs:
+            self.seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def memory_worker(method: str, task: str, steps: int, batch_size: int) -> dict:
+    torch.manual_seed(0)
+    splits = load_task(task, SplitConfig(seed=0, n_test=300, n_val=64))
+    model, tok = load_model("smollm2-135m", device="cpu")
+    opts = TrainOptions(steps=steps, batch_size=batch_size, max_length=192)
+    tuner = SparseTuner(model, tok, splits.train, splits.val, METHODS[method], lora_config_for(model), opts)
+    rss0 = rss_bytes()
+    params = list(tuner.model.parameters())
+    peak = {"saved": 0, "grads": 0, "optim": 0, "sum": 0}
+    for step in range(1, steps + 1):
+        ctl = tuner.controller
+        if ctl:
+            ctl.before_step(step)
+        counter = SavedBytes(params)
+        with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
+            loss = tuner.loss(tuner.model, tuner.batch(step))
+        loss.backward()
+        grads = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+        tuner.optimizer.step()
+        optim = optimizer_state_bytes(tuner.optimizer)
+        tuner.optimizer.zero_grad(set_to_none=True)
+        if ctl:
+            ctl.after_step(step)
+            ctl.maybe_update_importance(step, tuner.model, tuner.probe_batch(step), tuner.loss)
+        cur = {"saved": counter.total(), "grads": grads, "optim": optim}
+        cur["sum"] = sum(cur.values())
+        peak = {k: max(peak[k], cur[k]) for k in peak}
+    # Optimizer state of the *selected* layers only: what sits on the device with offload.
+    ctl = tuner.controller
+    n_sel = ctl.n_update / len(ctl.blocks) if ctl else 1.0
+    return {"method": method, "rss_after_model": rss0, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_counted": peak, "optim_full": optimizer_state_bytes(tuner.optimizer), "selected_fraction": n_sel,
+            "lora_params": sum(p.numel() for p in tuner.trainable)}
+
+
+def run_memory(args) -> dict:
+    out = {}
+    for method in METHODS:
+        cmd = [sys.executable, __file__, "--memory-worker", method, "--mem-steps", str(args.mem_steps),
+               "--batch-size", str(args.batch_size), "--tasks", args.tasks[0]]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[method] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(method, out[method], flush=True)
+    return out
+
+
+def run_accuracy(args) -> dict:
+    from scaleot.evaluation import evaluate_mc
+
+    results = {}
+    for task in args.tasks:
+        splits = load_task(task, SplitConfig(seed=0, n_test=args.n_test, n_val=64))
+        tuners, times = {}, {m: [] for m in METHODS}
+        for method, ist in METHODS.items():
+            model, tok = load_model("smollm2-135m", device="cpu")
+            opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=192,
+                                bf16=args.bf16)
+            tuners[method] = SparseTuner(model, tok, splits.train, splits.val, ist, lora_config_for(model), opts)
+        losses = {m: [] for m in METHODS}
+        for step in range(1, args.steps + 1):
+            for method, tuner in tuners.items():
+                rec = tuner.train_step(step)
+                times[method].append(rec["time_s"])
+                losses[method].append(rec["loss"])
+            if step % 10 == 0:
+                print(task, step, {m: round(statistics.mean(v[-10:]), 3) for m, v in losses.items()}, flush=True)
+        accs = {}
+        base, tok = load_model("smollm2-135m", device="cpu")
+        accs["zero-shot"] = evaluate_mc(base, tok, [splits], autocast_dtype="bfloat16" if args.bf16 else None)
+        for method, tuner in tuners.items():
+            merged = tuner.model.merge_and_unload().eval()
+            accs[method] = evaluate_mc(merged, tok, [splits], autocast_dtype="bfloat16" if args.bf16 else None)
+            print(task, method, accs[method], flush=True)
+        ist = tuners["ist"].controller
+        results[task] = {"acc": accs, "step_s": times, "losses": losses, "train_size": len(splits.train),
+                         "ist_scores": ist.scores(), "ist_counts": ist.counts.tolist(),
+                         "rst_counts": tuners["rst"].controller.counts.tolist()}
+        if args.plot_dir:
+            from scaleot.tuners.ist import save_importance
+
+            save_importance(ist, Path(args.plot_dir) / task.replace("/", "_").replace(":", "_"))
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", nargs="*", default=["bigbench:social_iqa", "bigbench:winowhy"])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--n-test", type=int, default=300)
+    ap.add_argument("--mem-steps", type=int, default=12)
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--memory-worker", default=None)
+    ap.add_argument("--plot-dir", default="bench/results/ist")
+    ap.add_argument("--out", default="bench/results/ist.json")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    if args.memory_worker:
+        print(json.dumps(memory_worker(args.memory_worker, args.tasks[0], args.mem_steps, args.batch_size)))
+        return
+    t0 = time.time()
+    report = {"args": vars(args), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "memory": run_memory(args)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    if not args.skip_accuracy:
+        report["accuracy"] = run_accuracy(args)
+    report["wall_s"] = time.time() - t0
+    Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

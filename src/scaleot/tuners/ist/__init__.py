@@ -1,0 +1,28 @@
+"""IST: importance-aware sparse tuning for any per-layer PEFT (METHOD.md section 4).
+
+Laid out like a peft tuner: :mod:`config` (``ISTConfig``), :mod:`layer` (PEFT modules by
+block, response suppression, LoRA targets from the architecture table),
+:mod:`controller` (``ISTController``: the hooks a training loop calls), :mod:`optim`
+(optimizer state placement), :mod:`train` (a small standalone loop), :mod:`artifacts`
+(scores saved beside the adapter, plot).
+"""
+
+from scaleot.tuners.ist.artifacts import load_importance, plot_importance, save_importance
+from scaleot.tuners.ist.config import ISTConfig
+from scaleot.tuners.ist.controller import ISTController, default_loss
+from scaleot.tuners.ist.layer import (
+    lora_config_for,
+    lora_target_modules,
+    peft_layers_by_block,
+    peft_parameters,
+    suppressed,
+)
+from scaleot.tuners.ist.optim import move_optimizer_state, optimizer_state_bytes
+from scaleot.tuners.ist.train import SparseTuner, TrainOptions, answer_loss, train_ist
+
+__all__ = [
+    "ISTConfig", "ISTController", "default_loss", "lora_config_for", "lora_target_modules",
+    "peft_layers_by_block", "peft_parameters", "suppressed", "move_optimizer_state",
+    "optimizer_state_bytes", "SparseTuner", "TrainOptions", "answer_loss", "train_ist",
+    "save_importance", "load_importance", "plot_importance",
+]

@@ -1,0 +1,75 @@
+"""IST scores saved beside a tuned adapter, and their plot (METHOD.md section 4).
+
+Files written into an adapter folder (next to peft's ``adapter_config.json`` +
+``adapter_model.safetensors``):
+
+- ``ist_importance.json``: ``{"format_version": 1, "config": ISTConfig fields,
+  "blocks": [...], "scores": {block: s}, "importance": {block: 1 - sigmoid(s)},
+  "counts": {block: times trained}, "step": N, "ranking": [most important first]}``;
+- ``ist_state.safetensors``: the controller's full state (scores, counts, step, RNG);
+- ``ist_importance.png``: bar plot of importance and selection counts per block.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from scaleot.manifest import read_json, write_json_atomic
+from scaleot.tuners.ist.controller import ISTController
+
+
+def importance_record(controller: ISTController) -> dict:
+    imp = controller.importance()
+    return {
+        "format_version": 1,
+        "config": controller.config.to_dict(),
+        "blocks": controller.blocks,
+        "scores": {str(b): s for b, s in controller.scores().items()},
+        "importance": {str(b): v for b, v in imp.items()},
+        "counts": {str(b): int(c) for b, c in zip(controller.blocks, controller.counts, strict=True)},
+        "step": controller.step,
+        "ranking": sorted(imp, key=lambda b: -imp[b]),
+    }
+
+
+def save_importance(controller: ISTController, folder: str | Path, plot: bool = True) -> dict:
+    """Write ``ist_importance.json``, ``ist_state.safetensors`` and (optionally) the plot."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = importance_record(controller)
+    write_json_atomic(folder / "ist_importance.json", record)
+    save_file({k: v.contiguous() for k, v in controller.state_dict().items()}, str(folder / "ist_state.safetensors"))
+    if plot:
+        plot_importance(record, folder / "ist_importance.png")
+    return record
+
+
+def load_importance(folder: str | Path) -> dict:
+    return read_json(Path(folder) / "ist_importance.json")
+
+
+def plot_importance(record: dict, path: str | Path, title: str = "IST layer importance") -> None:
+    """Bars: importance ``1 - sigmoid(s)`` per block; line: how often each block trained."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = record["blocks"]
+    imp = [record["importance"][str(b)] for b in blocks]
+    counts = [record["counts"][str(b)] for b in blocks]
+    fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(blocks) + 2), 3.2))
+    ax.bar([str(b) for b in blocks], imp, color="tab:blue", label="importance 1 - sigmoid(s)")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("block")
+    ax.set_ylabel("importance")
+    ax.tick_params(axis="x", labelsize=7)
+    ax2 = ax.twinx()
+    ax2.plot([str(b) for b in blocks], counts, color="tab:orange", marker=".", label="times trained")
+    ax2.set_ylabel("times trained")
+    ax.set_title(f"{title} (step {record['step']}, {record['config']['sampling']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,210 @@
+"""ISTController: layer scores, per-step selection, importance updates (METHOD.md section 4).
+
+A small object any training loop can drive through hooks::
+
+    ctl = ISTController(peft_model, ISTConfig(), optimizer)   # optimizer: AdamW over all PEFT params
+    for step in range(1, steps + 1):
+        ctl.before_step(step)                 # choose n_update layers; only they require grad
+        loss = loss_fn(model, next(batches)); loss.backward()
+        optimizer.step(); optimizer.zero_grad(set_to_none=True)
+        ctl.after_step(step)
+        ctl.maybe_update_importance(step, model, probe_batch, loss_fn)   # every T steps
+
+Selection draws ``n_update`` layers without replacement with weights ``1 - sigmoid(s)``
+(IST) or uniform weights (RST) from a ``torch.Generator`` seeded with ``config.seed``;
+the scores, the step and the generator state are all in :meth:`state_dict`, so a resumed
+run selects exactly what the uninterrupted one would. Under ``torch.distributed`` the
+probe losses are averaged over ranks (identical score updates everywhere) and rank 0's
+selection is broadcast (``config.sync_selection``), so every rank trains the same layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from scaleot.tuners.ist.config import ISTConfig
+from scaleot.tuners.ist.layer import peft_layers_by_block, peft_parameters, suppressed
+from scaleot.tuners.ist.optim import move_optimizer_state
+
+LossFn = Callable[[nn.Module, dict], torch.Tensor]
+
+
+def default_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """``model(**batch).loss`` (batch with ``labels``)."""
+    return model(**batch).loss
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+class ISTController:
+    """Importance-aware sparse tuning of a peft model's per-block LoRA/DoRA modules.
+
+    Args:
+        model: a ``PeftModel`` (LoRA or DoRA on any architecture of the table).
+        config: :class:`ISTConfig`.
+        optimizer: the optimizer over the PEFT parameters; when given and the parameters
+            live on an accelerator, unselected layers' state is kept in pinned CPU memory.
+
+    Attributes:
+        blocks: block indices that hold PEFT modules (the IST "layers"), in order.
+        n_update, n_suppress: the resolved counts.
+        counts: ``LongTensor[L]``, how often each layer was selected.
+        last_update: the latest importance update's losses, rewards and suppressed sets.
+    """
+
+    def __init__(self, model: nn.Module, config: ISTConfig, optimizer: torch.optim.Optimizer | None = None):
+        self.config = config
+        self.optimizer = optimizer
+        by_block = peft_layers_by_block(model)
+        self.blocks: list[int] = sorted(by_block)
+        self.peft_layers = [by_block[b] for b in self.blocks]
+        self.params = [[p for layer in layers for p in peft_parameters(layer)] for layers in self.peft_layers]
+        self.n_update, self.n_suppress = config.resolve(len(self.blocks))
+        self._scores = torch.zeros(len(self.blocks), dtype=torch.float64)
+        self.counts = torch.zeros(len(self.blocks), dtype=torch.long)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.selected: list[int] = []
+        self.last_update: dict | None = None
+        device = self.params[0][0].device
+        self._offload = config.offload_optimizer and optimizer is not None and device.type != "cpu"
+        self._device = device
+        self.freeze_all()
+
+    # ----- selection -------------------------------------------------------------------
+    def weights(self) -> torch.Tensor:
+        """Sampling weights of the layers for training, ``[L]``."""
+        if self.config.sampling == "rst":
+            return torch.ones_like(self._scores)
+        return (1 - torch.sigmoid(self._scores)).clamp_min(1e-6)
+
+    def _draw(self, weights: torch.Tensor, n: int) -> torch.Tensor:
+        picked = torch.multinomial(weights, n, replacement=False, generator=self.generator)
+        if _distributed() and self.config.sync_selection:
+            on = self._device if dist.get_backend() == "nccl" else torch.device("cpu")
+            buf = picked.to(on)
+            dist.broadcast(buf, src=0)
+            picked = buf.cpu()
+        return picked.sort().values
+
+    def select(self) -> list[int]:
+        """Draw ``n_update`` layer positions (indices into :attr:`blocks`)."""
+        return self._draw(self.weights(), self.n_update).tolist()
+
+    def freeze_all(self) -> None:
+        for params in self.params:
+            for p in params:
+                p.requires_grad_(False)
+
+    def before_step(self, step: int) -> list[int]:
+        """Select this step's layers and make only their PEFT parameters trainable.
+
+        Returns:
+            The selected block indices (full-model / emulator block numbering).
+        """
+        self.selected = self.select()
+        chosen = set(self.selected)
+        for pos, params in enumerate(self.params):
+            for p in params:
+                p.requires_grad_(pos in chosen)
+                if pos not in chosen:
+                    p.grad = None
+        self.counts[self.selected] += 1
+        if self._offload:
+            for pos in self.selected:
+                move_optimizer_state(self.optimizer, self.params[pos], self._device)
+        return [self.blocks[pos] for pos in self.selected]
+
+    def after_step(self, step: int) -> None:
+        """Freeze every PEFT parameter again and offload the stepped layers' state."""
+        if self._offload:
+            for pos in self.selected:
+                move_optimizer_state(self.optimizer, self.params[pos], "cpu")
+        self.freeze_all()
+        self.step = step
+
+    # ----- importance ------------------------------------------------------------------
+    def maybe_update_importance(
+        self, step: int, model: nn.Module, probe_batch: dict, loss_fn: LossFn = default_loss,
+    ) -> bool:
+        """Run :meth:`update_importance` when ``step`` is a multiple of ``T`` (IST only)."""
+        if self.config.sampling != "ist" or self.config.T == 0 or step % self.config.T:
+            return False
+        self.update_importance(model, probe_batch, loss_fn)
+        return True
+
+    @torch.no_grad()
+    def update_importance(self, model: nn.Module, probe_batch: dict, loss_fn: LossFn = default_loss) -> torch.Tensor:
+        """``K`` suppressed forward passes on ``probe_batch`` and the REINFORCE score update.
+
+        For pass ``k`` a set ``S_k`` of ``n_suppress`` layers is drawn with weights
+        ``sigmoid(s)``, their PEFT output scaled by ``gamma``, loss ``l_k``;
+        ``r_k = exp(-l_k) - mean(exp(-l))``; ``s_i += eta · Σ_k [i ∈ S_k] r_k p_i (1 - p_i)``.
+        A layer whose suppression costs little gets a higher score and is trained less.
+
+        Returns:
+            The new scores ``[L]``.
+        """
+        cfg = self.config
+        was_training = model.training
+        model.eval()
+        try:
+            sets, losses = [], []
+            for _ in range(cfg.K):
+                chosen = self._draw(torch.sigmoid(self._scores).clamp_min(1e-6), self.n_suppress).tolist()
+                layers = [layer for pos in chosen for layer in self.peft_layers[pos]]
+                with suppressed(layers, cfg.gamma):
+                    losses.append(float(loss_fn(model, probe_batch)))
+                sets.append(chosen)
+        finally:
+            model.train(was_training)
+        loss_t = torch.tensor(losses, dtype=torch.float64)
+        if _distributed():
+            on = self._device if dist.get_backend() == "nccl" else torch.device("cpu")
+            buf = loss_t.to(on)
+            dist.all_reduce(buf)
+            loss_t = buf.cpu() / dist.get_world_size()
+        rewards = torch.exp(-loss_t)
+        adv = rewards - rewards.mean()
+        p = torch.sigmoid(self._scores)
+        delta = torch.zeros_like(self._scores)
+        for chosen, a in zip(sets, adv, strict=True):
+            delta[chosen] += a
+        self._scores += cfg.eta * delta * p * (1 - p)
+        self.last_update = {"losses": loss_t.tolist(), "advantages": adv.tolist(),
+                            "suppressed": [[self.blocks[i] for i in s] for s in sets]}
+        return self._scores.clone()
+
+    # ----- state -----------------------------------------------------------------------
+    def scores(self) -> dict[int, float]:
+        """``{block index: score}``; high = safe to suppress = trained less."""
+        return {b: float(s) for b, s in zip(self.blocks, self._scores, strict=True)}
+
+    def importance(self) -> dict[int, float]:
+        """``{block index: 1 - sigmoid(score)}``, the training weight (high = important)."""
+        return {b: float(1 - torch.sigmoid(s)) for b, s in zip(self.blocks, self._scores, strict=True)}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only (safetensors-ready): scores, counts, step, generator state, blocks."""
+        return {
+            "ist.scores": self._scores.clone(),
+            "ist.counts": self.counts.clone(),
+            "ist.step": torch.tensor([self.step], dtype=torch.long),
+            "ist.rng": self.generator.get_state(),
+            "ist.blocks": torch.tensor(self.blocks, dtype=torch.long),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        blocks = state["ist.blocks"].tolist()
+        if blocks != self.blocks:
+            raise ValueError(f"IST state is for PEFT blocks {blocks}, this model has {self.blocks}")
+        self._scores = state["ist.scores"].to(torch.float64).clone()
+        self.counts = state["ist.counts"].to(torch.long).clone()
+        self.step = int(state["ist.step"][0])
+        self.generator.set_state(state["ist.rng"].clone())

@@ -1,0 +1,44 @@
+"""Shared pieces of the IST tests: tiny tasks and tiny models of every table architecture."""
+
+from __future__ import annotations
+
+import torch
+
+from scaleot.data import MCExample
+
+WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
+
+
+def tiny_examples(n: int, seed: int = 0) -> list[MCExample]:
+    """Deterministic 2-choice examples whose answer is a fixed function of the context."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        a, b = (int(x) for x in torch.randint(0, len(WORDS), (2,), generator=g))
+        ctx = f"{WORDS[a]} {WORDS[b]} ->"
+        gold = f" {WORDS[(a + b) % len(WORDS)]}{WORDS[a]}"
+        other = f" {WORDS[(a + b + 1) % len(WORDS)]}{WORDS[b]}"
+        label = int(torch.randint(0, 2, (1,), generator=g))
+        choices = [gold, other] if label == 0 else [other, gold]
+        out.append(MCExample(ctx, choices, label))
+    return out
+
+
+def tiny_model(model_type: str):
+    """A tiny random causal LM of ``model_type`` (vocab 128, 4 blocks)."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if model_type == "gpt2":
+        cfg = tf.GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=256, **common)
+        return tf.GPT2LMHeadModel(cfg)
+    if model_type == "opt":
+        cfg = tf.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=4, num_attention_heads=4,
+                           max_position_embeddings=256, word_embed_proj_dim=32, **common)
+        return tf.OPTForCausalLM(cfg)
+    cls_cfg = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM), "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+               "mistral": (tf.MistralConfig, tf.MistralForCausalLM)}[model_type]
+    cfg = cls_cfg[0](hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=256, **common)
+    return cls_cfg[1](cfg)
