@@ -49,6 +49,7 @@ def _score(build, splits, limit, batch_size, autocast) -> dict:
 def evaluate_offsite(
     model: str, emulator: str | Path, adapters: list[str | Path], ft: list[str | Path] | None = None,
     limit: int | None = None, batch_size: int = 16, autocast: str | None = None, device: str | None = None,
+    known: dict[str, dict] | None = None,
 ) -> dict:
     """Score the five rows for every task that has an adapter.
 
@@ -59,6 +60,8 @@ def evaluate_offsite(
         ft: FT-row adapters (``scaleot finetune --model``), matched to tasks by name; a task
             without one gets no FT row.
         limit: score only the first ``limit`` test examples.
+        known: ``{task: {row: result}}`` already scored (Full ZS and FT do not depend on the
+            emulator, so a run with several emulators scores them once).
 
     Returns:
         ``{"rows": {task: {row: {acc, acc_stderr, acc_norm, ...}}}, "delta": {task|"average":
@@ -103,10 +106,12 @@ def evaluate_offsite(
         place = dict(zip(b.adapter_sources, b.adapter_positions, strict=True))
         return b.model, b.tokenizer
 
-    rows: dict[str, dict] = {t: {} for t in by_task}
+    rows: dict[str, dict] = {t: dict((known or {}).get(t, {})) for t in by_task}
     kw = dict(limit=limit, batch_size=batch_size, autocast=autocast)
-    for task, r in _score(lambda: load_model(model, device=device), list(splits.values()), **kw).items():
-        rows[task]["Full ZS"] = r
+    todo = [splits[t] for t in by_task if "Full ZS" not in rows[t]]
+    if todo:
+        for task, r in _score(lambda: load_model(model, device=device), todo, **kw).items():
+            rows[task]["Full ZS"] = r
     for task, r in _score(emulator_model, list(splits.values()), **kw).items():
         rows[task]["Emu ZS"] = r
     for task, a in by_task.items():
@@ -120,7 +125,7 @@ def evaluate_offsite(
 
         rows[task]["Emu FT"] = _score(emu_ft, [splits[task]], **kw)[task]
         rows[task]["Plug-in"] = _score(plugged, [splits[task]], **kw)[task]
-        if task in ft_by_task:
+        if task in ft_by_task and "FT" not in rows[task]:
             def ft_model(f=ft_by_task[task]):
                 m, t = load_model(model, device=device)
                 return plug_into(m, f, check=False), t

@@ -1,0 +1,215 @@
+"""Run the whole offsite-tuning job from one YAML: importance, emulate, finetune, plug, evaluate, report.
+
+Steps and where they write (inside ``--out DIR``)::
+
+    importance/                    stage 1 (only if an emulator needs it: scaleot, drop)
+    emulators/<name>/              one bundle per entry of ``emulators``
+    adapters/<name>/<task>/        the data owner's tuned adapter, per emulator and task
+    ft/<task>/                     the FT row: the full model tuned directly
+    plugged/<task>/                the plug-in model of the first emulator (HF folder)
+    eval/<name>.json, .md          the five rows + Delta per emulator
+    report.md, *.png               the report (:mod:`scaleot.report`)
+    steps.json                     config digest, seconds and peak memory of each step
+
+A step is skipped when its folder holds a verified manifest of the right kind *and*
+``steps.json`` records the same config digest, so a rerun after an interruption redoes
+only what is missing or changed. See ``configs/default.yaml`` for every section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import resource
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from scaleot.errors import ScaleOTError, check
+from scaleot.finetune import FinetuneConfig
+from scaleot.manifest import manifest_matches, read_json, write_json_atomic
+
+SECTIONS = {"model", "tasks", "device", "importance", "emulators", "finetune", "ft", "evaluate", "report"}
+
+
+def task_dir(task: str) -> str:
+    """A folder name for a task (``bigbench:a/b`` -> ``a__b``; a file path -> its stem)."""
+    name = Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("/", "__"))
+
+
+def load_run_config(path: str | Path) -> dict:
+    """Read and check a run YAML; every problem is reported at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScaleOTError(f"config not found: {path}")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ScaleOTError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    problems = []
+    if not isinstance(cfg, dict):
+        raise ScaleOTError(f"{path}: expected a mapping of sections")
+    unknown = sorted(set(cfg) - SECTIONS)
+    if unknown:
+        problems.append(f"unknown sections {unknown} (known: {sorted(SECTIONS)})")
+    if not cfg.get("tasks") or not isinstance(cfg.get("tasks"), list):
+        problems.append("tasks: a list of at least one task is needed")
+    emus = cfg.get("emulators")
+    if not emus or not isinstance(emus, list) or not all(isinstance(e, dict) and e.get("name") for e in emus):
+        problems.append("emulators: a list of {name, method, ...} entries is needed")
+    elif len({e["name"] for e in emus}) != len(emus):
+        problems.append("emulators: names must be unique")
+    ft_fields = {f.name for f in fields(FinetuneConfig)}
+    for sec in ("finetune", "ft"):
+        bad = sorted(set(cfg.get(sec) or {}) - ft_fields)
+        if bad:
+            problems.append(f"{sec}: unknown options {bad}")
+    check(f"run config {path}", problems)
+    cfg.setdefault("model", "smollm2-135m")
+    return cfg
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunRecipe:
+    """The job; ``run()`` goes step by step and returns the report path."""
+
+    def __init__(self, config: dict, out: str | Path, progress: bool = True):
+        self.cfg, self.out, self.progress = config, Path(out), progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.steps_file = self.out / "steps.json"
+        self.steps = read_json(self.steps_file, "steps.json") if self.steps_file.is_file() else {}
+        self.device = config.get("device")
+
+    def step(self, name: str, folder: Path, kind: str, options, fn) -> Path:
+        """Run ``fn()`` unless ``folder`` is complete and was made with the same ``options``."""
+        key = digest(options)
+        if manifest_matches(folder, kind) and self.steps.get(name, {}).get("digest") == key:
+            return folder
+        t0 = time.perf_counter()
+        fn()
+        self.steps[name] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2),
+                            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                            "folder": str(folder.relative_to(self.out))}
+        write_json_atomic(self.steps_file, self.steps)
+        return folder
+
+    def importance(self) -> Path | None:
+        if not any(e.get("method", "scaleot") in ("scaleot", "drop") for e in self.cfg["emulators"]):
+            return None
+        from scaleot.importance.config import ImportanceConfig
+        from scaleot.recipes.importance import ImportanceRun, run_importance
+
+        opts = dict(self.cfg.get("importance") or {})
+        corpus = opts.pop("corpus", "kjv")
+        folder = self.out / "importance"
+        run = ImportanceRun(out=folder, model=self.cfg["model"], corpus=corpus,
+                            options=ImportanceConfig(**opts), device=self.device, overwrite=True,
+                            progress=self.progress)
+        return self.step("importance", folder, "importance", [self.cfg["model"], corpus, opts],
+                         lambda: run_importance(run))
+
+    def emulate(self, importance: Path | None) -> dict[str, Path]:
+        from scaleot.emulator import EmulatorConfig
+        from scaleot.recipes.emulate import run_emulate
+
+        out = {}
+        for entry in self.cfg["emulators"]:
+            opts = {k: v for k, v in entry.items() if k != "name"}
+            if opts.get("method", "scaleot") in ("scaleot", "drop"):
+                opts["importance"] = str(importance)
+            config = EmulatorConfig(model=self.cfg["model"], device=self.device, **opts)
+            folder = self.out / "emulators" / entry["name"]
+            deps = [opts, self.steps.get("importance", {}).get("digest")]
+            out[entry["name"]] = self.step(f"emulate/{entry['name']}", folder, "emulator", deps,
+                                           lambda c=config, f=folder: run_emulate(c, f))
+        return out
+
+    def finetune(self, emulators: dict[str, Path]) -> tuple[dict, dict]:
+        from scaleot.recipes.finetune import run_finetune
+
+        base = dict(self.cfg.get("finetune") or {}, device=self.device)
+        adapters: dict[str, dict[str, Path]] = {}
+        for name, emu in emulators.items():
+            for task in self.cfg["tasks"]:
+                folder = self.out / "adapters" / name / task_dir(task)
+                deps = [task, base, self.steps.get(f"emulate/{name}", {}).get("digest")]
+                adapters.setdefault(name, {})[task] = self.step(
+                    f"finetune/{name}/{task}", folder, "adapter", deps,
+                    lambda t=task, f=folder, e=emu: run_finetune(
+                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress))
+        ft_opts = dict(base, **(self.cfg.get("ft") or {}))
+        fts = {}
+        for task in self.cfg["tasks"]:
+            folder = self.out / "ft" / task_dir(task)
+            fts[task] = self.step(f"ft/{task}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
+                                  lambda t=task, f=folder: run_finetune(
+                                      f, t, FinetuneConfig(**ft_opts), model=self.cfg["model"],
+                                      progress=self.progress))
+        return adapters, fts
+
+    def plug(self, adapters: dict) -> None:
+        from scaleot.plug import PLUGGED_KIND, plug
+
+        first = self.cfg["emulators"][0]["name"]
+        for task, adapter in adapters[first].items():
+            folder = self.out / "plugged" / task_dir(task)
+            self.step(f"plug/{task}", folder, PLUGGED_KIND,
+                      [self.steps.get(f"finetune/{first}/{task}", {}).get("digest")],
+                      lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
+
+    def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
+        from scaleot.offsite_eval import evaluate_offsite, offsite_table
+
+        opts = dict(self.cfg.get("evaluate") or {})
+        docs, known = {}, None
+        for name, emu in emulators.items():
+            target = self.out / "eval" / f"{name}.json"
+            key = digest([opts, [self.steps.get(f"finetune/{name}/{t}", {}).get("digest") for t in self.cfg["tasks"]],
+                          [self.steps.get(f"ft/{t}", {}).get("digest") for t in self.cfg["tasks"]]])
+            if target.is_file() and self.steps.get(f"evaluate/{name}", {}).get("digest") == key:
+                docs[name] = read_json(target)
+            else:
+                t0 = time.perf_counter()
+                doc = evaluate_offsite(self.cfg["model"], emu, list(adapters[name].values()), list(fts.values()),
+                                       device=self.device, known=known, **opts)
+                write_json_atomic(target, doc)
+                (target.with_suffix(".md")).write_text(offsite_table(doc) + "\n")
+                self.steps[f"evaluate/{name}"] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2)}
+                write_json_atomic(self.steps_file, self.steps)
+                docs[name] = doc
+            known = {t: {r: docs[name]["rows"][t][r] for r in ("Full ZS", "FT") if r in docs[name]["rows"][t]}
+                     for t in docs[name]["rows"]}
+        return docs
+
+    def run(self) -> Path:
+        from scaleot.report import write_report
+
+        importance = self.importance()
+        emulators = self.emulate(importance)
+        adapters, fts = self.finetune(emulators)
+        self.plug(adapters)
+        docs = self.evaluate(emulators, adapters, fts)
+        return write_report(self.out, self.cfg, docs, self.steps, importance)
+
+
+def run_job(config: str | Path | dict, out: str | Path, progress: bool = True) -> Path:
+    """Python API: run a job from a YAML path (or an already loaded dict); returns ``report.md``."""
+    cfg = load_run_config(config) if not isinstance(config, dict) else config
+    return RunRecipe(cfg, out, progress=progress).run()
+
+
+def command(
+    config: Annotated[Path, typer.Argument(help="run YAML (see configs/default.yaml)")],
+    out: Annotated[Path, typer.Option(help="run folder (steps already done there are skipped)")],
+) -> None:
+    report = run_job(config, out)
+    typer.echo(f"report written to {report}")
