@@ -21,8 +21,11 @@ venv: $(STAMP)
 fetch: $(STAMP)
 	$(BIN)/scaleot fetch
 
+# The whole offsite-tuning job (five rows + report.md). CONFIG=configs/default.yaml for the full one.
 demo: fetch
-	$(BIN)/scaleot evaluate --model smollm2-135m --task bigbench:social_iqa --task bigbench:goal_step_wikihow/goal_inference --limit 500
+	$(BIN)/scaleot run $(CONFIG) --out runs/$(basename $(notdir $(CONFIG)))
+	@echo "report: runs/$(basename $(notdir $(CONFIG)))/report.md"
+	@echo "full job (hours on 2 CPU cores): make demo CONFIG=configs/default.yaml"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15

@@ -174,3 +174,25 @@ def offsite_table(doc: dict) -> str:
     lines.append("acc in %, ± one standard error; test examples per task: "
                  + ", ".join(f"{t} {v}" for t, v in n.items()))
     return "\n".join(lines)
+
+
+def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | None, ft: list[str] | None,
+                        limit: int | None, batch_size: int, autocast: str | None, device: str | None,
+                        out: str | None) -> str:
+    """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table."""
+    from scaleot.errors import check
+    from scaleot.manifest import write_json_atomic
+
+    problems = []
+    if not emulator:
+        problems.append("--offsite needs --emulator DIR")
+    if not adapters:
+        problems.append("--offsite needs at least one --adapter DIR (the data owner's, one per task)")
+    check("evaluate --offsite options", problems)
+    doc = evaluate_offsite(model, emulator, adapters, ft, limit=limit, batch_size=batch_size,
+                           autocast=autocast, device=device)
+    table = offsite_table(doc)
+    if out:
+        write_json_atomic(Path(out), doc)
+        Path(out).with_suffix(".md").write_text(table + "\n")
+    return table

@@ -119,8 +119,17 @@ def command(
     ppl_corpus: Annotated[str | None, typer.Option(help="also report perplexity on this corpus's held-out text (kjv, .txt, .jsonl)")] = None,
     ppl_blocks: Annotated[int, typer.Option(help="number of 128-token blocks for perplexity")] = 32,
     out: Annotated[str | None, typer.Option(help="write the results JSON here")] = None,
+    offsite: Annotated[bool, typer.Option(help="the five offsite rows + Delta (needs --emulator, --adapter)")] = False,
+    emulator: Annotated[str | None, typer.Option(help="--offsite: the emulator bundle")] = None,
+    adapter: Annotated[list[str], typer.Option(help="--offsite: data owner's adapter, one per task; repeatable")] = None,
+    ft: Annotated[list[str], typer.Option(help="--offsite: FT-row adapter per task; repeatable")] = None,
 ) -> None:
     """Evaluate a model zero-shot on multiple-choice tasks through lm-eval."""
+    if offsite:  # tasks and splits come from the adapters (scaleot.offsite_eval)
+        from scaleot.offsite_eval import run_offsite_command
+
+        typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size, autocast, device, out))
+        return
     cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, seed=seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
                          autocast=autocast, perplexity_corpus=ppl_corpus, perplexity_blocks=ppl_blocks, out=out)
