@@ -24,13 +24,21 @@ import torch
 import torch.distributed as dist
 import typer
 
-from scaleot.data import corpus_splits
+from scaleot.data import corpus_splits, read_corpus
+from scaleot.data.text import KNOWN_CORPORA
 from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
 from scaleot.importance.report import MetricsLog, plot_importance
 from scaleot.importance.trainer import ImportanceTrainer
 from scaleot.manifest import manifest_matches, write_json_atomic, write_manifest
-from scaleot.models import DEFAULT_MODEL, fingerprint_model, get_blocks, load_model
+from scaleot.models import (
+    DEFAULT_MODEL,
+    arch_spec,
+    fingerprint_model,
+    get_blocks,
+    load_model,
+    resolve_model_path,
+)
 from scaleot.tuners.harmonizer import Harmonizer, save_harmonizers
 
 FORMAT_VERSION = 1
@@ -60,6 +68,17 @@ def _init_distributed() -> None:
         Accelerator(cpu=not torch.cuda.is_available())
 
 
+def _check_before_loading(run: ImportanceRun) -> None:
+    """Fail fast (one line) on an adapter larger than the model or an unknown corpus."""
+    from transformers import AutoConfig
+
+    if run.corpus not in KNOWN_CORPORA and not Path(run.corpus).is_file():
+        read_corpus(run.corpus)  # raises the one-line "unknown corpus" / "not found" error
+    config = AutoConfig.from_pretrained(resolve_model_path(run.model))
+    n_blocks = getattr(config.get_text_config(), arch_spec(config.model_type).num_layers_attr)
+    run.options.middle(n_blocks)
+
+
 def setup(run: ImportanceRun):
     """Check the output folder, load model and corpus, build the trainer."""
     out = Path(run.out)
@@ -67,6 +86,7 @@ def setup(run: ImportanceRun):
         raise ScaleOTError(f"output exists: {out} (pass --resume to continue it or --overwrite to replace it)")
     if run.overwrite and not run.resume and out.exists():
         shutil.rmtree(out)
+    _check_before_loading(run)
     _init_distributed()
     device = None if run.device is None else run.device
     if dist.is_initialized() and torch.cuda.is_available() and device in (None, "auto", "cuda"):
