@@ -10,7 +10,9 @@ kept, and pickle-free checkpoints (:mod:`scaleot.checkpoint`) for ``--resume``.
 
 A *step controller* (IST, METHOD.md section 4) can steer which weights train: any object
 with ``before_step(step)``, ``after_backward(step)``, ``after_step(step)``,
-``state_dict() -> dict`` and ``load_state_dict(dict)``; its state is checkpointed.
+``state_dict() -> dict`` and ``load_state_dict(dict)``; its state is checkpointed. If it
+has ``bind(optimizer=..., loss_model=..., splits=...)`` the loop calls it once the optimizer
+exists (IST keeps unselected layers' optimizer state off the device and probes a held-out batch).
 """
 
 from __future__ import annotations
@@ -178,6 +180,8 @@ def train(
                               num_training_steps=total_steps)
     loss_model = AnswerLoss(model)
     loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
+    if step_controller is not None and hasattr(step_controller, "bind"):
+        step_controller.bind(optimizer=optimizer, loss_model=loss_model, splits=splits)
 
     step, epoch, micro_done, validation, best = 0, 0, 0, [], {"val_acc": -1.0, "step": 0, "epoch": 0}
     best_weights = _trainable_state(model)

@@ -91,7 +91,11 @@ class FinetuneRecipe:
         if self.config.method == "ist":
             from scaleot.tuners import ist
 
-            self.controller = ist.make_controller(self.model, self.positions, self.config)
+            make = getattr(ist, "make_controller", None)
+            if make is None:
+                raise ScaleOTError("--method ist is not wired into scaleot finetune yet "
+                                   "(scaleot.tuners.ist.make_controller is missing)")
+            self.controller = make(self.peft_model, self.positions, self.config)
         self.params = count_params(self.model)
         self.setup_seconds = time.perf_counter() - t0
         self.run_dir.mkdir(parents=True, exist_ok=True)
