@@ -217,10 +217,21 @@ def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float 
             by_shape.setdefault(tuple(w.shape), []).append((name, w))
             if w.dim() == 2:
                 by_shape.setdefault(tuple(w.t().shape), []).append((f"{name}^T", w.t()))
+    groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    for sname, t in shipped.items():
+        if tuple(t.shape) in by_shape:
+            groups.setdefault(tuple(t.shape), []).append((sname, t))
     leaks = []
-    for sname, s in shipped.items():
-        for pname, w in by_shape.get(tuple(s.shape), []):
-            rel = (torch.linalg.norm(s.float() - w) / torch.linalg.norm(w).clamp_min(1e-12)).item()
-            if rel < tol:
-                leaks.append(f"{sname} ~ {pname} (rel err {rel:.2e})")
+    for shape, items in groups.items():
+        # ||s - w||^2 = ||s||^2 + ||w||^2 - 2 <s, w> for all pairs at once, in float64
+        s_mat = torch.stack([t.detach().double().flatten() for _, t in items])
+        p_mat = torch.stack([w.double().flatten() for _, w in by_shape[shape]])
+        s_sq, p_sq = (s_mat**2).sum(1), (p_mat**2).sum(1)
+        dist = (s_sq[:, None] + p_sq[None, :] - 2 * s_mat @ p_mat.T).clamp_min(0)
+        rel = (dist / p_sq[None, :].clamp_min(1e-24)).sqrt()
+        for a, b in (rel < 10 * tol).nonzero().tolist():  # confirm candidates exactly
+            (sname, t), (pname, w) = items[a], by_shape[shape][b]
+            exact = (torch.linalg.norm(t.double() - w.double()) / torch.linalg.norm(w.double())).item()
+            if exact < tol:
+                leaks.append(f"{sname} ~ {pname} (rel err {exact:.2e})")
     return leaks
