@@ -102,7 +102,7 @@ def memory_worker(method: str, task: str, steps: int, batch_size: int) -> dict:
 def run_memory(args) -> dict:
     out = {}
     for method in METHODS:
-        cmd = [sys.executable, __file__, "--memory-worker", method, "--mem-steps", str(args.mem_steps),
+        cmd = [sys.executable, __file__, "--memory-worker", method, "--threads", str(args.threads), "--mem-steps", str(args.mem_steps),
                "--batch-size", str(args.batch_size), "--tasks", args.tasks[0]]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[method] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -161,18 +161,24 @@ def main() -> None:
     ap.add_argument("--memory-worker", default=None)
     ap.add_argument("--plot-dir", default="bench/results/ist")
     ap.add_argument("--out", default="bench/results/ist.json")
+    ap.add_argument("--memory-from", default=None, help="reuse the memory section of an earlier report")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.memory_worker:
         print(json.dumps(memory_worker(args.memory_worker, args.tasks[0], args.mem_steps, args.batch_size)))
         return
     t0 = time.time()
     report = {"args": vars(args), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "memory": run_memory(args)}
+              "memory": json.loads(Path(args.memory_from).read_text())["memory"] if args.memory_from
+              else run_memory(args)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     if not args.skip_accuracy:
-        report["accuracy"] = run_accuracy(args)
+        report["accuracy"] = {}
+        for task in args.tasks:  # one task at a time, results written as they come
+            report["accuracy"].update(run_accuracy(argparse.Namespace(**dict(vars(args), tasks=[task]))))
+            Path(args.out).write_text(json.dumps(report, indent=1))
     report["wall_s"] = time.time() - t0
     Path(args.out).write_text(json.dumps(report, indent=1))
 

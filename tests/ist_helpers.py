@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 
 from scaleot.data import MCExample
+from tests.conftest import CharTokenizer
+
+__all__ = ["CharTokenizer", "tiny_examples", "tiny_model"]
 
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
 
