@@ -158,10 +158,15 @@ def _cell(r: dict | None) -> str:
     return "-" if r is None else f"{100 * r['acc']:.1f} ± {100 * r['acc_stderr']:.1f}"
 
 
+def short_task(task: str) -> str:
+    """A column title: ``bigbench:a/b`` -> ``a/b``; a file path -> its stem."""
+    return Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
+
+
 def offsite_table(doc: dict) -> str:
     """Markdown: one row per evaluation row, one column per task plus the average (acc, %)."""
     tasks = doc["tasks"]
-    head = "| row | " + " | ".join(tasks) + " | average |"
+    head = "| row | " + " | ".join(short_task(t) for t in tasks) + " | average |"
     lines = [head, "|---" * (len(tasks) + 2) + "|"]
     for row in ROWS:
         cells = [_cell(doc["rows"][t].get(row)) for t in tasks] + [_cell(doc["average"].get(row))]
@@ -172,7 +177,7 @@ def offsite_table(doc: dict) -> str:
     n = {t: doc["rows"][t]["Plug-in"]["n"] for t in tasks}
     lines.append("")
     lines.append("acc in %, ± one standard error; test examples per task: "
-                 + ", ".join(f"{t} {v}" for t, v in n.items()))
+                 + ", ".join(f"{short_task(t)} {v}" for t, v in n.items()))
     return "\n".join(lines)
 
 

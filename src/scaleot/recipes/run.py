@@ -143,14 +143,14 @@ class RunRecipe:
                 folder = self.out / "adapters" / name / task_dir(task)
                 deps = [task, base, self.steps.get(f"emulate/{name}", {}).get("digest")]
                 adapters.setdefault(name, {})[task] = self.step(
-                    f"finetune/{name}/{task}", folder, "adapter", deps,
+                    f"finetune/{name}/{task_dir(task)}", folder, "adapter", deps,
                     lambda t=task, f=folder, e=emu: run_finetune(
                         f, t, FinetuneConfig(**base), emulator=e, progress=self.progress))
         ft_opts = dict(base, **(self.cfg.get("ft") or {}))
         fts = {}
         for task in self.cfg["tasks"]:
             folder = self.out / "ft" / task_dir(task)
-            fts[task] = self.step(f"ft/{task}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
+            fts[task] = self.step(f"ft/{task_dir(task)}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
                                   lambda t=task, f=folder: run_finetune(
                                       f, t, FinetuneConfig(**ft_opts), model=self.cfg["model"],
                                       progress=self.progress))
@@ -162,8 +162,8 @@ class RunRecipe:
         first = self.cfg["emulators"][0]["name"]
         for task, adapter in adapters[first].items():
             folder = self.out / "plugged" / task_dir(task)
-            self.step(f"plug/{task}", folder, PLUGGED_KIND,
-                      [self.steps.get(f"finetune/{first}/{task}", {}).get("digest")],
+            self.step(f"plug/{task_dir(task)}", folder, PLUGGED_KIND,
+                      [self.steps.get(f"finetune/{first}/{task_dir(task)}", {}).get("digest")],
                       lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
 
     def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
@@ -173,8 +173,8 @@ class RunRecipe:
         docs, known = {}, None
         for name, emu in emulators.items():
             target = self.out / "eval" / f"{name}.json"
-            key = digest([opts, [self.steps.get(f"finetune/{name}/{t}", {}).get("digest") for t in self.cfg["tasks"]],
-                          [self.steps.get(f"ft/{t}", {}).get("digest") for t in self.cfg["tasks"]]])
+            key = digest([opts, [self.steps.get(f"finetune/{name}/{task_dir(t)}", {}).get("digest") for t in self.cfg["tasks"]],
+                          [self.steps.get(f"ft/{task_dir(t)}", {}).get("digest") for t in self.cfg["tasks"]]])
             if target.is_file() and self.steps.get(f"evaluate/{name}", {}).get("digest") == key:
                 docs[name] = read_json(target)
             else:

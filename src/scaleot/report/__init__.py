@@ -52,13 +52,15 @@ def costs_table(out: Path, steps: dict) -> str:
 
 
 def anchors_table(docs: dict[str, dict]) -> str:
+    from scaleot.offsite_eval import short_task
+
     lines = ["| source | method | emulator made by | Plug-in | Emu FT | Delta |", "|---|---|---|---|---|---|"]
     for method, how, plug, emu, delta in ANCHORS:
         lines.append(f"| published (OPT-1.3B, 8 tasks) | {method} | {how} | {plug} | {emu or '-'} | {delta or '-'} |")
     for name, doc in docs.items():
         avg, d = doc["average"], doc["delta"]["average"]
         ft = avg.get("FT", {}).get("acc")
-        lines.append(f"| ours ({', '.join(doc['tasks'])}) | {name} | {doc.get('emulator_method', '')} | "
+        lines.append(f"| ours ({', '.join(short_task(t) for t in doc['tasks'])}) | {name} | {doc.get('emulator_method', '')} | "
                      f"{_pct(avg['Plug-in']['acc'])} | {_pct(avg['Emu FT']['acc'])} | "
                      f"{100 * d['acc']:+.1f} ± {100 * d['stderr']:.1f} |")
         if ft is not None and name == next(iter(docs)):
@@ -69,13 +71,13 @@ def anchors_table(docs: dict[str, dict]) -> str:
 def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
                  importance: Path | None = None) -> Path:
     """Write ``report.md`` (and ``privacy_utility.png``) into the run folder ``out``."""
-    from scaleot.offsite_eval import offsite_table
+    from scaleot.offsite_eval import offsite_table, short_task
 
     out = Path(out)
     for name, doc in docs.items():
         doc["emulator_method"] = _read(out / "emulators" / name / "emulator.json").get("method", "")
-    parts = [f"# scaleot run report: {cfg['model']}", "",
-             f"Tasks: {', '.join(cfg['tasks'])}. Emulators: "
+    parts = [f"# scaleot run report: {Path(str(cfg['model'])).name}", "",
+             f"Tasks: {', '.join(short_task(t) for t in cfg['tasks'])}. Emulators: "
              + ", ".join(f"{e['name']} ({e.get('method', 'scaleot')})" for e in cfg["emulators"]) + ".",
              "Accuracy is lm-eval `acc` on each task's held-out test split (METHOD.md section 1); "
              "Delta = Plug-in - Emu FT, ± one standard error (conservative, unpaired).", ""]
