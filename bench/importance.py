@@ -15,13 +15,14 @@ import datetime
 import json
 import math
 import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from scaleot.data import corpus_splits
-from scaleot.importance import ImportanceConfig, leave_one_out, spearman
+from scaleot.importance import ImportanceConfig, ImportanceTrainer, leave_one_out, spearman
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.recipes.importance import ImportanceRun, run_importance
 
@@ -52,8 +53,35 @@ def partial(folder: Path, middle: list[int]) -> dict:
     last = json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
     logits = last["logits"]
     ranking = [middle[j] for j in sorted(range(len(middle)), key=lambda j: (-logits[j], middle[j]))]
-    return {"ranking": ranking, "steps": last["step"], "partial": True,
+    times = {}
+    ckpts = sorted((folder / "checkpoints").glob("step-*/state.json"))
+    if ckpts:
+        state = json.loads(ckpts[-1].read_text())
+        times = {k: round(statistics.median(v), 2) for k, v in state.get("times", {}).items() if v}
+    return {"ranking": ranking, "steps": last["step"], "partial": True, "times": times,
             "scores": {str(i): {"keep_prob": 1 / (1 + math.exp(-s))} for i, s in zip(middle, logits, strict=True)}}
+
+
+def partial_at(logits: list[float], middle: list[int]) -> list[int]:
+    return [middle[j] for j in sorted(range(len(middle)), key=lambda j: (-logits[j], middle[j]))]
+
+
+def side_by_side(model, tok, cfg: ImportanceConfig, steps: int = 3) -> None:
+    """Step time vs one full-model forward+backward of the same batch, in this one process."""
+    train, held = corpus_splits("kjv", tok, cfg.block_size, cfg.heldout_fraction, 64, 16)
+    trainer = ImportanceTrainer(model, train, held, cfg, progress=False)
+    ref = trainer.full_step_seconds(repeats=3)
+    trainer.train(steps)
+    ref2 = trainer.full_step_seconds(repeats=2)
+    trainer.close()
+    t = trainer.timing()
+    full = statistics.median([ref, ref2])
+    step = t["harmonizer_step_s"] + t["score_step_s"]
+    print(f"\nSide by side in one process ({torch.get_num_threads()} threads, {steps} steps, medians): full-model "
+          f"forward+backward {full:.2f} s; harmonizer step {t['harmonizer_step_s']:.2f} s "
+          f"({t['harmonizer_step_s'] / full:.2f}x); score step (N_c={cfg.n_configs} forwards) "
+          f"{t['score_step_s']:.2f} s ({t['score_step_s'] / full:.2f}x); one whole step {step:.2f} s "
+          f"(**{step / full:.2f}x** a full forward+backward); peak RSS {t['peak_rss_mib']} MiB.")
 
 
 def report(a, seeds: list[int]) -> None:
@@ -70,9 +98,15 @@ def report(a, seeds: list[int]) -> None:
 
     model, tok = load_model(DEFAULT_MODEL)
     _, held = corpus_splits("kjv", tok, cfg.block_size, cfg.heldout_fraction, cfg.max_train_blocks, a.loo_blocks)
-    t0 = time.perf_counter()
-    loo = leave_one_out(model, held, middle, batch_size=8, autocast=True)
-    loo_s = time.perf_counter() - t0
+    cache = a.out / f"leave_one_out_{a.loo_blocks}.json"
+    if cache.is_file():
+        loo, loo_s = json.loads(cache.read_text()), float("nan")
+        loo["delta"] = {int(k): v for k, v in loo["delta"].items()}
+    else:
+        t0 = time.perf_counter()
+        loo = leave_one_out(model, held, middle, batch_size=8, autocast=True)
+        loo_s = time.perf_counter() - t0
+        cache.write_text(json.dumps(loo))
     x = held[:8]
     with torch.no_grad():
         fp32 = float(model(input_ids=x, labels=x).loss)
@@ -90,7 +124,9 @@ def report(a, seeds: list[int]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for seed, (info, wall) in runs.items():
         if info.get("partial"):
-            print(f"| {seed} | unfinished: {info['steps']} steps done | | | | | | | |")
+            tm = info["times"]
+            print(f"| {seed} | unfinished at step {info['steps']} | {tm.get('harmonizer_step', '')} | "
+                  f"{tm.get('score_step', '')} | | | | | |")
             continue
         t, fl = info["timing"], info["final_losses"]
         rep = next(v for k, v in fl.items() if k.startswith("heldout_lowest"))
@@ -98,6 +134,17 @@ def report(a, seeds: list[int]) -> None:
               f"{t['full_forward_backward_s']} | {t['step_over_full_fwd_bwd']} | {t['peak_rss_mib']} | "
               f"{fl['heldout_full']:.3f} | {rep:.3f} |")
     rankings = {s: info["ranking"] for s, (info, _) in runs.items()}
+    side_by_side(model, tok, cfg)
+    if len(seeds) >= 2:
+        print("\nSpearman between the two seeds' rankings along the run (from log.jsonl):\n")
+        logs = [[json.loads(ln) for ln in (a.out / f"seed{s}" / "log.jsonl").read_text().splitlines()]
+                for s in seeds[:2]]
+        n = min(len(lg) for lg in logs)
+        cells = []
+        for step in sorted({max(1, n * k // 8) for k in range(1, 9)}):
+            r = [partial_at(lg[step - 1]["logits"], middle) for lg in logs]
+            cells.append(f"step {step}: {spearman(r[0], r[1]):.3f}")
+        print(", ".join(cells) + "\n")
     print()
     if len(seeds) >= 2:
         print(f"Spearman between seeds {seeds[0]} and {seeds[1]}: "

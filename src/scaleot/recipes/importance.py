@@ -3,7 +3,9 @@
 Recipe shape: ``setup -> train -> save``. Features: Dynamic LayerReplace or LayerDrop
 (``--variant``), every METHOD.md section 2 knob as an option, a tqdm bar, JSONL +
 TensorBoard logs, checkpoints every ``--checkpoint-every`` steps and ``--resume`` (also
-to extend ``--steps``), data parallel under ``accelerate launch``. Output folder (the
+to extend ``--steps``), data parallel under ``accelerate launch`` (on CPU-only machines:
+``accelerate launch --multi_gpu --num_processes 2 -m scaleot.cli importance ...``, which
+accelerate runs as gloo ``MULTI_CPU``; ``--cpu --num_processes 2`` starts one process). Output folder (the
 "importance folder" contract): ``importance.json``, ``harmonizers.safetensors``,
 ``log.jsonl``, ``tb/``, ``importance.png``, ``manifest.json`` (kind ``importance``).
 
@@ -82,12 +84,16 @@ def _check_before_loading(run: ImportanceRun) -> None:
 def setup(run: ImportanceRun):
     """Check the output folder, load model and corpus, build the trainer."""
     out = Path(run.out)
-    if out.exists() and any(out.iterdir()) and not (run.resume or run.overwrite):
-        raise ScaleOTError(f"output exists: {out} (pass --resume to continue it or --overwrite to replace it)")
-    if run.overwrite and not run.resume and out.exists():
-        shutil.rmtree(out)
     _check_before_loading(run)
     _init_distributed()
+    if out.exists() and any(out.iterdir()) and not (run.resume or run.overwrite):
+        raise ScaleOTError(f"output exists: {out} (pass --resume to continue it or --overwrite to replace it)")
+    if dist.is_initialized():
+        dist.barrier()  # every rank has looked at --out before rank 0 touches it
+    if run.overwrite and not run.resume and out.exists() and (not dist.is_initialized() or dist.get_rank() == 0):
+        shutil.rmtree(out)
+    if dist.is_initialized():
+        dist.barrier()
     device = None if run.device is None else run.device
     if dist.is_initialized() and torch.cuda.is_available() and device in (None, "auto", "cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -110,7 +116,8 @@ def train(run: ImportanceRun, model, train_blocks, heldout_blocks) -> tuple[Impo
     trainer.log = log
     t0 = time.perf_counter()
     try:
-        reference = trainer.full_step_seconds()
+        reference = trainer.last.get("full_forward_backward_s") or trainer.full_step_seconds()
+        trainer.last["full_forward_backward_s"] = reference  # checkpointed with the rest
         trainer.train()
     finally:
         if log is not None:
