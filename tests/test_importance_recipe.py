@@ -42,9 +42,10 @@ def _args(tiny, out, *extra):
 
 def test_files_written_and_loadable(tiny, tmp_path, capsys):
     out = tmp_path / "imp"
-    assert main(_args(tiny, out, "--steps", "4", "--adapter", "1,2", "--checkpoint-every", "2")) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["harmonizers.safetensors", "importance.json", "importance.png",
-                                                     "log.jsonl", "manifest.json", "tb"]
+    assert main(_args(tiny, out, "--steps", "4", "--adapter", "1,2", "--checkpoint-every", "2",
+                      "--keep-checkpoints")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "harmonizers.safetensors", "importance.json",
+                                                     "importance.png", "log.jsonl", "manifest.json", "tb"]
     verify_manifest(out, "importance")
     info = json.loads((out / "importance.json").read_text())
     assert info["middle"] == [1, 2, 3] and info["adapter"] == {"n_bottom": 1, "n_top": 2}
@@ -61,9 +62,15 @@ def test_files_written_and_loadable(tiny, tmp_path, capsys):
     assert [r["step"] for r in log] == [1, 2, 3, 4] and log[-1]["logits"] == [
         round(info["scores"][str(i)]["logit"], 6) for i in info["middle"]]
     assert list((out / "tb").glob("events.out.tfevents.*"))
+    # A kept checkpoint lets --resume extend a finished run; the log then reads like one run.
+    assert main(_args(tiny, out, "--steps", "6", "--adapter", "1,2", "--resume", "--checkpoint-every", "2")) == 0
+    assert json.loads((out / "importance.json").read_text())["steps"] == 6
+    assert [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    verify_manifest(out, "importance")
     # --resume on a finished folder is a no-op; a second run without it refuses the folder.
-    assert main(_args(tiny, out, "--steps", "4", "--adapter", "1,2", "--resume")) == 0
+    assert main(_args(tiny, out, "--steps", "6", "--adapter", "1,2", "--resume")) == 0
     assert main(_args(tiny, out, "--steps", "4")) == 2
+    assert not (out / "checkpoints").exists()
     assert "output exists" in capsys.readouterr().err
 
 

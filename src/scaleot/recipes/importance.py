@@ -32,7 +32,7 @@ from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
 from scaleot.importance.report import MetricsLog, plot_importance
 from scaleot.importance.trainer import ImportanceTrainer
-from scaleot.manifest import manifest_matches, write_json_atomic, write_manifest
+from scaleot.manifest import manifest_matches, read_json, write_json_atomic, write_manifest
 from scaleot.models import (
     DEFAULT_MODEL,
     arch_spec,
@@ -170,7 +170,9 @@ def save(run: ImportanceRun, trainer: ImportanceTrainer, fingerprint: str, timin
 def run_importance(run: ImportanceRun) -> Path:
     """The whole recipe; returns the importance folder (skips work if already complete)."""
     if run.resume and manifest_matches(run.out, "importance"):
-        return Path(run.out)
+        done = read_json(Path(run.out) / "importance.json", "importance file")
+        if done.get("steps", 0) >= run.options.steps:  # finished; more --steps continue from a kept checkpoint
+            return Path(run.out)
     model, fingerprint, train_blocks, heldout_blocks = setup(run)
     trainer, timing = train(run, model, train_blocks, heldout_blocks)
     try:
