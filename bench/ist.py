@@ -148,6 +148,37 @@ def run_accuracy(args) -> dict:
     return results
 
 
+def _mb(x: float) -> str:
+    return f"{x / 2**20:.1f}"
+
+
+def summarize(report: dict) -> str:
+    """Markdown tables of the memory, time and accuracy sections of a report."""
+    mem, lines = report["memory"], []
+    lines += ["| method | saved activations MB | grads MB | optim state MB (peak seen) | counted sum MB | ratio vs LoRA |"
+              " peak RSS MB | RSS after model MB | peak - model MB | ratio vs LoRA |", "|---" * 10 + "|"]
+    base_c = mem["lora"]["peak_counted"]["sum"]
+    base_r = mem["lora"]["peak_rss"] - mem["lora"]["rss_after_model"]
+    for m, r in mem.items():
+        c, d = r["peak_counted"], r["peak_rss"] - r["rss_after_model"]
+        lines.append(f"| {m} | {_mb(c['saved'])} | {_mb(c['grads'])} | {_mb(c['optim'])} | {_mb(c['sum'])} |"
+                     f" {c['sum'] / base_c:.3f} | {_mb(r['peak_rss'])} | {_mb(r['rss_after_model'])} | {_mb(d)} |"
+                     f" {d / base_r:.3f} |")
+    for task, res in report.get("accuracy", {}).items():
+        t = {m: statistics.median(v) for m, v in res["step_s"].items()}
+        mean = {m: statistics.mean(v) for m, v in res["step_s"].items()}
+        lines += ["", f"**{task}** ({res['train_size']} train examples, {len(res['step_s']['lora'])} steps)", "",
+                  "| method | acc | acc_norm | n | median step s | mean step s (incl. probes) | median ratio | mean ratio |",
+                  "|---" * 8 + "|"]
+        for m, a in res["acc"].items():
+            (name, v), = a.items()
+            timing = (f"{t[m]:.2f} | {mean[m]:.2f} | {t[m] / t['lora']:.3f} | {mean[m] / mean['lora']:.3f}"
+                      if m in t else "- | - | - | -")
+            lines.append(f"| {m} | {100 * v['acc']:.1f} ± {100 * v['acc_stderr']:.1f} | {100 * v['acc_norm']:.1f} |"
+                         f" {v['n']} | {timing} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", nargs="*", default=["bigbench:social_iqa", "bigbench:winowhy"])
@@ -163,8 +194,12 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/ist.json")
     ap.add_argument("--memory-from", default=None, help="reuse the memory section of an earlier report")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--summarize", default=None, help="print the markdown tables of a saved report")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.summarize:
+        print(summarize(json.loads(Path(args.summarize).read_text())))
+        return
     if args.memory_worker:
         print(json.dumps(memory_worker(args.memory_worker, args.tasks[0], args.mem_steps, args.batch_size)))
         return

@@ -12,6 +12,7 @@ from scaleot.errors import ConfigError
 from scaleot.tuners.ist import (
     ISTConfig,
     ISTController,
+    ISTStepController,
     SparseTuner,
     TrainOptions,
     lora_config_for,
@@ -148,7 +149,7 @@ def test_unselected_layers_untouched_and_stateless(model_type, dora):
                 assert p.grad is None and p not in tuner.optimizer.state
         if block in selected:
             assert any(not torch.equal(p, old) for p, old in zip(ctl.params[pos], before[pos], strict=True))
-    assert all(not p.requires_grad for ps in ctl.params for p in ps)  # frozen between steps
+    assert all(p.requires_grad and p.grad is None for ps in ctl.params for p in ps)  # between steps
 
 
 def test_unselected_branch_saves_no_activations():
@@ -238,3 +239,32 @@ def test_emulator_style_partial_lora_maps_blocks():
     ctl = ISTController(model, ISTConfig())
     assert ctl.blocks == [0, 3] and ctl.n_update == 1
     assert len(ctl.before_step(1)) == 1
+
+
+def test_step_controller_in_the_finetune_loop(tmp_path):
+    """``make_controller`` drives the shared loop (data owner path) and resumes exactly."""
+    from scaleot.data import TaskSplits
+    from scaleot.finetune.config import FinetuneConfig
+    from scaleot.finetune.loop import train
+    from scaleot.finetune.trainable import apply_lora
+    from scaleot.tuners.ist import make_controller
+
+    splits = TaskSplits("tiny", tiny_examples(16), tiny_examples(4, 1), tiny_examples(4, 2))
+    cfg = FinetuneConfig(method="ist", max_steps=4, batch_size=4, checkpoint_every=2, lr=1e-2, device="cpu",
+                         val_limit=4)
+
+    def run(folder, resume=False, stop=None):
+        model = tiny_model("llama")
+        peft_model = apply_lora(model, [1, 2], cfg)
+        hooks = make_controller(peft_model, [1, 2], cfg, tokenizer=CharTokenizer(), ist_config=ISTConfig(T=2))
+        c = cfg if stop is None else FinetuneConfig(**dict(cfg.to_dict(), max_steps=stop))
+        train(model, CharTokenizer(), splits, c, folder, resume=resume, step_controller=hooks, progress=False)
+        return hooks
+
+    full = run(tmp_path / "a")
+    assert full.controller.blocks == [1, 2] and full.controller.step == 4  # one epoch of 16 at batch 4
+    assert any(s != 0 for s in full.scores().values())
+    state = full.state_dict()
+    again = ISTStepController(full.model, ISTConfig(T=2), CharTokenizer())
+    again.load_state_dict(state)
+    assert again.scores() == full.scores()

@@ -10,6 +10,7 @@ block, response suppression, LoRA targets from the architecture table),
 from scaleot.tuners.ist.artifacts import load_importance, plot_importance, save_importance
 from scaleot.tuners.ist.config import ISTConfig
 from scaleot.tuners.ist.controller import ISTController, default_loss
+from scaleot.tuners.ist.hooks import ISTStepController, make_controller
 from scaleot.tuners.ist.layer import (
     lora_config_for,
     lora_target_modules,
@@ -21,7 +22,7 @@ from scaleot.tuners.ist.optim import move_optimizer_state, optimizer_state_bytes
 from scaleot.tuners.ist.train import SparseTuner, TrainOptions, answer_loss, train_ist
 
 __all__ = [
-    "ISTConfig", "ISTController", "default_loss", "lora_config_for", "lora_target_modules",
+    "ISTConfig", "ISTController", "ISTStepController", "make_controller", "default_loss", "lora_config_for", "lora_target_modules",
     "peft_layers_by_block", "peft_parameters", "suppressed", "move_optimizer_state",
     "optimizer_state_bytes", "SparseTuner", "TrainOptions", "answer_loss", "train_ist",
     "save_importance", "load_importance", "plot_importance",

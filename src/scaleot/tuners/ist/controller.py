@@ -97,10 +97,10 @@ class ISTController:
         """Draw ``n_update`` layer positions (indices into :attr:`blocks`)."""
         return self._draw(self.weights(), self.n_update).tolist()
 
-    def freeze_all(self) -> None:
+    def freeze_all(self, frozen: bool = True) -> None:
         for params in self.params:
             for p in params:
-                p.requires_grad_(False)
+                p.requires_grad_(not frozen)
 
     def before_step(self, step: int) -> list[int]:
         """Select this step's layers and make only their PEFT parameters trainable.
@@ -122,11 +122,16 @@ class ISTController:
         return [self.blocks[pos] for pos in self.selected]
 
     def after_step(self, step: int) -> None:
-        """Freeze every PEFT parameter again and offload the stepped layers' state."""
+        """Offload the stepped layers' state; mark every PEFT parameter trainable again.
+
+        Between steps every PEFT parameter has ``requires_grad=True`` (and no gradient), so
+        generic loops that find "the trainable weights" by ``requires_grad`` (best-weight
+        snapshots, adapter saving) see all of them; only :meth:`before_step` narrows it.
+        """
         if self._offload:
             for pos in self.selected:
                 move_optimizer_state(self.optimizer, self.params[pos], "cpu")
-        self.freeze_all()
+        self.freeze_all(frozen=False)
         self.step = step
 
     # ----- importance ------------------------------------------------------------------
