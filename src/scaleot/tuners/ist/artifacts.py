@@ -51,20 +51,20 @@ def load_importance(folder: str | Path) -> dict:
 
 
 def plot_importance(record: dict, path: str | Path, title: str = "IST layer importance") -> None:
-    """Bars: importance ``1 - sigmoid(s)`` per block; line: how often each block trained."""
+    """Bars: ``-s`` per block (positive = important = trained more); line: times trained."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     blocks = record["blocks"]
-    imp = [record["importance"][str(b)] for b in blocks]
+    imp = [-record["scores"][str(b)] for b in blocks]
     counts = [record["counts"][str(b)] for b in blocks]
     fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(blocks) + 2), 3.2))
-    ax.bar([str(b) for b in blocks], imp, color="tab:blue", label="importance 1 - sigmoid(s)")
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.bar([str(b) for b in blocks], imp, color=["tab:blue" if v >= 0 else "tab:red" for v in imp])
+    ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("block")
-    ax.set_ylabel("importance")
+    ax.set_ylabel("importance -s (weight 1 - sigmoid(s))")
     ax.tick_params(axis="x", labelsize=7)
     ax2 = ax.twinx()
     ax2.plot([str(b) for b in blocks], counts, color="tab:orange", marker=".", label="times trained")
