@@ -66,13 +66,13 @@ def partial_at(logits: list[float], middle: list[int]) -> list[int]:
     return [middle[j] for j in sorted(range(len(middle)), key=lambda j: (-logits[j], middle[j]))]
 
 
-def side_by_side(model, tok, cfg: ImportanceConfig, steps: int = 3) -> None:
+def side_by_side(model, tok, cfg: ImportanceConfig, steps: int = 2) -> None:
     """Step time vs one full-model forward+backward of the same batch, in this one process."""
     train, held = corpus_splits("kjv", tok, cfg.block_size, cfg.heldout_fraction, 64, 16)
     trainer = ImportanceTrainer(model, train, held, cfg, progress=False)
-    ref = trainer.full_step_seconds(repeats=3)
+    ref = trainer.full_step_seconds(repeats=2)
     trainer.train(steps)
-    ref2 = trainer.full_step_seconds(repeats=2)
+    ref2 = trainer.full_step_seconds(repeats=1)
     trainer.close()
     t = trainer.timing()
     full = statistics.median([ref, ref2])
