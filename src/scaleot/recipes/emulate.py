@@ -25,17 +25,9 @@ from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.emulator.bundle import EmulatorBundle
 from scaleot.errors import ScaleOTError
 from scaleot.models import DEFAULT_MODEL, load_model
+from scaleot.recipes.options import parse_adapter
 
 log = logging.getLogger(__name__)
-
-
-def parse_adapter(text: str) -> tuple[int, int]:
-    """``"2,2"`` -> ``(2, 2)``."""
-    try:
-        bottom, top = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ScaleOTError(f"--adapter must be 'N_BOTTOM,N_TOP', e.g. 2,2 (got {text!r})") from None
-    return bottom, top
 
 
 def setup(config: EmulatorConfig):

@@ -41,6 +41,7 @@ from scaleot.models import (
     load_model,
     resolve_model_path,
 )
+from scaleot.recipes.options import parse_adapter
 from scaleot.tuners.harmonizer import Harmonizer, save_harmonizers
 
 FORMAT_VERSION = 1
@@ -179,15 +180,6 @@ def run_importance(run: ImportanceRun) -> Path:
         return save(run, trainer, fingerprint, timing)
     finally:
         trainer.close()
-
-
-def parse_adapter(text: str) -> tuple[int, int]:
-    """``"2,2"`` -> ``(2, 2)``."""
-    try:
-        bottom, top = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ScaleOTError(f"--adapter must be 'N_BOTTOM,N_TOP', e.g. 2,2 (got {text!r})") from None
-    return bottom, top
 
 
 def command(
