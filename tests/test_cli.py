@@ -55,3 +55,10 @@ def test_console_script_exit_code(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("scaleot: error: unknown model 'nope'")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["importance", "emulate", "finetune", "plug", "evaluate", "run", "fetch"])
+def test_every_command_has_help(capsys, command):
+    code, out, err = run_cli(capsys, command, "--help")
+    assert code == 0, err
+    assert f" {command} [OPTIONS]" in out

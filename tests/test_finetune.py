@@ -107,3 +107,22 @@ def test_resume_without_checkpoint_and_bad_config_fail_clearly(tiny_world, tmp_p
         FinetuneConfig(method="adapterX", lr=-1.0)
     with pytest.raises(ScaleOTError, match="exactly one of"):
         FinetuneRecipe(tmp_path / "x", str(task), _cfg(), emulator=emu, model="smollm2-135m")
+
+
+def test_ist_method_tunes_sparse_lora_and_ships_its_importance(tiny_world, one_thread, tmp_path):  # noqa: F811
+    """`--method ist` inside the data owner's loop: LoRA on the adapter blocks, IST scores saved."""
+    _, _, task, emu = tiny_world
+    recipe = FinetuneRecipe(tmp_path / "ad", str(task), _cfg(method="ist"), emulator=emu, progress=False)
+    recipe.setup()
+    before = {k: v.clone() for k, v in recipe.model.state_dict().items()}
+    recipe.train()
+    changed = {k for k, v in recipe.model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all("lora_" in k for k in changed)
+    path = recipe.save()
+    files = {p.name for p in path.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "ist_importance.json",
+            "ist_state.safetensors", "ist_importance.png"} <= files
+    record = json.loads((path / "ist_importance.json").read_text())
+    assert set(record["scores"]) == {str(p) for p in recipe.positions}
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert "ist_importance.json" in manifest["files"]

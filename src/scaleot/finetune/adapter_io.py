@@ -64,6 +64,7 @@ def write_adapter(
     sources: list[int],
     info: dict,
     peft_model=None,
+    extra_writer=None,
 ) -> Path:
     """Write the adapter folder atomically.
 
@@ -74,6 +75,8 @@ def write_adapter(
         sources: their full-model block indices.
         info: the ``adapter.json`` fields (method, fingerprints, options, data, validation...).
         peft_model: the ``PeftModel`` for ``lora``/``ist``.
+        extra_writer: optional ``callable(folder)`` that adds files (e.g. IST's layer
+            importance) before the manifest hashes the folder.
     """
     info = dict(info, format_version=FORMAT_VERSION, adapter_sources=list(sources))
     mapping = dict(zip(positions, sources, strict=True))
@@ -96,6 +99,8 @@ def write_adapter(
             cfg.base_model_name_or_path = info.get("base_model")
             cfg.save_pretrained(str(tmp))
         write_json_atomic(tmp / "adapter.json", info)
+        if extra_writer is not None:
+            extra_writer(tmp)
         write_manifest(tmp, KIND, {"method": info["method"], "base_fingerprint": info.get("base_fingerprint"),
                                    "emulator_fingerprint": info.get("emulator_fingerprint")})
     return Path(out)

@@ -10,6 +10,7 @@ the conversion rebuilds a clean model from its config and state dict first.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import time
@@ -54,11 +55,21 @@ def _gguf_path(src: GGUFSource) -> Path:
     return path
 
 
+CONVERSION_VERSION = 2  # bump to invalidate caches written by older conversions
+
+
+def _conversion_version(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / "manifest.json").read_text())["info"].get("conversion_version", 1))
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def cached_model_dir(name: str) -> Path:
     """Path of the converted safetensors cache of a known model (converted on first use)."""
     src = KNOWN_MODELS[name]
     target = scaleot_home() / "models" / name
-    if manifest_matches(target, "model"):
+    if manifest_matches(target, "model") and _conversion_version(target) == CONVERSION_VERSION:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,7 +79,11 @@ def cached_model_dir(name: str) -> Path:
     gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # A GGUF-loaded model refuses save_pretrained: rebuild a clean one from config + weights.
+    # The GGUF quantization_config must not survive: the weights are plain fp32 now, and
+    # a model carrying it is refused by transformers.Trainer and peft as "quantized".
     config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     clean = type(gguf_model)(config)
     clean.load_state_dict(gguf_model.state_dict())
     clean.generation_config = gguf_model.generation_config
@@ -76,7 +91,8 @@ def cached_model_dir(name: str) -> Path:
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, "model", {"name": name, "source": f"{src.pip_name}:{src.filename}",
-                                      "conversion_seconds": round(time.perf_counter() - t0, 2)})
+                                      "conversion_seconds": round(time.perf_counter() - t0, 2),
+                                      "conversion_version": CONVERSION_VERSION})
     return target
 
 

@@ -95,7 +95,7 @@ class FinetuneRecipe:
             if make is None:
                 raise ScaleOTError("--method ist is not wired into scaleot finetune yet "
                                    "(scaleot.tuners.ist.make_controller is missing)")
-            self.controller = make(self.peft_model, self.positions, self.config)
+            self.controller = make(self.peft_model, self.positions, self.config, tokenizer=self.tokenizer)
         self.params = count_params(self.model)
         self.setup_seconds = time.perf_counter() - t0
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,15 @@ class FinetuneRecipe:
                     data=self.splits.describe(), validation=self.result.validation, best=self.result.best,
                     steps=self.result.steps, params=self.params,
                     timing=dict(self.result.timing, setup_seconds=round(self.setup_seconds, 2)))
-        return write_adapter(self.out, self.model, self.positions, self.sources, info, self.peft_model)
+        extra = None
+        if self.controller is not None:  # IST: its layer importance travels with the adapter
+            from scaleot.tuners.ist import save_importance
+
+            def extra(folder: Path) -> None:
+                save_importance(self.controller.controller, folder)
+
+        return write_adapter(self.out, self.model, self.positions, self.sources, info, self.peft_model,
+                             extra_writer=extra)
 
     def run(self) -> Path:
         self.setup()
