@@ -87,3 +87,23 @@ def test_bad_run_configs_fail_with_one_line(tmp_path, capsys):
     assert cli_main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"scaleot: error: config not found: {tmp_path / 'nope.yaml'}"]
+
+
+def test_run_reuses_a_finished_stage_1(tmp_path):
+    """`importance: {from: DIR}` reuses a verified stage-1 folder instead of recomputing it."""
+    from scaleot.errors import ScaleOTError
+    from scaleot.manifest import write_manifest
+    from scaleot.recipes.run import RunRecipe
+
+    stage1 = tmp_path / "imp"
+    stage1.mkdir()
+    (stage1 / "importance.json").write_text("{}")
+    write_manifest(stage1, "importance")
+    cfg = {"tasks": ["t.jsonl"], "emulators": [{"name": "s", "method": "scaleot"}],
+           "importance": {"from": str(stage1)}}
+    runner = RunRecipe(cfg, tmp_path / "run", progress=False)
+    assert runner.importance() == stage1
+    assert runner.steps["importance"]["reused"] == str(stage1)
+    (stage1 / "importance.json").write_text('{"tampered": 1}')
+    with pytest.raises(ScaleOTError, match="hash check failed"):
+        RunRecipe(cfg, tmp_path / "run2", progress=False).importance()

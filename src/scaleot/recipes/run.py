@@ -109,6 +109,15 @@ class RunRecipe:
         from scaleot.recipes.importance import ImportanceRun, run_importance
 
         opts = dict(self.cfg.get("importance") or {})
+        if "from" in opts:  # reuse a finished stage 1 (verified; the emulator checks its fingerprint)
+            from scaleot.manifest import verify_manifest
+
+            folder = Path(opts["from"]).expanduser()
+            manifest = verify_manifest(folder, "importance")
+            self.steps["importance"] = {"digest": digest([str(folder), manifest["files"]]), "seconds": 0.0,
+                                        "reused": str(folder)}
+            write_json_atomic(self.steps_file, self.steps)
+            return folder
         corpus = opts.pop("corpus", "kjv")
         folder = self.out / "importance"
         run = ImportanceRun(out=folder, model=self.cfg["model"], corpus=corpus,

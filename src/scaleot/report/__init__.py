@@ -6,6 +6,7 @@ See METHOD.md section 1 for the rows and the published anchor numbers repeated h
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from scaleot.report.plots import privacy_utility_plot
@@ -84,7 +85,11 @@ def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
     for name, doc in docs.items():
         parts += [f"## Five rows: emulator `{name}` ({doc['emulator_method']})", "", offsite_table(doc), ""]
     if importance is not None and (importance / "importance.png").is_file():
-        rel = (importance / "importance.png").relative_to(out)
+        try:
+            rel = (importance / "importance.png").relative_to(out)
+        except ValueError:  # a reused stage 1 outside the run folder: copy its chart in
+            shutil.copyfile(importance / "importance.png", out / "importance.png")
+            rel = "importance.png"
         parts += ["## Block importance (stage 1)", "", f"![importance]({rel})", ""]
     plot = privacy_utility_plot(docs, out / "privacy_utility.png", out)
     parts += ["## Privacy-utility", "", "Plug-in (what the model owner ships) against Emu FT (what the data "
