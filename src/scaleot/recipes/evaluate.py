@@ -53,9 +53,10 @@ class EvaluateConfig:
 def setup(cfg: EvaluateConfig):
     """Check the model name, load the tasks (fails fast on bad names), then the model."""
     from scaleot.data import SplitConfig, load_task
-    from scaleot.models import load_model, resolve_model_path
+    from scaleot.models import KNOWN_MODELS, load_model, resolve_model_path
 
-    resolve_model_path(cfg.model)
+    if cfg.model not in KNOWN_MODELS:  # fail fast on a bad name or path (known names convert later)
+        resolve_model_path(cfg.model)
 
     split = SplitConfig(seed=cfg.seed, n_test=cfg.n_test, n_val=cfg.n_val)
     splits = [load_task(t, split) for t in cfg.tasks]
