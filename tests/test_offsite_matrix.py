@@ -1,0 +1,103 @@
+"""``bench/offsite_matrix.py`` end to end on a tiny model and task: every emulator, the sweep, the summaries."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from bench import offsite_matrix as om
+
+from tests.finetune_helpers import one_thread, tiny_model_dir, tiny_task  # noqa: F401
+
+
+def _tiny_scale(model_dir, task) -> dict:
+    return {
+        "model": str(model_dir),
+        "tasks": [str(task)],
+        "device": "cpu",
+        "importance": {"n_bottom": 1, "n_top": 1, "steps": 3, "group_size": 2, "n_configs": 2,
+                       "batch_size": 2, "score_batch_size": 2, "block_size": 32, "max_train_blocks": 32,
+                       "max_heldout_blocks": 8, "checkpoint_every": 0, "autocast": "none"},
+        "finetune": {"method": "full", "epochs": 1, "n_train": 24, "n_val": 8, "n_test": 16,
+                     "batch_size": 8, "lr": 1e-3},
+        "ft": {"lr": 1e-4},
+        "evaluate": {"batch_size": 16},
+        "matrix": {"n_bottom": 1, "n_top": 1, "alpha": 0.5, "alphas": [0.25, 0.5], "betas": [0.0, 0.5],
+                   "kd_steps": 2, "reference": True},
+    }
+
+
+def test_matrix_config_names_every_emulator_once():
+    cfg = om.matrix_config(om.SCALES["quick"])
+    names = [e["name"] for e in cfg["emulators"]]
+    assert names[0] == "scaleot" and len(names) == len(set(names))
+    assert set(om.MATRIX_METHODS) | {om.REFERENCE} <= set(names)
+    sweep = {(e["alpha"], e["beta"]) for e in cfg["emulators"] if e["method"] == "scaleot"}
+    assert sweep == {(a, b) for a in (0.25, 0.5, 0.75) for b in (0.0, 0.3, 0.6)}  # 9 points, (0.5, 0) shared
+    sizes = {e["alpha"] for e in cfg["emulators"] if e["name"] in om.MATRIX_METHODS}
+    assert sizes == {0.5} and all(e["beta"] == 0.0 for e in cfg["emulators"] if e["name"] in om.MATRIX_METHODS)
+    assert cfg["importance"]["steps"] == 100 and "matrix" not in cfg
+    reused = om.matrix_config(om.SCALES["quick"], importance="/x", model="/m", tasks=["t.jsonl"])
+    assert reused["importance"] == {"from": "/x"} and reused["model"] == "/m" and reused["tasks"] == ["t.jsonl"]
+    assert om.SCALES["quick"]["importance"]["steps"] == 100  # the preset itself is not modified
+
+
+def test_claims_are_checked_on_the_numbers():
+    def rec(method, plug, emu, alpha=0.5, beta=0.0, build=10.0):
+        row = lambda a: {"acc": a, "stderr": 0.01}  # noqa: E731
+        return {"method": method, "alpha": alpha, "beta": beta, "build_s": build, "stage1_s": 5.0, "stage2_s": 5.0,
+                "rows": {"FT": row(0.45), "Plug-in": row(plug), "Emu FT": row(emu)},
+                "delta": {"acc": plug - emu, "stderr": 0.014}}
+
+    m = {"alphas": [0.5], "betas": [0.0, 0.3], "kd_steps": 9}
+    records = {"scaleot": rec("scaleot", 0.445, 0.40), "uniform": rec("uniform", 0.43, 0.38),
+               "crash": rec("crash", 0.46, 0.39), "uniform-kd": rec("uniform-kd", 0.44, 0.42, build=100.0),
+               "s-b0.3": rec("scaleot", 0.42, 0.36, beta=0.3)}
+    claims = {c["claim"]: c["holds"] for c in om.check_claims(records, {}, m)}
+    assert claims["ScaleOT plug-in >= FT - 1 point (task average)"] is True
+    assert claims["ScaleOT plug-in >= uniform plug-in at the same size"] is True
+    assert claims["ScaleOT plug-in >= crash plug-in at the same size"] is False
+    assert claims["ScaleOT Delta > 0 beyond one standard error"] is True
+    assert claims["the sweep's Delta grows as alpha or beta grows"] is True  # 4.5 -> 6.0
+    assert claims["plug-in within 1 point of FT for at least one setting with beta > 0"] is False  # 42 < 44
+    assert claims["ScaleOT build cost (stage 1 + 2) < uniform-kd's, at equal or better plug-in"] is True
+    records["s-b0.3"]["delta"]["acc"] = 0.01
+    assert {c["claim"]: c["holds"] for c in om.check_claims(records, {}, m)}[
+        "the sweep's Delta grows as alpha or beta grows"] is False
+
+
+def test_matrix_runs_end_to_end_and_continues(tmp_path, one_thread):  # noqa: F811
+    model_dir, task = tiny_model_dir(tmp_path), tiny_task(tmp_path)
+    scale, out = _tiny_scale(model_dir, task), tmp_path / "matrix"
+    assert om.main(["--out", str(out), "--report-only"]) == 2  # nothing there yet: one-line error
+    doc = om.run_matrix(copy.deepcopy(scale), out, progress=False, command="test")
+    names = ["scaleot", "uniform", "uniform-kd", "crash", "drop", om.REFERENCE,
+             om.sweep_name(0.25, 0.0), om.sweep_name(0.25, 0.5), om.sweep_name(0.5, 0.5)]
+    assert list(doc["records"]) == names
+    for name in names:
+        rows = doc["records"][name]["rows"]
+        assert set(rows) == {"Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in"}, name
+        assert doc["records"][name]["delta"]["acc"] == pytest.approx(rows["Plug-in"]["acc"] - rows["Emu FT"]["acc"])
+    recs = doc["records"]
+    # same size for the matrix methods (reference keeps every middle block), SRC makes beta > 0 smaller
+    assert len({recs[n]["params"] for n in ("uniform", "crash", "drop")}) == 1
+    assert recs[om.REFERENCE]["params_ratio"] == 1.0
+    assert recs[om.sweep_name(0.5, 0.5)]["params"] < recs["scaleot"]["params"]
+    # the FT and Full ZS rows were computed once and shared by every emulator
+    assert len({json.dumps(recs[n]["rows"]["FT"]) for n in names}) == 1
+    # stage 1 is charged to scaleot and drop only
+    assert recs["scaleot"]["stage1_s"] > 0 and recs["uniform"]["stage1_s"] == 0
+    assert recs["scaleot"]["build_s"] >= recs["scaleot"]["stage1_s"]
+    for f in ("matrix.md", "sweep.md", "claims.md", "matrix.json", "matrix.png", "report.md", "matrix_config.yaml"):
+        assert (out / f).is_file(), f
+    assert "uniform-kd" in (out / "matrix.md").read_text()
+    assert om.sweep_name(0.25, 0.5) in (out / "sweep.md").read_text()
+    assert len(doc["claims"]) == 7 and all(c["holds"] in (True, False) for c in doc["claims"])
+    # a second call redoes no step; --report-only rewrites the summaries from disk
+    steps = (out / "steps.json").read_text()
+    om.run_matrix(copy.deepcopy(scale), out, progress=False)
+    assert (out / "steps.json").read_text() == steps
+    (out / "claims.md").unlink()
+    assert om.main(["--out", str(out), "--report-only"]) == 0
+    assert (out / "claims.md").is_file()
