@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from scaleot.emulator import EmulatorConfig, build_emulator, find_leaks, load_emulator
-from scaleot.errors import ScaleOTError
+from scaleot.errors import ConfigError, ScaleOTError
 from scaleot.manifest import write_manifest
 from scaleot.models import get_blocks
 from tests.emulator_helpers import fake_importance, make_model
@@ -203,6 +203,34 @@ def test_uniform_kd_trains_and_resumes(model, tmp_path, hf_tokenizer, patched_te
     moved = [n for (n, p), q in zip(full.model.named_parameters(), base.model.parameters(), strict=True)
              if not torch.equal(p, q)]
     assert moved and all(n.startswith(("model.layers.2.", "model.layers.3.")) for n in moved)
+
+
+def test_scaleot_calibration_trains_only_the_chosen_harmonizers(model, imp, tmp_path, hf_tokenizer, patched_text):
+    """Stage-2 calibration: the shipped harmonizers move towards the full model; nothing else moves."""
+    def cfg(steps):
+        return EmulatorConfig(method="scaleot", importance=str(imp), alpha=0.5, beta=0.25, calibrate_steps=steps,
+                              calibrate_lr=5e-3, kd_batch=8, block_size=16, kd_checkpoint_every=100,
+                              kd_run_dir=str(tmp_path / f"cal{steps}"))
+
+    base = build_emulator(model, cfg(0), tokenizer=hf_tokenizer)
+    tuned = build_emulator(model, cfg(6), tokenizer=hf_tokenizer)
+    cal = tuned.info["calibration"]
+    assert "calibration" not in base.info and cal["trains"] == ["harmonizer"] and cal["steps"] == 6
+    assert cal["final"]["nmse"] < cal["first"]["nmse"]
+    replaced = {e["position"] for e in tuned.info["layer_map"] if e["kind"] == "harmonizer"}
+    moved = {n for (n, p), q in zip(tuned.model.named_parameters(), base.model.parameters(), strict=True)
+             if not torch.equal(p, q)}
+    assert moved and {int(n.split(".")[2]) for n in moved} == replaced  # only harmonizer positions
+    assert "calibrate_s" in tuned.info["timing"]
+    from scaleot.emulator.distill import boundary_input
+
+    ids = torch.randint(0, 100, (2, 8))
+    with torch.no_grad(), boundary_input(model, 6) as h, boundary_input(model, 8) as last:
+        ref = model(input_ids=ids, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(h[0], ref[6])  # the input of block 6 = hidden_states[6]
+    assert last[0].shape == ref[-1].shape  # past the last block: the final norm's input
+    with pytest.raises(ConfigError, match="calibrate_steps applies to method 'scaleot' only"):
+        EmulatorConfig(method="uniform", calibrate_steps=3)
 
 
 def test_cli_emulate(model, tmp_path, hf_tokenizer, capsys):

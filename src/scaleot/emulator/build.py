@@ -3,7 +3,8 @@
 Methods (METHOD.md sections 3 and 5), all behind the same layer-map interface:
 
 - ``scaleot``: the ``round(alpha · |E|)`` lowest-ranked middle blocks (stage 1's ranking)
-  are replaced by their harmonizers; SRC with ``beta`` on the kept middle blocks.
+  are replaced by their harmonizers; SRC with ``beta`` on the kept middle blocks; then,
+  with ``calibrate_steps``, the chosen harmonizers are distilled for this one configuration.
 - ``drop``: the same ranking, identities instead of harmonizers (ablation).
 - ``uniform``: OT's uniform LayerDrop, ``keep`` evenly spaced middle blocks.
 - ``uniform-kd``: ``uniform`` then distilled on generic text (:mod:`.distill`).
@@ -169,6 +170,15 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> 
             raise ScaleOTError("method 'uniform-kd' needs the tokenizer (for its generic text)")
         extra["distill"] = distill(emu, model, tokenizer, layer_map, config)
         timing["distill_s"] = extra["distill"]["seconds"]
+    elif config.method == "scaleot" and config.calibrate_steps:
+        from scaleot.emulator.distill import distill
+
+        if tokenizer is None:
+            raise ScaleOTError("harmonizer calibration needs the tokenizer (for its generic text)")
+        extra["calibration"] = distill(emu, model, tokenizer, layer_map, config, kinds=("harmonizer",),
+                                       steps=config.calibrate_steps, lr=config.calibrate_lr,
+                                       label="calibrate")
+        timing["calibrate_s"] = extra["calibration"]["seconds"]
 
     leaks = find_leaks(emu, _protected(model, layer_map, middle))
     if leaks:

@@ -44,6 +44,9 @@ class EmulatorConfig:
     kd_lm_weight: float = field(default=1.0, metadata={"help": "uniform-kd: weight of the LM loss"})
     kd_checkpoint_every: int = field(default=50, metadata={"help": "uniform-kd: steps between checkpoints"})
     kd_run_dir: str | None = field(default=None, metadata={"help": "uniform-kd: checkpoints/logs (default OUT.kd)"})
+    calibrate_steps: int = field(default=0, metadata={
+        "help": "scaleot: steps of stage-2 harmonizer calibration against the full model (0 = none)"})
+    calibrate_lr: float = field(default=1e-3, metadata={"help": "scaleot: calibration learning rate"})
     resume: bool = field(default=False, metadata={"help": "uniform-kd: resume from the newest checkpoint"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda"})
@@ -64,6 +67,12 @@ class EmulatorConfig:
             problems.append(f"keep must be >= 1 (got {self.keep})")
         if self.method in NEEDS_IMPORTANCE and not self.importance:
             problems.append(f"method {self.method!r} needs an importance folder (--importance DIR)")
+        if self.calibrate_steps < 0:
+            problems.append(f"calibrate_steps must be >= 0 (got {self.calibrate_steps})")
+        if self.calibrate_steps and self.method != "scaleot":
+            problems.append(f"calibrate_steps applies to method 'scaleot' only (got {self.method!r})")
+        if self.calibrate_lr <= 0:
+            problems.append(f"calibrate_lr must be > 0 (got {self.calibrate_lr})")
         for name in ("block_size", "calib_blocks", "kd_steps", "kd_batch", "kd_checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")

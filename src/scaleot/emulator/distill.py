@@ -1,7 +1,15 @@
-"""OT with distillation (``uniform-kd``): train the uniform emulator to match the full model.
+"""Distil an emulator's middle towards the full model on generic text.
 
-METHOD.md section 5. On generic text, only the kept middle blocks of the emulator train;
-the adapter blocks, embeddings and head stay frozen. The loss at each step is::
+Two users, one loop:
+
+- OT with distillation (``uniform-kd``, METHOD.md section 5): the kept middle blocks of
+  the uniform emulator train (``kinds=("kept",)``).
+- ScaleOT's stage-2 harmonizer calibration (``scaleot`` with ``calibrate_steps > 0``, our
+  option; METHOD.md section 7 leaves the harmonizers' training open): only the harmonizers
+  standing in for the replaced blocks train (``kinds=("harmonizer",)``), for the one
+  configuration that ships, instead of the random configurations of stage 1.
+
+The adapter blocks, embeddings and head stay frozen. The loss at each step is::
 
     NMSE(h_emu, h_full) + lm_weight · CE(emulator logits, next token)
     NMSE(a, b) = ||a - b||^2 / ||b||^2
@@ -19,6 +27,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,12 +37,12 @@ from tqdm.auto import tqdm
 from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scaleot.data.text import corpus_splits
 from scaleot.errors import ScaleOTError
-from scaleot.models.arch import get_blocks
+from scaleot.models.arch import arch_spec, get_blocks, get_submodule
 
 
-def _trainable(student: nn.Module, layer_map: list[dict]) -> dict[str, nn.Parameter]:
+def _trainable(student: nn.Module, layer_map: list[dict], kinds: tuple[str, ...]) -> dict[str, nn.Parameter]:
     blocks = get_blocks(student)
-    kept = {e["position"] for e in layer_map if e["kind"] == "kept"}
+    kept = {e["position"] for e in layer_map if e["kind"] in kinds}
     out = {}
     for pos in sorted(kept):
         for name, p in blocks[pos].named_parameters():
@@ -41,33 +50,60 @@ def _trainable(student: nn.Module, layer_map: list[dict]) -> dict[str, nn.Parame
     return out
 
 
+@contextmanager
+def boundary_input(model: nn.Module, index: int):
+    """Capture the hidden state entering block ``index`` (or the final norm past the last block).
+
+    A forward pre-hook rather than ``output_hidden_states``: transformers collects hidden
+    states only from its own decoder-layer classes, and an emulator's middle holds harmonizers.
+    Yields a list that holds the tensor once the model has run.
+    """
+    blocks = get_blocks(model)
+    module = blocks[index] if index < len(blocks) else get_submodule(model, arch_spec(model).final_norm)
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, args, kwargs):
+        seen[:] = [args[0] if args else kwargs["hidden_states"]]
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 def nmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``||pred - target||^2 / ||target||^2`` over the whole batch."""
     return (pred - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
 
 
-def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[dict], config) -> dict:
+def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[dict], config,
+            kinds: tuple[str, ...] = ("kept",), steps: int | None = None, lr: float | None = None,
+            label: str = "uniform-kd") -> dict:
     """Distil ``student`` (the emulator, in place) towards ``teacher`` (the full model).
+
+    Only the middle positions whose layer-map kind is in ``kinds`` train, for ``steps``
+    (default ``config.kd_steps``) at ``lr`` (default ``config.kd_lr``).
 
     Returns:
         ``{"steps", "seconds", "run_dir", "first": {...}, "final": {...}}`` losses summary.
     """
     run_dir = Path(config.kd_run_dir) if config.kd_run_dir else Path(tempfile.mkdtemp(prefix="scaleot-kd-"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    n_bottom = config.n_bottom
     n_mid_emu = sum(e["kind"] != "adapter" for e in layer_map)
     n_mid_full = len(get_blocks(teacher)) - config.n_bottom - config.n_top
-    s_idx, t_idx = n_bottom + n_mid_emu, n_bottom + n_mid_full  # hidden_states[0] = embeddings
-    params = _trainable(student, layer_map)
+    steps = config.kd_steps if steps is None else steps
+    lr = config.kd_lr if lr is None else lr
+    params = _trainable(student, layer_map, kinds)
     if not params:
-        raise ScaleOTError("uniform-kd: the emulator has no kept middle block to distil")
+        raise ScaleOTError(f"{label}: the emulator has no {'/'.join(kinds)} middle block to train")
     for p in student.parameters():
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(list(params.values()), lr=config.kd_lr)
+    optimizer = torch.optim.AdamW(list(params.values()), lr=lr)
     torch.manual_seed(config.seed)
-    n_need = config.kd_steps * config.kd_batch
+    n_need = steps * config.kd_batch
     train, _ = corpus_splits(config.corpus, tokenizer, config.block_size, max_train_blocks=n_need)
     device = next(student.parameters()).device
 
@@ -87,14 +123,15 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     log = (run_dir / "log.jsonl").open("a")
     t0, first, last = time.perf_counter(), None, None
     student.train()
-    bar = tqdm(total=config.kd_steps, initial=step, desc="uniform-kd", leave=False)
-    while step < config.kd_steps:
+    bar = tqdm(total=steps, initial=step, desc=label, leave=False)
+    while step < steps:
         idx = torch.arange(step * config.kd_batch, (step + 1) * config.kd_batch) % len(train)
         ids = train[idx].to(device)
-        with torch.no_grad():
-            target = teacher(input_ids=ids, output_hidden_states=True).hidden_states[t_idx]
-        out = student(input_ids=ids, labels=ids, output_hidden_states=True)
-        l_h = nmse(out.hidden_states[s_idx], target)
+        with torch.no_grad(), boundary_input(teacher, config.n_bottom + n_mid_full) as target:
+            teacher(input_ids=ids)
+        with boundary_input(student, config.n_bottom + n_mid_emu) as h:
+            out = student(input_ids=ids, labels=ids)
+        l_h = nmse(h[0], target[0])
         loss = l_h + config.kd_lm_weight * out.loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,13 +144,14 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
             writer.add_scalar(f"kd/{k}", last[k], step)
         bar.update(1)
         bar.set_postfix(nmse=f"{last['nmse']:.3f}", lm=f"{last['lm']:.3f}")
-        if step % config.kd_checkpoint_every == 0 or step == config.kd_steps:
-            save_checkpoint(run_dir, step, {k: p for k, p in params.items()}, optimizer, {"kind": "uniform-kd"})
+        if step % config.kd_checkpoint_every == 0 or step == steps:
+            save_checkpoint(run_dir, step, {k: p for k, p in params.items()}, optimizer, {"kind": label})
     bar.close()
     log.close()
     writer.close()
     student.eval()
     for p in student.parameters():
         p.requires_grad_(True)
-    return {"steps": config.kd_steps, "resumed": bool(config.resume), "seconds": round(time.perf_counter() - t0, 2),
+    return {"steps": steps, "trains": list(kinds), "params_trained": sum(p.numel() for p in params.values()),
+            "resumed": bool(config.resume), "seconds": round(time.perf_counter() - t0, 2),
             "run_dir": str(run_dir), "first": first, "final": last}

@@ -56,7 +56,7 @@ def run_emulate(config: EmulatorConfig, out: str | Path, overwrite: bool = True)
     out = Path(out)
     if out.exists() and not overwrite:
         raise ScaleOTError(f"output exists: {out} (remove it or pass --overwrite)")
-    if config.method == "uniform-kd" and not config.kd_run_dir:
+    if (config.method == "uniform-kd" or config.calibrate_steps) and not config.kd_run_dir:
         config.kd_run_dir = str(out.with_name(out.name + ".kd"))
     model, tokenizer, load_s = setup(config)
     bundle = build(model, tokenizer, config)
@@ -82,6 +82,9 @@ def command(
     kd_batch: Annotated[int, typer.Option(help="uniform-kd: blocks per step")] = 4,
     kd_checkpoint_every: Annotated[int, typer.Option(help="uniform-kd: steps between checkpoints")] = 50,
     kd_run_dir: Annotated[str | None, typer.Option(help="uniform-kd: run folder (default OUT.kd)")] = None,
+    calibrate_steps: Annotated[int, typer.Option(help="scaleot: stage-2 harmonizer calibration steps "
+                                                 "against the full model (0 = none)")] = 0,
+    calibrate_lr: Annotated[float, typer.Option(help="scaleot: calibration learning rate")] = 1e-3,
     resume: Annotated[bool, typer.Option("--resume", help="uniform-kd: continue from the newest checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="replace an existing --out")] = True,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
@@ -93,6 +96,6 @@ def command(
         method=method, model=model, n_bottom=n_bottom, n_top=n_top, alpha=alpha, beta=beta, keep=keep,
         importance=importance, corpus=corpus, block_size=block_size, calib_blocks=calib_blocks,
         kd_steps=kd_steps, kd_lr=kd_lr, kd_batch=kd_batch, kd_checkpoint_every=kd_checkpoint_every,
-        kd_run_dir=kd_run_dir, resume=resume, seed=seed, device=device, dtype=dtype)
+        kd_run_dir=kd_run_dir, calibrate_steps=calibrate_steps, calibrate_lr=calibrate_lr, resume=resume, seed=seed, device=device, dtype=dtype)
     folder = run_emulate(config, out, overwrite=overwrite)
     typer.echo(str(folder))
