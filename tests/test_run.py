@@ -54,10 +54,12 @@ def test_run_produces_every_file_and_skips_done_steps(tmp_path, one_thread):  # 
     assert set(rows) == {"Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in"}
     assert rows["Plug-in"]["n"] == 24
     assert doc["delta"]["average"]["acc"] == pytest.approx(rows["Plug-in"]["acc"] - rows["Emu FT"]["acc"])
+    assert len(rows["Plug-in"]["correct"]) == len(rows["Emu FT"]["correct"]) == 24
+    assert doc["delta"]["average"]["paired"] is True  # same test examples: paired standard error
     uni = json.loads((out / "eval" / "uniform.json").read_text())["rows"][str(task)]
     assert uni["Full ZS"] == rows["Full ZS"] and uni["FT"] == rows["FT"]  # scored once, reused
     report = (out / "report.md").read_text()
-    for needle in ("Five rows", "Delta", "importance.png", "privacy_utility.png", "Costs", "published"):
+    for needle in ("Five rows", "Delta", "standard error (paired", "importance.png", "privacy_utility.png", "Costs", "published"):
         assert needle in report, needle
     steps = json.loads((out / "steps.json").read_text())
     assert {"importance", "emulate/scaleot", "finetune/uniform/parity", "ft/parity", "plug/parity",

@@ -11,8 +11,11 @@
 Each adapter names its task and split (``adapter.json``), so every row of a task is
 scored on the same test examples through :func:`scaleot.evaluation.evaluate_mc` (lm-eval).
 Models are built one at a time from fresh copies; nothing is swapped in place.
-Standard error of Delta: ``sqrt(se_plug^2 + se_emu^2)`` (conservative: it ignores the
-positive correlation of the two rows on the same examples).
+Standard error of Delta: paired, because Plug-in and Emu FT are scored on the same test
+examples: ``std(c_plug - c_emu, ddof=1) / sqrt(n)`` over the per-example 0/1 ``correct``
+lists. Results saved without ``correct`` fall back to the unpaired
+``sqrt(se_plug^2 + se_emu^2)`` (conservative: it ignores the positive correlation of the
+two rows); both are kept (``stderr``, ``stderr_unpaired``) and ``paired`` says which.
 """
 
 from __future__ import annotations
@@ -64,8 +67,8 @@ def evaluate_offsite(
             emulator, so a run with several emulators scores them once).
 
     Returns:
-        ``{"rows": {task: {row: {acc, acc_stderr, acc_norm, ...}}}, "delta": {task|"average":
-        {"acc", "stderr"}}, "average": {row: acc}, "tasks": [...]}``.
+        ``{"rows": {task: {row: {acc, acc_stderr, acc_norm, ..., correct}}}, "delta": {task|"average":
+        {"acc", "stderr", "stderr_unpaired", "paired"}}, "average": {row: acc}, "tasks": [...]}``.
 
     Raises:
         ScaleOTError: an adapter tuned on another emulator or for another model, two
@@ -136,12 +139,36 @@ def evaluate_offsite(
                             "ft": [str(f) for f in (ft or [])], "limit": limit})
 
 
+def paired_stderr(a: list[int], b: list[int]) -> float:
+    """Standard error of ``mean(a) - mean(b)`` for two scores of the same ``n`` examples:
+    the sample standard deviation (ddof=1) of the per-example differences over ``sqrt(n)``."""
+    n = len(a)
+    if n != len(b) or n < 2:
+        raise ValueError(f"paired standard error needs two lists of the same length >= 2, got {n} and {len(b)}")
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+
+
+def delta_of(p: dict, e: dict) -> dict:
+    """Delta = ``p - e`` (Plug-in - Emu FT) with its standard error: paired when both carry
+    per-example ``correct`` lists of the same length, else the unpaired (conservative) one."""
+    unpaired = math.hypot(p["acc_stderr"], e["acc_stderr"])
+    cp, ce = p.get("correct"), e.get("correct")
+    paired = bool(cp) and bool(ce) and len(cp) == len(ce) and len(cp) >= 2
+    return {"acc": p["acc"] - e["acc"], "stderr": paired_stderr(cp, ce) if paired else unpaired,
+            "stderr_unpaired": unpaired, "paired": paired}
+
+
 def summarise(rows: dict[str, dict], meta: dict | None = None) -> dict:
-    """Add Delta per task and averaged, and the per-row average over tasks."""
+    """Add Delta per task and averaged, and the per-row average over tasks.
+
+    Tasks are independent, so the average's standard error is ``sqrt(sum se_t^2) / k``
+    (the same for ``stderr_unpaired``); the average is ``paired`` when every task is.
+    """
     delta, average = {}, {}
     for task, r in rows.items():
-        p, e = r["Plug-in"], r["Emu FT"]
-        delta[task] = {"acc": p["acc"] - e["acc"], "stderr": math.hypot(p["acc_stderr"], e["acc_stderr"])}
+        delta[task] = delta_of(r["Plug-in"], r["Emu FT"])
     for row in ROWS:
         have = [r[row] for r in rows.values() if row in r]
         if len(have) == len(rows):
@@ -149,7 +176,9 @@ def summarise(rows: dict[str, dict], meta: dict | None = None) -> dict:
                             "acc_stderr": math.sqrt(sum(h["acc_stderr"] ** 2 for h in have)) / len(have)}
     k = len(delta)
     delta["average"] = {"acc": sum(d["acc"] for d in delta.values()) / k,
-                        "stderr": math.sqrt(sum(d["stderr"] ** 2 for d in delta.values())) / k}
+                        "stderr": math.sqrt(sum(d["stderr"] ** 2 for d in delta.values())) / k,
+                        "stderr_unpaired": math.sqrt(sum(d["stderr_unpaired"] ** 2 for d in delta.values())) / k,
+                        "paired": all(d["paired"] for d in delta.values())}
     return {"format_version": 1, "kind": "offsite-evaluation", "tasks": list(rows), "rows": rows,
             "average": average, "delta": delta, "meta": meta or {}}
 
@@ -161,6 +190,13 @@ def _cell(r: dict | None) -> str:
 def short_task(task: str) -> str:
     """A column title: ``bigbench:a/b`` -> ``a/b``; a file path -> its stem."""
     return Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
+
+
+def delta_stderr_kind(*docs: dict) -> str:
+    """``"paired"`` when every doc's averaged Delta has a paired standard error, else
+    ``"conservative, unpaired"`` (results saved before per-example scores were kept)."""
+    paired = bool(docs) and all(d["delta"]["average"].get("paired") for d in docs)
+    return "paired" if paired else "conservative, unpaired"
 
 
 def offsite_table(doc: dict) -> str:
@@ -176,7 +212,7 @@ def offsite_table(doc: dict) -> str:
     lines.append("| **Delta** (Plug-in - Emu FT) | " + " | ".join(cells) + " |")
     n = {t: doc["rows"][t]["Plug-in"]["n"] for t in tasks}
     lines.append("")
-    lines.append("acc in %, ± one standard error; test examples per task: "
+    lines.append(f"acc in %, ± one standard error ({delta_stderr_kind(doc)} for Delta); test examples per task: "
                  + ", ".join(f"{short_task(t)} {v}" for t, v in n.items()))
     return "\n".join(lines)
 

@@ -47,6 +47,8 @@ class EmulatorConfig:
     calibrate_steps: int = field(default=0, metadata={
         "help": "scaleot: steps of stage-2 harmonizer calibration against the full model (0 = none)"})
     calibrate_lr: float = field(default=1e-3, metadata={"help": "scaleot: calibration learning rate"})
+    autocast: str = field(default="bf16", metadata={
+        "help": "uniform-kd and calibration forwards: bf16 autocast (fp32 master weights) or none"})
     resume: bool = field(default=False, metadata={"help": "uniform-kd: resume from the newest checkpoint"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda"})
@@ -71,6 +73,8 @@ class EmulatorConfig:
             problems.append(f"calibrate_steps must be >= 0 (got {self.calibrate_steps})")
         if self.calibrate_steps and self.method != "scaleot":
             problems.append(f"calibrate_steps applies to method 'scaleot' only (got {self.method!r})")
+        if self.autocast not in ("bf16", "none"):
+            problems.append(f"autocast must be 'bf16' or 'none' (got {self.autocast!r})")
         if self.calibrate_lr <= 0:
             problems.append(f"calibrate_lr must be > 0 (got {self.calibrate_lr})")
         for name in ("block_size", "calib_blocks", "kd_steps", "kd_batch", "kd_checkpoint_every"):

@@ -24,10 +24,10 @@ same data as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,7 +50,7 @@ def _trainable(student: nn.Module, layer_map: list[dict], kinds: tuple[str, ...]
     return out
 
 
-@contextmanager
+@contextlib.contextmanager
 def boundary_input(model: nn.Module, index: int):
     """Capture the hidden state entering block ``index`` (or the final norm past the last block).
 
@@ -107,6 +107,11 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     train, _ = corpus_splits(config.corpus, tokenizer, config.block_size, max_train_blocks=n_need)
     device = next(student.parameters()).device
 
+    def amp():
+        if config.autocast == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     step = 0
     if config.resume:
         ckpt = latest_checkpoint(run_dir)
@@ -127,11 +132,11 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     while step < steps:
         idx = torch.arange(step * config.kd_batch, (step + 1) * config.kd_batch) % len(train)
         ids = train[idx].to(device)
-        with torch.no_grad(), boundary_input(teacher, config.n_bottom + n_mid_full) as target:
+        with amp(), torch.no_grad(), boundary_input(teacher, config.n_bottom + n_mid_full) as target:
             teacher(input_ids=ids)
-        with boundary_input(student, config.n_bottom + n_mid_emu) as h:
+        with amp(), boundary_input(student, config.n_bottom + n_mid_emu) as h:
             out = student(input_ids=ids, labels=ids)
-        l_h = nmse(h[0], target[0])
+        l_h = nmse(h[0].float(), target[0].float())
         loss = l_h + config.kd_lm_weight * out.loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

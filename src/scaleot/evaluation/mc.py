@@ -78,8 +78,10 @@ def evaluate_mc(
         yaml_dir: where to keep the generated task YAMLs (default: a temporary folder).
 
     Returns:
-        ``{task_name: {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n", "split": {...}}}``
-        with accuracies as fractions in [0, 1].
+        ``{task_name: {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n", "split": {...},
+        "correct": [0/1, ...]}}`` with accuracies as fractions in [0, 1]; ``correct`` is the
+        per-example ``acc`` of the scored examples in document order (for paired comparisons
+        of two models on the same examples).
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -94,7 +96,7 @@ def evaluate_mc(
         manager = TaskManager(include_path=str(folder), include_defaults=False, verbosity="ERROR")
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                   mixed_precision_dtype=autocast_dtype, device=str(next(model.parameters()).device))
-        out = simple_evaluate(model=lm, tasks=list(slugs), task_manager=manager, log_samples=False,
+        out = simple_evaluate(model=lm, tasks=list(slugs), task_manager=manager, log_samples=True,
                               bootstrap_iters=0, verbosity="ERROR")
     if was_training:
         model.train()
@@ -107,8 +109,14 @@ def evaluate_mc(
             row[m] = float(r[f"{m},none"])
             err = r.get(f"{m}_stderr,none")
             row[f"{m}_stderr"] = float(err) if isinstance(err, int | float) else _binomial_stderr(row[m], n)
+        row["correct"] = _correct(out.get("samples", {}).get(slug, []))
         results[s.name] = row
     return results
+
+
+def _correct(samples: list[dict]) -> list[int]:
+    """Per-example 0/1 ``acc`` from lm-eval's logged samples, sorted by ``doc_id``."""
+    return [int(round(float(x["acc"]))) for x in sorted(samples, key=lambda x: x["doc_id"])]
 
 
 def _binomial_stderr(p: float, n: int) -> float:

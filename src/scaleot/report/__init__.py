@@ -72,16 +72,19 @@ def anchors_table(docs: dict[str, dict]) -> str:
 def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
                  importance: Path | None = None) -> Path:
     """Write ``report.md`` (and ``privacy_utility.png``) into the run folder ``out``."""
-    from scaleot.offsite_eval import offsite_table, short_task
+    from scaleot.offsite_eval import delta_stderr_kind, offsite_table, short_task
 
     out = Path(out)
     for name, doc in docs.items():
         doc["emulator_method"] = _read(out / "emulators" / name / "emulator.json").get("method", "")
+    kind = delta_stderr_kind(*docs.values())
+    if kind == "paired":
+        kind = "paired: both rows are scored on the same test examples"
     parts = [f"# scaleot run report: {Path(str(cfg['model'])).name}", "",
              f"Tasks: {', '.join(short_task(t) for t in cfg['tasks'])}. Emulators: "
              + ", ".join(f"{e['name']} ({e.get('method', 'scaleot')})" for e in cfg["emulators"]) + ".",
              "Accuracy is lm-eval `acc` on each task's held-out test split (METHOD.md section 1); "
-             "Delta = Plug-in - Emu FT, ± one standard error (conservative, unpaired).", ""]
+             f"Delta = Plug-in - Emu FT, ± one standard error ({kind}).", ""]
     for name, doc in docs.items():
         parts += [f"## Five rows: emulator `{name}` ({doc['emulator_method']})", "", offsite_table(doc), ""]
     if importance is not None and (importance / "importance.png").is_file():
