@@ -43,6 +43,24 @@ def test_matrix_config_names_every_emulator_once():
     assert om.SCALES["quick"]["importance"]["steps"] == 100  # the preset itself is not modified
 
 
+@pytest.mark.parametrize("scale", sorted(om.SCALES))
+def test_every_scale_is_a_valid_run_config(scale, tmp_path):
+    """Each preset passes the same checks as `scaleot run` (unknown options would fail here)."""
+    import yaml
+
+    from scaleot.emulator import EmulatorConfig
+    from scaleot.finetune import FinetuneConfig
+    from scaleot.recipes.run import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(om.matrix_config(om.SCALES[scale], importance="/imp")))
+    cfg = load_run_config(path)
+    FinetuneConfig(**cfg["finetune"])
+    FinetuneConfig(**{**cfg["finetune"], **cfg["ft"]})
+    for e in cfg["emulators"]:
+        EmulatorConfig(**{k: v for k, v in e.items() if k != "name"}, importance="/imp")
+
+
 def test_claims_are_checked_on_the_numbers():
     def rec(method, plug, emu, alpha=0.5, beta=0.0, build=10.0):
         row = lambda a: {"acc": a, "stderr": 0.01}  # noqa: E731
