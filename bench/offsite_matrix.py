@@ -31,6 +31,7 @@ import argparse
 import copy
 import itertools
 import json
+import os
 import platform
 import sys
 import time
@@ -299,6 +300,24 @@ def matrix_plot(records: dict, path: Path) -> Path:
     return path
 
 
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}"
+
+
+def anchors_md() -> str:
+    """METHOD.md's published OPT-1.3B table, labelled as such."""
+    from scaleot.report import ANCHORS
+
+    lines = ["Published, for reference only: **OPT-1.3B, mean of 8 tasks** (OBQA, PIQA, ARC-E, ARC-C, "
+             "HellaSwag, SciQ, WebQs, RACE), a different model and different tasks (METHOD.md section 1).", "",
+             "| method | emulator made by | Plug-in | Emu FT | Delta |", "|---|---|---|---|---|"]
+    lines += [f"| {m} | {how} | {p} | {e or '-'} | {d or '-'} |" for m, how, p, e, d in ANCHORS]
+    return "\n".join(lines)
+
+
 def write_summaries(out: Path, cfg: dict, m: dict, command: str, seconds: float | None) -> dict:
     """Write matrix.md, sweep.md, claims.md, matrix.json and matrix.png; return the JSON document."""
     records = collect(out, cfg)
@@ -322,12 +341,14 @@ def write_summaries(out: Path, cfg: dict, m: dict, command: str, seconds: float 
         "",
     ]
     doc = {"format_version": 1, "kind": "offsite-matrix", "date": date.today().isoformat(),
-           "machine": f"{platform.machine()}, {platform.system()}, python {platform.python_version()}",
+           "machine": machine(),
            "command": command, "seconds": seconds, "config": cfg, "records": records, "claims": claims}
     write_json_atomic(out / "matrix.json", doc)
-    (out / "matrix.md").write_text("\n".join(["# Offsite matrix: every emulator at one size", "", *header,
-                                              matrix_table(records), ""]))
-    (out / "sweep.md").write_text("\n".join(["# ScaleOT sweep: alpha x beta", "", *header,
+    when = f"Date {doc['date']}; machine {doc['machine']}; command `{command}`" + (
+        f"; {seconds / 60:.1f} min." if seconds else ".")
+    (out / "matrix.md").write_text("\n".join(["# Offsite matrix: every emulator at one size", "", when, "", *header,
+                                              matrix_table(records), "", anchors_md(), ""]))
+    (out / "sweep.md").write_text("\n".join(["# ScaleOT sweep: alpha x beta", "", when, "", *header,
                                              sweep_table(records, cfg), ""]))
     (out / "claims.md").write_text("\n".join(["# The issue's claims, checked", "", claims_md(claims), ""]))
     matrix_plot(records, out / "matrix.png")
