@@ -31,6 +31,7 @@ import argparse
 import copy
 import itertools
 import json
+import math
 import os
 import platform
 import sys
@@ -158,6 +159,8 @@ def collect(out: Path, cfg: dict) -> dict:
             "rows": {row: {"acc": v["acc"], "stderr": v["acc_stderr"]} for row, v in avg.items()},
             "delta": doc["delta"]["average"],
             "per_task": {t: {row: v["acc"] for row, v in r.items()} for t, r in doc["rows"].items()},
+            "correct": {t: {row: v["correct"] for row, v in r.items() if v.get("correct")}
+                        for t, r in doc["rows"].items()},
         }
     return records
 
@@ -201,6 +204,23 @@ def _acc(records: dict, name: str, row: str) -> float | None:
     return None if r is None else 100 * r["acc"]
 
 
+def paired_diff(records: dict, a: tuple[str, str], b: tuple[str, str]) -> str:
+    """``" (paired standard error of the difference: X)"`` of row a[1] of emulator a[0] minus
+    row b[1] of b[0], averaged over tasks, where both were scored per example; else ``""``."""
+    from scaleot.offsite_eval import paired_stderr
+
+    ca, cb = records.get(a[0], {}).get("correct", {}), records.get(b[0], {}).get("correct", {})
+    ses = []
+    for task in ca:
+        x, y = ca[task].get(a[1]), cb.get(task, {}).get(b[1])
+        if not x or not y or len(x) != len(y):
+            return ""
+        ses.append(paired_stderr(x, y))
+    if not ses:
+        return ""
+    return f", paired standard error of the difference {100 * math.sqrt(sum(v * v for v in ses)) / len(ses):.1f}"
+
+
 def check_claims(records: dict, cfg: dict, m: dict) -> list[dict]:
     """The issue's claims, each ``{claim, holds (True/False/None = not measurable), evidence}``."""
     claims = []
@@ -211,13 +231,14 @@ def check_claims(records: dict, cfg: dict, m: dict) -> list[dict]:
     ft, plug = _acc(records, "scaleot", "FT"), _acc(records, "scaleot", "Plug-in")
     if ft is not None and plug is not None:
         add("ScaleOT plug-in >= FT - 1 point (task average)", plug >= ft - 1,
-            f"plug-in {plug:.1f} vs FT {ft:.1f} ({plug - ft:+.1f})")
+            f"plug-in {plug:.1f} vs FT {ft:.1f} ({plug - ft:+.1f}"
+            f"{paired_diff(records, ('scaleot', 'Plug-in'), ('scaleot', 'FT'))})")
     for other in ("uniform", "crash"):
         p2 = _acc(records, other, "Plug-in")
         if plug is not None and p2 is not None:
             add(f"ScaleOT plug-in >= {other} plug-in at the same size", plug >= p2,
-                f"{plug:.1f} vs {p2:.1f} ({plug - p2:+.1f}; one standard error of each is "
-                f"{100 * records['scaleot']['rows']['Plug-in']['stderr']:.1f})")
+                f"{plug:.1f} vs {p2:.1f} ({plug - p2:+.1f}"
+                f"{paired_diff(records, ('scaleot', 'Plug-in'), (other, 'Plug-in'))})")
     if "scaleot" in records:
         d = records["scaleot"]["delta"]
         add("ScaleOT Delta > 0 beyond one standard error", d["acc"] > d["stderr"],
@@ -247,7 +268,8 @@ def check_claims(records: dict, cfg: dict, m: dict) -> list[dict]:
         add("ScaleOT build cost (stage 1 + 2) < uniform-kd's, at equal or better plug-in",
             s["build_s"] < k["build_s"] and ps >= pk,
             f"ScaleOT {s['build_s']:.0f} s (stage 1 {s['stage1_s'] or 0:.0f} s + stage 2 {s['stage2_s'] or 0:.0f} s), "
-            f"plug-in {ps:.1f}; uniform-kd {k['build_s']:.0f} s ({m['kd_steps']} distillation steps), plug-in {pk:.1f}")
+            f"plug-in {ps:.1f}; uniform-kd {k['build_s']:.0f} s ({m['kd_steps']} distillation steps), plug-in {pk:.1f}"
+            f"{paired_diff(records, ('scaleot', 'Plug-in'), ('uniform-kd', 'Plug-in'))}")
     return claims
 
 

@@ -112,6 +112,8 @@ def test_matrix_runs_end_to_end_and_continues(tmp_path, one_thread):  # noqa: F8
     assert "uniform-kd" in (out / "matrix.md").read_text()
     assert om.sweep_name(0.25, 0.5) in (out / "sweep.md").read_text()
     assert len(doc["claims"]) == 7 and all(c["holds"] in (True, False) for c in doc["claims"])
+    assert "paired standard error of the difference" in doc["claims"][1]["evidence"]  # scaleot vs uniform
+    assert len(recs["uniform"]["correct"][str(task)]["Plug-in"]) == 16
     # a second call redoes no step; --report-only rewrites the summaries from disk
     steps = (out / "steps.json").read_text()
     om.run_matrix(copy.deepcopy(scale), out, progress=False)
