@@ -71,3 +71,30 @@ def test_manifest_detects_tampering_and_atomic_dir_keeps_old(tmp_path):
     (target / "a.bin").write_bytes(b"hel")
     with pytest.raises(ScaleOTError, match="truncated"):
         verify_manifest(target)
+
+
+def test_bf16_falls_back_to_fp32_on_cpus_without_native_bf16(monkeypatch):
+    import warnings
+
+    import scaleot.models.device as dev
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("SCALEOT_CPU_BF16", raising=False)
+    monkeypatch.setattr(dev, "_WARNED", False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert dev.use_bf16(True, cpu) is False
+        assert dev.use_bf16(True, cpu) is False  # warned once per process
+    assert len([w for w in caught if "no native bf16" in str(w.message)]) == 1
+    assert dev.use_bf16(False, cpu) is False
+    with dev.bf16_autocast(True, cpu):
+        assert torch.get_autocast_dtype("cpu") != torch.bfloat16 or not torch.is_autocast_enabled("cpu")
+    monkeypatch.setenv("SCALEOT_CPU_BF16", "1")  # forced
+    assert dev.use_bf16(True, cpu) is True
+    with dev.bf16_autocast(True, cpu):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    monkeypatch.delenv("SCALEOT_CPU_BF16")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert dev.use_bf16(True, cpu) is True
+    assert dev.bf16_is_fast(torch.device("cuda")) is True

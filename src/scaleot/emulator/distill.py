@@ -38,6 +38,7 @@ from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from scaleot.data.text import corpus_splits
 from scaleot.errors import ScaleOTError
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule
+from scaleot.models.device import bf16_autocast
 
 
 def _trainable(student: nn.Module, layer_map: list[dict], kinds: tuple[str, ...]) -> dict[str, nn.Parameter]:
@@ -108,9 +109,7 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     device = next(student.parameters()).device
 
     def amp():
-        if config.autocast == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(config.autocast == "bf16", device)
 
     step = 0
     if config.resume:

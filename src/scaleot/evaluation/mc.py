@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from scaleot.data.tasks import TaskSplits
+from scaleot.models.device import use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,11 @@ def evaluate_mc(
         folder.mkdir(parents=True, exist_ok=True)
         slugs = {write_task_yaml(folder, s, split, limit): s for s in splits}
         manager = TaskManager(include_path=str(folder), include_defaults=False, verbosity="ERROR")
+        device = next(model.parameters()).device
+        if autocast_dtype in ("bfloat16", "bf16") and not use_bf16(True, device):
+            autocast_dtype = None  # no fast bf16 on this CPU (models.device.bf16_is_fast)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                  mixed_precision_dtype=autocast_dtype, device=str(next(model.parameters()).device))
+                  mixed_precision_dtype=autocast_dtype, device=str(device))
         out = simple_evaluate(model=lm, tasks=list(slugs), task_manager=manager, log_samples=True,
                               bootstrap_iters=0, verbosity="ERROR")
     if was_training:

@@ -35,6 +35,7 @@ from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, TaskSplits, encod
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
+from scaleot.models.device import bf16_autocast
 
 
 class StepController(Protocol):
@@ -93,7 +94,7 @@ def mc_accuracy(model: nn.Module, tokenizer, examples: list[MCExample], max_leng
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([it[2] for it in chunk]).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(bf16, device):
             h, y = scorer.answer_hidden(**batch)
             logp = torch.log_softmax(scorer.head(h).float(), -1).gather(-1, y[:, None])[:, 0]
         counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).tolist()
@@ -255,7 +256,7 @@ def train(
             t0 = time.perf_counter()
             batch = collate([encoded[i] for i in micro[micro_done][rank::world]] or [encoded[0]])
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            with bf16_autocast(config.bf16, device):
                 loss = loss_model(**batch) / config.grad_accum
             accelerator.backward(loss)
             tokens += int(batch["attention_mask"].sum()) * world

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from scaleot.models.device import bf16_autocast
 from scaleot.tuners.harmonizer import IdentityBlock, apply_configuration, unwrap_blocks, wrap_blocks
 
 
@@ -37,9 +38,7 @@ def leave_one_out(model: nn.Module, blocks: torch.Tensor, middle: list[int], bat
         total, n = 0.0, 0
         for s in range(0, len(blocks), batch_size):
             x = blocks[s : s + batch_size].to(device)
-            ctx = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else torch.autocast(device.type,
-                                                                                                    enabled=False)
-            with ctx:
+            with bf16_autocast(autocast, device):
                 total += float(model(input_ids=x, labels=x, use_cache=False).loss) * len(x)
             n += len(x)
         return total / n

@@ -23,7 +23,6 @@ scores, generator states and the step; resuming gives the same result as not sto
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import statistics
 import time
@@ -40,6 +39,7 @@ from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
 from scaleot.importance.sampling import sample_configuration
 from scaleot.models.arch import get_blocks
+from scaleot.models.device import bf16_autocast
 from scaleot.tuners.harmonizer import (
     Harmonizer,
     IdentityBlock,
@@ -118,9 +118,7 @@ class ImportanceTrainer:
         return torch.sigmoid(self.scores)
 
     def _autocast(self):
-        if self.config.autocast == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(self.config.autocast == "bf16", self.device)
 
     def _batch(self, blocks: torch.Tensor, size: int) -> torch.Tensor:
         """This rank's slice of a global batch drawn from the shared data generator."""

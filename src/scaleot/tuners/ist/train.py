@@ -27,6 +27,7 @@ from tqdm import tqdm
 from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, encode_example
 from scaleot.errors import ScaleOTError
+from scaleot.models.device import bf16_autocast
 from scaleot.tuners.ist.config import ISTConfig
 from scaleot.tuners.ist.controller import ISTController
 from scaleot.tuners.ist.layer import lora_config_for
@@ -125,7 +126,7 @@ class SparseTuner:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.bf16):
+        with bf16_autocast(self.options.bf16, self.device):
             return answer_loss(model, batch)
 
     # ----- one step --------------------------------------------------------------------
