@@ -84,7 +84,8 @@ def run(args, labelled: list[list[str]]) -> None:
         info = json.loads((Path(folder) / "importance.json").read_text())
         for alpha in args.alpha:
             cfg = EmulatorConfig(method="scaleot", model=args.model, alpha=alpha, beta=args.beta,
-                                 importance=folder)
+                                 importance=folder, n_bottom=info["options"]["n_bottom"],
+                                 n_top=info["options"]["n_top"])
             emu = build_emulator(model, cfg, tokenizer).model
             rows.append({"label": label, "importance": folder, "alpha": alpha, "beta": args.beta,
                          "stage1": {"steps": info["options"]["steps"], "corpus": info.get("corpus"),

@@ -122,3 +122,19 @@ def test_matrix_runs_end_to_end_and_continues(tmp_path, one_thread):  # noqa: F8
     (out / "claims.md").unlink()
     assert om.main(["--out", str(out), "--report-only"]) == 0
     assert (out / "claims.md").is_file()
+    # the investigation tool: Emu ZS and perplexity of the full model and each ScaleOT emulator
+    from bench import emulator_quality as eq
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(f"Paragraph {i}: " + "the quick brown fox jumps over the lazy dog. " * 30
+                                for i in range(8)))
+    q = tmp_path / "quality.json"
+    assert eq.main(["--model", str(model_dir), "--importance", f"r={out / 'importance'}", "--alpha", "0.25",
+                    "--alpha", "0.5", "--task", str(task), "--n-test", "16", "--ppl-corpus", str(text),
+                    "--ppl-blocks", "2", "--out", str(q)]) == 0
+    rows = json.loads(q.read_text())["rows"]
+    assert [(r["label"], r["alpha"]) for r in rows] == [("full model", 0.0), ("r", 0.25), ("r", 0.5)]
+    assert rows[2]["params"] < rows[1]["params"] < rows[0]["params"]
+    assert all(r["perplexity"][str(text)] > 1 and 0 <= r["acc"][str(task)]["acc"] <= 1 for r in rows)
+    assert rows[1]["stage1"]["steps"] == 3
+    assert eq.main(["--importance", "no-equals-sign", "--alpha", "0.5", "--task", str(task), "--out", str(q)]) == 2
