@@ -44,6 +44,8 @@ def test_only_adapter_weights_change(tiny_world, one_thread, tmp_path, method): 
         {"adapter.safetensors"} if method == "full" else {"adapter_config.json", "adapter_model.safetensors"})
     assert files == expected
     info = json.loads((path / "adapter.json").read_text())
+    assert json.dumps(info).count('"autocast": "none"') >= 1  # the precision that really ran is recorded
+    info = json.loads((path / "adapter.json").read_text())
     assert info["emulator_fingerprint"] == read_adapter(path).info["emulator_fingerprint"] is not None
     assert info["adapter_sources"] == [0, 5] and info["data"]["n_train"] == 48
     assert len(info["validation"]) == 1 and 0 <= info["best"]["val_acc"] <= 1
