@@ -38,7 +38,7 @@ from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from scaleot.data.text import corpus_splits
 from scaleot.errors import ScaleOTError
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule
-from scaleot.models.device import bf16_autocast, use_bf16
+from scaleot.models.device import autocast_used, bf16_autocast
 
 
 def _trainable(student: nn.Module, layer_map: list[dict], kinds: tuple[str, ...]) -> dict[str, nn.Parameter]:
@@ -159,4 +159,4 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     return {"steps": steps, "trains": list(kinds), "params_trained": sum(p.numel() for p in params.values()),
             "resumed": bool(config.resume), "seconds": round(time.perf_counter() - t0, 2),
             "run_dir": str(run_dir), "first": first, "final": last,
-            "autocast": "bf16" if use_bf16(config.autocast == "bf16", device) else "none"}  # what really ran
+            "autocast": autocast_used(config.autocast == "bf16", device)}

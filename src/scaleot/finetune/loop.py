@@ -35,7 +35,7 @@ from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, TaskSplits, encod
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
-from scaleot.models.device import bf16_autocast, use_bf16
+from scaleot.models.device import autocast_used, bf16_autocast
 
 
 class StepController(Protocol):
@@ -292,7 +292,7 @@ def train(
     timing = {"train_seconds": round(train_time, 3), "tokens": tokens,
               "tokens_per_second": round(tokens / train_time, 1) if train_time else None,
               "peak_memory_mb": round(_peak_memory_mb(device), 1), "processes": world,
-              "autocast": "bf16" if use_bf16(config.bf16, device) else "none"}  # what really ran
+              "autocast": autocast_used(config.bf16, device)}
     with torch.no_grad():
         current = dict(model.named_parameters())
         for n in names:

@@ -65,6 +65,11 @@ def use_bf16(requested: bool, device: torch.device) -> bool:
     return False
 
 
+def autocast_used(requested: bool, device: torch.device) -> str:
+    """``"bf16"`` or ``"none"``: what a bf16 request really runs as on ``device`` (for run records)."""
+    return "bf16" if use_bf16(requested, device) else "none"
+
+
 def bf16_autocast(requested: bool, device: torch.device):
     """The autocast context every scaleot forward uses: bf16 where :func:`use_bf16` says so, else none."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(requested, device))

@@ -41,7 +41,7 @@ from scaleot.models import (
     load_model,
     resolve_model_path,
 )
-from scaleot.models.device import use_bf16
+from scaleot.models.device import autocast_used
 from scaleot.recipes.options import parse_adapter
 from scaleot.tuners.harmonizer import Harmonizer, save_harmonizers
 
@@ -130,7 +130,7 @@ def train(run: ImportanceRun, model, train_blocks, heldout_blocks) -> tuple[Impo
     timing["step_over_full_fwd_bwd"] = round(per_step / reference, 3)
     timing["train_seconds_this_process"] = round(time.perf_counter() - t0, 1)
     timing["world_size"] = trainer.world
-    timing["autocast"] = "bf16" if use_bf16(run.options.autocast == "bf16", trainer.device) else "none"  # what ran
+    timing["autocast"] = autocast_used(run.options.autocast == "bf16", trainer.device)  # what ran
     return trainer, timing
 
 
