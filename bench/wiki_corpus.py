@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from scaleot.data.bigbench import load_bigbench_task
 
@@ -43,8 +44,6 @@ def main() -> None:
     with open(tmp, "w") as f:
         for d in docs:
             f.write(json.dumps({"text": d}) + "\n")
-    import os
-
     os.replace(tmp, args.out)
     print(f"{len(docs)} documents, {sum(len(d.split()) for d in docs)} words -> {args.out}")
 
