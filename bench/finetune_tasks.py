@@ -1,53 +1,94 @@
-"""Pick default tasks by measurement (METHOD.md section 6): zero-shot vs a short full FT.
+"""Pick default tasks by measured fine-tuning signal (issue 14, item 3).
 
-For each candidate: validation accuracy of SmolLM2-135M zero-shot, then after one short
-epoch of full fine-tuning (all blocks) on ``--n-train`` examples; the gain decides.
+For each candidate BIG-bench multiple-choice task (1000+ examples): the full model's
+zero-shot test accuracy and the **reference** adapter's (the 2+2 sandwich tuned on the
+full model itself, the ceiling of any emulator's plug-in), at a small fixed budget; with
+``--ft`` also the FT row (every block tuned). Tasks are ranked by the reference gain; the
+defaults are the ones where it is at least 8 points. Each task is one record of
+``bench/transfer.py`` (same code path, same records, resumable).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/finetune_tasks.py --n-train 400 --n-val 200
+    SCALEOT_LEAD=1 .venv/bin/python bench/finetune_tasks.py --out runs/transfer
+    .venv/bin/python bench/finetune_tasks.py --out runs/transfer --report bench/results/finetune_tasks.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).parent))
 
-from scaleot.data import load_task
-from scaleot.finetune import FinetuneConfig, freeze_all_but_blocks, mc_accuracy, train
-from scaleot.models import load_model, num_blocks
+from transfer import Lab, emu, key_of, tune  # noqa: E402
 
-CANDIDATES = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference", "bigbench:strategyqa",
-              "bigbench:winowhy", "bigbench:abstract_narrative_understanding/4_distractors"]
+# Short-context multiple-choice tasks with >= 1000 examples (from the bigbench 1.0.0 archive),
+# in the order they are scanned: cheap ones first.
+CANDIDATES = [
+    "social_iqa", "goal_step_wikihow/goal_inference", "goal_step_wikihow/step_inference",
+    "multiemo/all_sentence_en", "fact_checker/fever", "strategyqa", "sports_understanding",
+    "hyperbaton", "language_identification", "unit_conversion/unit_identification",
+    "unit_conversion/si_conversion", "elementary_math_qa/mathematical_hint_only", "arithmetic/2_digit_addition",
+    "bbq_lite_json/race_ethnicity_ambig", "epistemic_reasoning", "logical_fallacy_detection", "winowhy",
+    "navigate", "cs_algorithms/valid_parentheses", "vitaminc_fact_verification", "color/rgb",
+    "goal_step_wikihow/step_ordering",
+]
+
+
+def specs_for(task: str, args) -> list[dict]:
+    split = {"n_train": args.n_train, "n_test": args.n_test}
+    t = f"bigbench:{task}"
+    out = [{"row": "zs", "task": t, **split},
+           {"row": "offsite", "task": t, **split, **emu("reference", 2, 2), **tune(lr=args.lr, steps=args.steps)}]
+    if args.ft:
+        out.append({"row": "ft", "task": t, **split, "lr": 5e-5, "seed": 0, "steps": args.steps})
+    return out
+
+
+def report(args) -> str:
+    rows = []
+    for task in CANDIDATES:
+        recs = {}
+        for s in specs_for(task, args):
+            p = Path(args.out) / "records" / f"{key_of(s)}.json"
+            if p.is_file():
+                recs[s["row"]] = json.loads(p.read_text())
+        if "zs" not in recs or "offsite" not in recs:
+            continue
+        zs, ref = recs["zs"]["full_zs"], recs["offsite"]["plug_in"]
+        diff = [b - a for a, b in zip(zs["correct"], ref["correct"], strict=True)]
+        n = len(diff)
+        mean = sum(diff) / n
+        se = (sum((d - mean) ** 2 for d in diff) / (n - 1) / n) ** 0.5
+        ft = f"{100 * recs['ft']['ft']['acc']:.1f}" if "ft" in recs else "-"
+        rows.append((100 * mean, f"| {task} | {n} | {100 * zs['acc']:.1f} | {100 * ref['acc']:.1f} | "
+                                 f"{100 * mean:+.1f} ± {100 * se:.1f} | {ft} |"))
+    rows.sort(key=lambda r: -r[0])
+    head = ("| task | n test | Full ZS | reference 2+2 | reference gain (paired se) | FT |\n"
+            "|---|---|---|---|---|---|")
+    return "\n".join([head] + [r[1] for r in rows])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/transfer")
+    ap.add_argument("--importance", default="runs/transfer/importance")
     ap.add_argument("--tasks", nargs="*", default=CANDIDATES)
-    ap.add_argument("--n-train", type=int, default=400)
-    ap.add_argument("--n-val", type=int, default=200)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--out", default="bench/results/finetune_tasks.jsonl")
+    ap.add_argument("--n-train", type=int, default=320)
+    ap.add_argument("--n-test", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--ft", action="store_true", help="also the FT row")
+    ap.add_argument("--report", help="write the ranked table here (no tuning)")
     args = ap.parse_args()
+    if args.report:
+        Path(args.report).write_text(report(args) + "\n")
+        print(report(args))
+        return
+    lab = Lab(args)
     for task in args.tasks:
-        cfg = FinetuneConfig(method="full", lr=args.lr, epochs=1, batch_size=8, n_train=args.n_train,
-                             n_val=args.n_val, n_test=400, max_length=192, bf16=True, device="cpu")
-        splits = load_task(task, cfg.split_config())
-        model, tok = load_model("smollm2-135m", device="cpu")
-        t0 = time.perf_counter()
-        zs = mc_accuracy(model, tok, splits.val, 192, 32, bf16=True)
-        t_eval = time.perf_counter() - t0
-        freeze_all_but_blocks(model, list(range(num_blocks(model))))
-        res = train(model, tok, splits, cfg, f"/tmp/ft_tasks/{task.replace('/', '_')}", progress=False)
-        rec = {"task": task, "zs_val": zs, "ft_val": res.validation[-1]["val_acc"],
-               "gain": res.validation[-1]["val_acc"] - zs, "n_val": len(splits.val), "n_train": len(splits.train),
-               "n_total": splits.n_total, "eval_s": round(t_eval, 1), **res.timing}
-        print(json.dumps(rec), flush=True)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        del model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        for s in specs_for(task, args):
+            lab.do(s)
 
 
 if __name__ == "__main__":

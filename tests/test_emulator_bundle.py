@@ -44,9 +44,11 @@ def configs(imp):
 
 @pytest.fixture
 def patched_text(monkeypatch):
+    import scaleot.data as data
     import scaleot.emulator.crash as crash
     import scaleot.emulator.distill as distill
 
+    monkeypatch.setattr(data, "corpus_splits", fake_crash_text)  # the transfer diagnostic's text
     monkeypatch.setattr(crash, "corpus_splits", fake_crash_text)
     monkeypatch.setattr(distill, "corpus_splits", fake_crash_text)
 
@@ -251,3 +253,19 @@ def test_cli_emulate(model, tmp_path, hf_tokenizer, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("scaleot: error: invalid emulator config")
     assert not (tmp_path / "bad").exists()
+
+
+def test_emulator_json_records_the_transfer_diagnostic(model, imp, tmp_path, hf_tokenizer, monkeypatch):
+    """With a tokenizer, emulate records the gradient cosine per adapter block; 0 blocks skips it."""
+    import scaleot.data as data
+
+    monkeypatch.setattr(data, "corpus_splits", fake_crash_text)
+    bundle = build_emulator(model, configs(imp)["scaleot"], tokenizer=hf_tokenizer)
+    d = bundle.info["transfer_diagnostic"]
+    assert d["loss"] == "next-token" and d["blocks"] >= 1
+    cos = d["gradient_cosine"]
+    assert set(cos["per_block"]) == {str(s) for s in bundle.adapter_sources}
+    assert all(-1 <= v <= 1 for v in cos["per_block"].values()) and -1 <= cos["all"] <= 1
+    cfg = configs(imp)["scaleot"]
+    cfg.diagnostic_blocks = 0
+    assert "transfer_diagnostic" not in build_emulator(model, cfg, tokenizer=hf_tokenizer).info

@@ -117,6 +117,20 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _diagnostic(model: nn.Module, emu: nn.Module, tokenizer, layer_map: list[dict], config: EmulatorConfig) -> dict:
+    """The transfer diagnostic on held-out generic text (:mod:`scaleot.emulator.diagnostic`)."""
+    from scaleot.data import corpus_splits  # held-out text: not what stage 1 or KD trained on
+    from scaleot.emulator.diagnostic import gradient_alignment
+
+    _, held = corpus_splits(config.corpus, tokenizer, block_size=config.block_size, max_train_blocks=1,
+                            max_heldout_blocks=config.diagnostic_blocks)
+    device = next(model.parameters()).device
+    batches = [held[i:i + 2].to(device) for i in range(0, len(held), 2)]
+    out = gradient_alignment(model, emu, layer_map, batches)
+    return {"loss": "next-token", "corpus": config.corpus, "blocks": len(held), "block_size": config.block_size,
+            "gradient_cosine": out}
+
+
 def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> EmulatorBundle:
     """Build the emulator ``[A, E*]`` of ``model`` described by ``config``.
 
@@ -183,6 +197,10 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> 
     leaks = find_leaks(emu, _protected(model, layer_map, middle))
     if leaks:
         raise ScaleOTError(f"privacy check failed: {leaks[0]} (and {len(leaks) - 1} more)")
+    if tokenizer is not None and config.diagnostic_blocks:
+        t1 = time.perf_counter()
+        extra["transfer_diagnostic"] = _diagnostic(model, emu, tokenizer, layer_map, config)
+        timing["diagnostic_s"] = round(time.perf_counter() - t1, 3)
     n_emu, n_full = count_params(emu), count_params(model)
     timing["stage2_s"] = round(time.perf_counter() - t0, 3)
     info = {

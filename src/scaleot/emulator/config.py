@@ -47,6 +47,8 @@ class EmulatorConfig:
     calibrate_steps: int = field(default=0, metadata={
         "help": "scaleot: steps of stage-2 harmonizer calibration against the full model (0 = none)"})
     calibrate_lr: float = field(default=1e-3, metadata={"help": "scaleot: calibration learning rate"})
+    diagnostic_blocks: int = field(default=4, metadata={
+        "help": "generic-text blocks for the transfer diagnostic in emulator.json (0 = skip)"})
     autocast: str = field(default="bf16", metadata={
         "help": "uniform-kd and calibration forwards: bf16 autocast (fp32 master weights) or none"})
     resume: bool = field(default=False, metadata={"help": "uniform-kd: resume from the newest checkpoint"})
@@ -77,6 +79,8 @@ class EmulatorConfig:
             problems.append(f"autocast must be 'bf16' or 'none' (got {self.autocast!r})")
         if self.calibrate_lr <= 0:
             problems.append(f"calibrate_lr must be > 0 (got {self.calibrate_lr})")
+        if self.diagnostic_blocks < 0:
+            problems.append(f"diagnostic_blocks must be >= 0 (got {self.diagnostic_blocks})")
         for name in ("block_size", "calib_blocks", "kd_steps", "kd_batch", "kd_checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")

@@ -85,6 +85,7 @@ def command(
     calibrate_steps: Annotated[int, typer.Option(help="scaleot: stage-2 harmonizer calibration steps "
                                                  "against the full model (0 = none)")] = 0,
     calibrate_lr: Annotated[float, typer.Option(help="scaleot: calibration learning rate")] = 1e-3,
+    diagnostic_blocks: Annotated[int, typer.Option(help="generic-text blocks for the transfer diagnostic in emulator.json (0 = skip)")] = 4,
     resume: Annotated[bool, typer.Option("--resume", help="uniform-kd: continue from the newest checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="replace an existing --out")] = True,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
@@ -96,6 +97,6 @@ def command(
         method=method, model=model, n_bottom=n_bottom, n_top=n_top, alpha=alpha, beta=beta, keep=keep,
         importance=importance, corpus=corpus, block_size=block_size, calib_blocks=calib_blocks,
         kd_steps=kd_steps, kd_lr=kd_lr, kd_batch=kd_batch, kd_checkpoint_every=kd_checkpoint_every,
-        kd_run_dir=kd_run_dir, calibrate_steps=calibrate_steps, calibrate_lr=calibrate_lr, resume=resume, seed=seed, device=device, dtype=dtype)
+        kd_run_dir=kd_run_dir, calibrate_steps=calibrate_steps, calibrate_lr=calibrate_lr, diagnostic_blocks=diagnostic_blocks, resume=resume, seed=seed, device=device, dtype=dtype)
     folder = run_emulate(config, out, overwrite=overwrite)
     typer.echo(str(folder))

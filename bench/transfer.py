@@ -1,0 +1,261 @@
+"""Why does (or doesn't) the emulator-tuned adapter transfer? Issue 14's experiments.
+
+One process, one loaded full model; every experiment is one record
+``OUT/records/<key>.json`` (resumable: a finished record is never redone). An experiment
+is (task, emulator spec, adapter split, tuning method, lr, steps, seed):
+
+1. build the emulator in memory (``build_emulator``; ScaleOT/drop read ``--importance``,
+   whose ranking is restricted to the middle of the adapter split asked for, so one 2+2
+   stage 1 serves 3+3 and 4+4 too: its harmonizers cover every middle block of those);
+2. the transfer diagnostic on task batches: cosine between the adapter's gradient through
+   the emulator and through the full model (:mod:`scaleot.emulator.diagnostic`);
+3. tune the adapter through the emulator with the library's fine-tuning loop;
+4. plug it into a copy of the full model (block weights copied; LoRA merged first);
+5. score Emu ZS, Emu FT and Plug-in on the test split (per-example ``correct`` kept, so
+   every difference gets a paired standard error). Full ZS, FT and the ``reference`` (the
+   same adapter tuned on the full model itself) are records of their own.
+
+    .venv/bin/python bench/transfer.py --out runs/transfer --importance runs/transfer/importance \
+        --plan scan           # or: --plan na, --plan alpha, ...  (see PLANS)
+    .venv/bin/python bench/transfer.py --out runs/transfer --report   # tables from the records
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import inspect
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from scaleot.data import SplitConfig, load_task
+from scaleot.data.finetune import PadCollator, encode_example
+from scaleot.emulator import EmulatorConfig, build_emulator
+from scaleot.emulator.diagnostic import gradient_alignment
+from scaleot.evaluation import evaluate_mc
+from scaleot.finetune import FinetuneConfig, apply_lora, freeze_all_but_blocks, train
+from scaleot.finetune.loop import AnswerLoss
+from scaleot.manifest import read_json, write_json_atomic, write_manifest
+from scaleot.models import get_blocks, load_model, num_blocks
+
+TASKS = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
+N_VAL = 50  # validation examples (scored on the tuned model each epoch; the best epoch is kept)
+
+
+def key_of(spec: dict) -> str:
+    text = json.dumps(spec, sort_keys=True)
+    return f"{spec['row']}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def score(model, tok, splits) -> dict:
+    """acc and per-example correct on the test split (the fast scorer where this tree has one)."""
+    kw = {"scorer": "fast"} if "scorer" in inspect.signature(evaluate_mc).parameters else {}
+    r = evaluate_mc(model, tok, [splits], batch_size=32, **kw)[splits.name]
+    return {"acc": r["acc"], "acc_stderr": r["acc_stderr"], "n": r["n"], "correct": r["correct"],
+            "scorer": r.get("scorer", kw.get("scorer", "lm-eval"))}
+
+
+def derived_importance(src: Path, n_bottom: int, n_top: int, n_blocks: int, root: Path) -> Path:
+    """An importance folder for another adapter split: the ranking cut to its middle."""
+    if (n_bottom, n_top) == (2, 2):
+        return src
+    dst = root / f"importance_{n_bottom}_{n_top}"
+    if (dst / "manifest.json").is_file():
+        return dst
+    info = read_json(src / "importance.json", "importance.json")
+    middle = set(range(n_bottom, n_blocks - n_top))
+    info["ranking"] = [i for i in info["ranking"] if i in middle]
+    info["options"] = dict(info["options"], n_bottom=n_bottom, n_top=n_top)
+    info["derived_from"] = str(src)
+    tmp = Path(tempfile.mkdtemp(dir=root))
+    shutil.copy(src / "harmonizers.safetensors", tmp / "harmonizers.safetensors")
+    write_json_atomic(tmp / "importance.json", info)
+    write_manifest(tmp, "importance", {})
+    tmp.rename(dst)
+    return dst
+
+
+class Lab:
+    """Holds the full model, tasks and finished emulators of one process."""
+
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.out)
+        (self.out / "records").mkdir(parents=True, exist_ok=True)
+        self.full, self.tok = load_model("smollm2-135m", device="cpu")
+        self.full.eval()
+        self.n = num_blocks(self.full)
+        self.splits = {}
+
+    def task(self, spec: dict):
+        key = (spec["task"], spec["n_train"], spec["n_test"])
+        if key not in self.splits:
+            self.splits[key] = load_task(spec["task"], SplitConfig(seed=0, n_test=spec["n_test"], n_val=N_VAL,
+                                                                   n_train=spec["n_train"]))
+        return self.splits[key]
+
+    def emulator(self, spec: dict):
+        if spec["method"] == "reference":  # the full model itself: the plug-in ceiling
+            model = copy.deepcopy(self.full)
+            positions = list(range(spec["nb"])) + list(range(self.n - spec["nt"], self.n))
+            layer_map = [{"position": i, "kind": "adapter" if i in positions else "kept", "source": i}
+                         for i in range(self.n)]
+            return model, layer_map
+        imp = derived_importance(Path(self.args.importance), spec["nb"], spec["nt"], self.n, self.out)
+        cfg = EmulatorConfig(method=spec["method"], n_bottom=spec["nb"], n_top=spec["nt"], alpha=spec["alpha"],
+                             beta=spec.get("beta", 0.0), importance=str(imp), kd_steps=spec.get("kd_steps", 50),
+                             kd_run_dir=str(self.out / "kd" / key_of(spec)), autocast="none", device="cpu")
+        bundle = build_emulator(self.full, cfg, self.tok)
+        return bundle.model, bundle.layer_map
+
+    def diagnostic(self, emu, layer_map, splits, n_batches=4, batch_size=8) -> dict:
+        collate = PadCollator(self.tok.pad_token_id)
+        enc = [encode_example(ex, self.tok, 128) for ex in splits.train[: n_batches * batch_size]]
+        batches = [collate(enc[i:i + batch_size]) for i in range(0, len(enc), batch_size)]
+        return gradient_alignment(self.full, emu, layer_map, batches, lambda m, b: AnswerLoss(m)(**b))
+
+    def run(self, spec: dict) -> dict:
+        """One data-owner experiment: diagnostic, tuning, Emu ZS/FT and Plug-in."""
+        t0 = time.perf_counter()
+        splits = self.task(spec)
+        emu, layer_map = self.emulator(spec)
+        reference = spec["method"] == "reference"
+        rec = {"spec": spec}
+        if not reference:  # the reference's gradients are the full model's: cosine 1 by definition
+            rec["diagnostic"] = self.diagnostic(emu, layer_map, splits)
+            rec["emu_zs"] = score(emu, self.tok, splits)
+        positions = [e["position"] for e in layer_map if e["kind"] == "adapter"]
+        sources = [e["source"] for e in layer_map if e["kind"] == "adapter"]
+        cfg = FinetuneConfig(method=spec["tune"], lr=spec["lr"], epochs=spec.get("epochs", 1),
+                             max_steps=spec.get("steps"), batch_size=8, max_length=128, n_train=spec["n_train"],
+                             n_val=N_VAL, n_test=spec["n_test"], seed=spec["seed"], val_limit=N_VAL,
+                             eval_batch_size=32, lora_rank=spec.get("rank", 8),
+                             lora_alpha=2.0 * spec.get("rank", 8), device="cpu")
+        peft = None
+        if spec["tune"] == "full":
+            freeze_all_but_blocks(emu, positions)
+        else:
+            peft = apply_lora(emu, positions, cfg)
+        with tempfile.TemporaryDirectory() as run_dir:
+            res = train(emu, self.tok, splits, cfg, run_dir, progress=False)
+        if peft is not None:
+            emu = peft.merge_and_unload()
+        emu.eval()
+        if not reference:
+            rec["emu_ft"] = score(emu, self.tok, splits)
+        rec["train"] = {"steps": res.steps, "validation": res.validation, **res.timing}
+        plugged = copy.deepcopy(self.full)
+        eb, pb = get_blocks(emu), get_blocks(plugged)
+        with torch.no_grad():
+            for pos, src in zip(positions, sources, strict=True):
+                pb[src].load_state_dict(eb[pos].state_dict())
+        rec["plug_in"] = score(plugged, self.tok, splits)
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
+        return rec
+
+    def zero_shot(self, spec: dict) -> dict:
+        return {"full_zs": score(self.full, self.tok, self.task(spec))}
+
+    def ft(self, spec: dict) -> dict:
+        model = copy.deepcopy(self.full)
+        freeze_all_but_blocks(model, list(range(self.n)))
+        cfg = FinetuneConfig(method="full", lr=spec["lr"], epochs=1, max_steps=spec.get("steps"), batch_size=8,
+                             max_length=128, n_train=spec["n_train"], n_val=N_VAL, n_test=spec["n_test"],
+                             seed=spec["seed"], val_limit=N_VAL, eval_batch_size=32, device="cpu")
+        splits = self.task(spec)
+        with tempfile.TemporaryDirectory() as run_dir:
+            res = train(model, self.tok, splits, cfg, run_dir, progress=False)
+        model.eval()
+        return {"spec": spec, "ft": score(model, self.tok, splits), "train": res.timing}
+
+    def do(self, spec: dict) -> dict:
+        path = self.out / "records" / f"{key_of(spec)}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        t0 = time.perf_counter()
+        if spec["row"] == "zs":
+            rec = self.zero_shot(spec)
+        elif spec["row"] == "ft":
+            rec = self.ft(spec)
+        else:
+            rec = self.run(spec)
+        rec["spec"], rec["seconds"] = spec, round(time.perf_counter() - t0, 1)
+        write_json_atomic(path, rec)
+        print(summary(rec), flush=True)
+        return rec
+
+
+def summary(rec: dict) -> str:
+    s = rec["spec"]
+    parts = [json.dumps(s, sort_keys=True)]
+    for k in ("full_zs", "ft", "emu_zs", "emu_ft", "plug_in"):
+        if k in rec:
+            parts.append(f"{k}={100 * rec[k]['acc']:.1f}")
+    if "diagnostic" in rec:
+        parts.append(f"cos={rec['diagnostic']['all']:.2f}")
+    parts.append(f"{rec.get('seconds', 0):.0f}s")
+    return " ".join(parts)
+
+
+def emu(method="scaleot", nb=2, nt=2, alpha=0.5, beta=0.0, **kw) -> dict:
+    return dict(method=method, nb=nb, nt=nt, alpha=alpha, beta=beta, **kw)
+
+
+def tune(kind="full", lr=3e-4, seed=0, **kw) -> dict:
+    return dict(tune=kind, lr=lr, seed=seed, **kw)
+
+
+def plan(name: str, tasks: list[str], split: dict) -> list[dict]:
+    """The experiment lists, one per hypothesis of issue 14 (``split``: n_train, n_test)."""
+    specs = []
+    for t in tasks:
+        base = [{"row": "zs", "task": t, **split}]
+        if name == "ceiling":  # the reference adapter: what any emulator's plug-in can reach
+            base.append({"row": "offsite", "task": t, **split, **emu("reference", 2, 2), **tune()})
+        elif name == "ft":
+            base.append({"row": "ft", "task": t, **split, "lr": 5e-5, "seed": 0})
+        elif name == "na":  # adapter size, ScaleOT at alpha 0.5 and the reference ceiling
+            for nb in (2, 3, 4):
+                base.append({"row": "offsite", "task": t, **split, **emu("reference", nb, nb), **tune()})
+                base.append({"row": "offsite", "task": t, **split, **emu("scaleot", nb, nb, 0.5), **tune()})
+        elif name == "alpha":
+            for a in (0.15, 0.25, 0.35, 0.5):
+                base.append({"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, a), **tune()})
+        elif name == "tuning":  # LoRA vs full, learning rate
+            for kind, lr in (("full", 1e-4), ("full", 3e-4), ("full", 1e-3), ("lora", 1e-3), ("lora", 3e-3)):
+                base.append({"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, 0.5), **tune(kind, lr)})
+        else:
+            raise SystemExit(f"unknown plan {name!r}")
+        specs += base
+    return specs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/transfer")
+    ap.add_argument("--importance", default="runs/transfer/importance")
+    ap.add_argument("--plan", nargs="*", default=[])
+    ap.add_argument("--spec", nargs="*", default=[], help="JSON experiment specs")
+    ap.add_argument("--tasks", nargs="*", default=TASKS)
+    ap.add_argument("--n-train", type=int, default=400)
+    ap.add_argument("--n-test", type=int, default=500)
+    args = ap.parse_args()
+    split = {"n_train": args.n_train, "n_test": args.n_test}
+    specs = [s for p in args.plan for s in plan(p, args.tasks, split)] + [json.loads(s) for s in args.spec]
+    if not specs:
+        sys.exit("nothing to do: give --plan or --spec")
+    torch.manual_seed(0)
+    lab = Lab(args)
+    for s in specs:
+        lab.do(s)
+
+
+if __name__ == "__main__":
+    main()
