@@ -68,8 +68,15 @@ def plot_importance(path: str | Path, middle: list[int], logits: list[float], nu
     if n_top:
         ax.axvspan(num_blocks - n_top - 0.5, num_blocks - 0.5, color="grey", alpha=0.25)
     ax.axhline(0.5, color="black", lw=0.5, ls="--")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color="tab:red", label="more important half: kept in the emulator first"),
+               Patch(color="tab:blue", label="less important half: replaced first (alpha)")]
+    if n_bottom or n_top:
+        handles.append(Patch(color="grey", alpha=0.25, label="adapter blocks (never replaced)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.8)
     ax.set_xlim(-0.5, num_blocks - 0.5)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.35)  # room for the legend above the bars
     ax.set_xlabel("block")
     ax.set_ylabel("keep probability sigmoid(s)")
     ax.set_title(title or "block importance (red: upper half, kept first)")

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from scaleot.report.plots import privacy_utility_plot
+from scaleot.report.verdict import headline_table, verdict
 
 # METHOD.md section 1: OPT-1.3B, mean of 8 tasks (Plug-in, Emu FT, Delta), for reference only.
 ANCHORS = [
@@ -84,7 +85,12 @@ def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
              f"Tasks: {', '.join(short_task(t) for t in cfg['tasks'])}. Emulators: "
              + ", ".join(f"{e['name']} ({e.get('method', 'scaleot')})" for e in cfg["emulators"]) + ".",
              "Accuracy is lm-eval `acc` on each task's held-out test split (METHOD.md section 1); "
-             f"Delta = Plug-in - Emu FT, ± one standard error ({kind}).", ""]
+             f"every difference is given ± one standard error ({kind}).", ""]
+    parts += ["## Verdict", ""]
+    parts += [f"- **{name}**: {verdict(doc)}." for name, doc in docs.items()]
+    parts += ["", "What the model owner gets (Plug-in - Full ZS), what tuning through the emulator cost "
+              "(FT - Plug-in), and what the emulator holds back (Delta, Emu ZS - Full ZS), in points, averaged "
+              "over the tasks:", "", headline_table(docs), ""]
     for name, doc in docs.items():
         parts += [f"## Five rows: emulator `{name}` ({doc['emulator_method']})", "", offsite_table(doc), ""]
     if importance is not None and (importance / "importance.png").is_file():

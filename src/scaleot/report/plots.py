@@ -6,6 +6,35 @@ import json
 from pathlib import Path
 
 
+def label_layout(points: list[tuple[float, float, str]], near: float = 1.0,
+                 step: int = 11) -> list[tuple[tuple[float, float], str, int]]:
+    """Labels that never sit on top of each other.
+
+    Points at the same place (within ``near`` points on both axes) get one label that names
+    them all; labels of points close in height are stacked ``step`` display points apart.
+
+    Returns:
+        ``[((x, y), text, vertical offset in display points)]``, one per distinct place.
+    """
+    places: list[list] = []
+    for x, y, text in points:
+        for place in places:
+            if abs(place[0] - x) <= near and abs(place[1] - y) <= near:
+                place[2].append(text)
+                break
+        else:
+            places.append([x, y, [text]])
+    places.sort(key=lambda p: (p[1], p[0]))
+    out, used = [], []  # used: (x, label y in points-scale) of labels placed so far
+    for x, y, texts in places:
+        dy = 4
+        while any(abs(ux - x) < 8 * near and abs(uy - (y + dy / step * near)) < near for ux, uy in used):
+            dy += step
+        used.append((x, y + dy / step * near))
+        out.append(((x, y), " = ".join(texts), dy))
+    return out
+
+
 def privacy_utility_plot(docs: dict[str, dict], path: str | Path, run_dir: Path | None = None) -> Path:
     """Scatter Plug-in vs Emu FT average accuracy, one point per emulator, with FT and Full ZS lines."""
     import matplotlib
@@ -15,7 +44,7 @@ def privacy_utility_plot(docs: dict[str, dict], path: str | Path, run_dir: Path 
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    xs, ys = [], []
+    xs, ys, points = [], [], []
     for name, doc in docs.items():
         avg = doc["average"]
         x, y = 100 * avg["Emu FT"]["acc"], 100 * avg["Plug-in"]["acc"]
@@ -29,7 +58,10 @@ def privacy_utility_plot(docs: dict[str, dict], path: str | Path, run_dir: Path 
                 label = f"{name} ({ratio:.2f} of params)" if ratio else name
         ax.errorbar(x, y, xerr=100 * avg["Emu FT"]["acc_stderr"], yerr=100 * avg["Plug-in"]["acc_stderr"],
                     fmt="o", capsize=3)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        points.append((x, y, label))
+    for (x, y), text, dy in label_layout(points):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, dy), fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5} if dy != 4 else None)
     first = next(iter(docs.values()))["average"]
     for row, style in (("FT", "--"), ("Full ZS", ":")):
         if row in first:
