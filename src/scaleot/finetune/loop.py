@@ -73,35 +73,27 @@ class AnswerLoss(nn.Module):
         return F.cross_entropy(self.head(h).float(), y)
 
 
-@torch.no_grad()
-def mc_accuracy(model: nn.Module, tokenizer, examples: list[MCExample], max_length: int = 256,
+def mc_accuracy(model: nn.Module, tokenizer, examples: list[MCExample], max_length: int | None = None,
                 batch_size: int = 16, bf16: bool = False) -> float:
-    """Fraction of ``examples`` whose gold choice has the highest summed log-likelihood.
+    """Fraction of ``examples`` whose gold choice has the highest summed log-likelihood (lm-eval's ``acc``).
 
-    Same scoring as lm-eval's ``acc`` (``context + choice`` tokenised the way training
-    encodes it); used for validation each epoch, where running lm-eval would cost more.
+    The validation pass of each epoch, scored by the same context-sharing scorer as
+    ``scaleot evaluate`` (:func:`scaleot.evaluation.fast_mc.score_examples`: lm-eval's
+    tokenisation, one context pass per example).
+
+    Args:
+        max_length: context window in tokens (default: the model's, as lm-eval uses).
+        batch_size: examples per batch.
+        bf16: bf16 autocast where it is fast.
     """
+    from scaleot.evaluation.fast_mc import predictions, score_examples
+
     if not examples:
         return float("nan")
-    scorer = AnswerLoss(model)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    collate = PadCollator(tokenizer.pad_token_id)
-    items = [(i, c, encode_example(MCExample(ex.context, ex.choices, c), tokenizer, max_length))
-             for i, ex in enumerate(examples) for c in range(len(ex.choices))]
-    scores = [[float("-inf")] * len(ex.choices) for ex in examples]
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([it[2] for it in chunk]).items()}
-        with bf16_autocast(bf16, device):
-            h, y = scorer.answer_hidden(**batch)
-            logp = torch.log_softmax(scorer.head(h).float(), -1).gather(-1, y[:, None])[:, 0]
-        counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).tolist()
-        for (i, c, _), part in zip(chunk, torch.split(logp, counts), strict=True):
-            scores[i][c] = part.sum().item()
-    model.train(was_training)
-    hits = sum(max(range(len(s)), key=s.__getitem__) == ex.label for s, ex in zip(scores, examples, strict=True))
+    scored = score_examples(model, tokenizer, examples, "validation", bf16=bf16, batch_size=batch_size,
+                            window=max_length)
+    hits = sum(predictions(lls, ex.choices)[0] == ex.label
+               for lls, ex in zip(scored.loglikelihoods, examples, strict=True))
     return hits / len(examples)
 
 
@@ -231,8 +223,8 @@ def train(
 
     def validate() -> None:
         nonlocal best, best_weights
-        acc = mc_accuracy(model, tokenizer, splits.val[: config.val_limit], config.max_length,
-                          config.eval_batch_size, config.bf16)
+        acc = mc_accuracy(model, tokenizer, splits.val[: config.val_limit], batch_size=config.eval_batch_size,
+                          bf16=config.bf16)
         validation.append({"epoch": epoch, "step": step, "val_acc": acc})
         log({"step": step, "epoch": epoch, "val_acc": float(acc)})
         if acc > best["val_acc"]:
