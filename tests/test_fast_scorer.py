@@ -189,3 +189,22 @@ def test_real_model_matches_lm_eval_on_three_bigbench_tasks():
     fast = evaluate_mc(model, tok, tasks, scorer="fast", **kw)
     for t in tasks:
         assert_same(reference[t.name], fast[t.name])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text"])
+def test_chunked_perplexity_equals_full_logits(model_type):
+    """The chunked head + cross-entropy gives the formula on the whole ``[n, T-1, V]`` logits."""
+    import math
+
+    import torch.nn.functional as F
+
+    from scaleot.evaluation import perplexity
+
+    model = tiny(model_type)
+    if model_type == "gemma3_text":
+        model.config.final_logit_softcapping = 5.0  # the head's soft-capping must be applied too
+    blocks = torch.randint(3, 96, (5, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(input_ids=blocks).logits[:, :-1].float()
+    want = math.exp(F.cross_entropy(logits.reshape(-1, logits.size(-1)), blocks[:, 1:].reshape(-1)).item())
+    assert perplexity(model, blocks, batch_size=2, chunk_tokens=7) == pytest.approx(want, rel=1e-5)

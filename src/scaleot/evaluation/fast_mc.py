@@ -198,10 +198,15 @@ def _cache_argument(module: nn.Module) -> str | None:
 
 def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head on ``hidden`` ``[..., H]`` -> logits ``[..., V]``, with the model's final
-    logit soft-capping where its config has one (gemma)."""
+    logit soft-capping where its config has one (gemma). The head is the architecture
+    table's (``ArchSpec.head``), else the model's output embeddings."""
     from scaleot.models import arch_spec, get_submodule
 
-    logits = get_submodule(model, arch_spec(model).head)(hidden)
+    try:
+        head = get_submodule(model, arch_spec(model).head)
+    except ScaleOTError:
+        head = model.get_output_embeddings()
+    logits = head(hidden)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
