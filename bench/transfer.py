@@ -237,6 +237,78 @@ def plan(name: str, tasks: list[str], split: dict) -> list[dict]:
     return specs
 
 
+def paired(a: list[int], b: list[int]) -> tuple[float, float]:
+    """mean(a - b) and its paired standard error, in points."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(d)
+    m = sum(d) / n
+    return 100 * m, 100 * (sum((x - m) ** 2 for x in d) / (n - 1) / n) ** 0.5
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return num / den if den else float("nan")
+
+
+def report(out: Path) -> str:
+    """One table row per offsite record: Emu ZS, Emu FT, Plug-in and the gains with paired se;
+    then the diagnostic's rank correlation with the plug-in gain."""
+    recs = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+    zs = {(r["spec"]["task"], r["spec"]["n_train"], r["spec"]["n_test"]): r["full_zs"] for r in recs
+          if r["spec"]["row"] == "zs"}
+    ft = {(r["spec"]["task"], r["spec"]["n_train"], r["spec"]["n_test"]): r["ft"] for r in recs
+          if r["spec"]["row"] == "ft"}
+    lines = ["| task | emulator | N_a | alpha | beta | tuning | lr | seed | cos (all / min block) | Full ZS | Emu ZS | "
+             "Emu FT | Plug-in | Plug-in - Full ZS | Plug-in - Emu FT | FT |", "|---" * 16 + "|"]
+    xs, ys = [], []
+    for r in sorted((r for r in recs if r["spec"]["row"] == "offsite"),
+                    key=lambda r: (r["spec"]["task"], r["spec"]["method"], r["spec"]["nb"], r["spec"]["alpha"])):
+        s = r["spec"]
+        key = (s["task"], s["n_train"], s["n_test"])
+        base = zs.get(key)
+        plug = r["plug_in"]
+        gain = paired(plug["correct"], base["correct"]) if base else None
+        delta = paired(plug["correct"], r["emu_ft"]["correct"]) if "emu_ft" in r else None
+        d = r.get("diagnostic")
+        if d and gain:
+            xs.append(d["all"])
+            ys.append(gain[0])
+        f = ft.get(key)
+        lines.append(
+            f"| {s['task'].removeprefix('bigbench:')} | {s['method']} | {s['nb']}+{s['nt']} | {s['alpha']} | "
+            f"{s.get('beta', 0)} | {s['tune']} | {s['lr']} | {s['seed']} | "
+            + (f"{d['all']:.2f} / {d['min_block']:.2f}" if d else "1 (full model)") + " | "
+            + (f"{100 * base['acc']:.1f}" if base else "-") + " | "
+            + (f"{100 * r['emu_zs']['acc']:.1f}" if "emu_zs" in r else "-") + " | "
+            + (f"{100 * r['emu_ft']['acc']:.1f}" if "emu_ft" in r else "-") + " | "
+            + f"{100 * plug['acc']:.1f} | "
+            + (f"{gain[0]:+.1f} ± {gain[1]:.1f}" if gain else "-") + " | "
+            + (f"{delta[0]:+.1f} ± {delta[1]:.1f}" if delta else "-") + " | "
+            + (f"{100 * f['acc']:.1f}" if f else "-") + " |")
+    lines.append("")
+    if len(xs) >= 3:
+        lines.append(f"Transfer diagnostic (task-batch gradient cosine, all adapter weights) against the measured "
+                     f"plug-in gain over {len(xs)} emulator-tuned records: Spearman rank correlation "
+                     f"{spearman(xs, ys):+.2f}.")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/transfer")
@@ -246,7 +318,13 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=TASKS)
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--report", help="write the table of every record here (no tuning)")
     args = ap.parse_args()
+    if args.report:
+        text = report(Path(args.out))
+        Path(args.report).write_text(text + "\n")
+        print(text)
+        return
     split = {"n_train": args.n_train, "n_test": args.n_test}
     specs = [s for p in args.plan for s in plan(p, args.tasks, split)] + [json.loads(s) for s in args.spec]
     if not specs:
