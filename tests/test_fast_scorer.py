@@ -73,7 +73,11 @@ def assert_same(reference: dict, fast: dict, tol: float = 1e-3) -> None:
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
-def test_fast_scorer_matches_lm_eval(model_type, hf_tokenizer):
+def test_fast_scorer_matches_lm_eval(model_type, hf_tokenizer, monkeypatch):
+    from scaleot.evaluation import fast_mc
+
+    monkeypatch.setattr(fast_mc, "CONTEXT_BUDGET", 100)  # several batches, several choice chunks per batch
+    monkeypatch.setattr(fast_mc, "CACHE_BUDGET", 200)
     model = tiny(model_type)
     task = random_task(hf_tokenizer)
     kw = dict(batch_size=4, keep_loglikelihoods=True)

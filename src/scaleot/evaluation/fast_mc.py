@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,11 @@ from scaleot.data import MCExample
 from scaleot.errors import ScaleOTError
 from scaleot.models.device import bf16_autocast
 
-DEFAULT_TOKEN_BUDGET = 4096  # context tokens per batch (padded); bounds the KV cache and activations
+# Each forward pass reads every weight once, so small passes are slow on a CPU (about 40 tokens'
+# worth of time each for SmolLM2-135M): batches are sized in tokens, not examples.
+CONTEXT_BUDGET = 2048  # padded context tokens per context pass
+CACHE_BUDGET = 8192  # choices x (context + choice) positions per choice pass: bounds the repeated KV cache
+PASS_OVERHEAD = 48  # what one extra forward pass costs, in positions (SmolLM2-135M, this CPU: about 40)
 
 
 @dataclass
@@ -220,16 +225,19 @@ class ContextSharingScorer:
         model: a causal LM of a type in the architecture table (full model, emulator, plug-in).
         bf16: run the forward passes under bf16 autocast where it is fast
             (:func:`scaleot.models.device.bf16_autocast`); log-softmax is always fp32.
-        batch_size: examples per batch at most.
-        token_budget: padded context tokens per batch at most.
+        batch_size: examples per batch at most (default: as many as ``context_budget`` allows).
+        context_budget: padded context tokens per context pass at most (default :data:`CONTEXT_BUDGET`).
+        cache_budget: choices x padded (context + choice) positions per choice pass at most
+            (the repeated cache holds that many positions per layer; default :data:`CACHE_BUDGET`).
     """
 
-    def __init__(self, model: nn.Module, bf16: bool = False, batch_size: int = 16,
-                 token_budget: int = DEFAULT_TOKEN_BUDGET):
+    def __init__(self, model: nn.Module, bf16: bool = False, batch_size: int | None = None,
+                 context_budget: int | None = None, cache_budget: int | None = None):
         self.model = model
         self.bf16 = bf16
-        self.batch_size = batch_size
-        self.token_budget = token_budget
+        self.batch_size = batch_size or 1 << 30
+        self.context_budget = context_budget or CONTEXT_BUDGET
+        self.cache_budget = cache_budget or CACHE_BUDGET
         self.base = model.base_model
         self.cache_arg = _cache_argument(self.base)
         self.device = next(model.parameters()).device
@@ -240,7 +248,7 @@ class ContextSharingScorer:
         batches, current = [], []
         for g in order:
             width = len(groups[current[0]].context) if current else len(groups[g].context)
-            if current and (len(current) >= self.batch_size or (len(current) + 1) * width > self.token_budget):
+            if current and (len(current) >= self.batch_size or (len(current) + 1) * width > self.context_budget):
                 batches.append(current)
                 current = []
             current.append(g)
@@ -262,24 +270,29 @@ class ContextSharingScorer:
             self.model.train(was_training)
         return out
 
-    def _row_chunks(self, clen: torch.Tensor) -> list[torch.Tensor]:
-        """Choices with more than one token, longest first, in chunks of similar length.
+    def _row_chunks(self, clen: torch.Tensor, context_width: int) -> list[torch.Tensor]:
+        """Choices with more than one token, longest first, cut into the chunks that cost least.
 
-        A chunk closes when the next choice would pad it by more than 30% (once it holds
-        8 choices) or push it past the token budget.
+        A chunk of ``n`` choices whose longest needs ``w`` positions costs
+        ``PASS_OVERHEAD + n * w`` position-equivalents (padding included) and must keep
+        ``n * (context_width + w)`` within the cache budget; the cheapest cut of the sorted
+        list is found by dynamic programming (``O(N^2)``, ``N`` = choices in the batch).
         """
         order = [int(i) for i in torch.argsort(clen, descending=True, stable=True) if clen[i] > 1]
-        chunks, current = [], []
-        for i in order:
-            width = int(clen[current[0]]) - 1 if current else int(clen[i]) - 1
-            if current and ((len(current) >= 8 and int(clen[i]) - 1 < 0.7 * width)
-                            or (len(current) + 1) * width > self.token_budget):
-                chunks.append(current)
-                current = []
-            current.append(i)
-        if current:
-            chunks.append(current)
-        return [torch.tensor(c, device=clen.device) for c in chunks]
+        widths = [int(clen[i]) - 1 for i in order]
+        best, cut = [0.0] + [math.inf] * len(order), [0] * (len(order) + 1)
+        for j in range(1, len(order) + 1):
+            for i in range(j - 1, -1, -1):
+                if i < j - 1 and (j - i) * (context_width + widths[i]) > self.cache_budget:
+                    break
+                cost = best[i] + PASS_OVERHEAD + (j - i) * widths[i]
+                if cost < best[j]:
+                    best[j], cut[j] = cost, i
+        chunks, j = [], len(order)
+        while j > 0:
+            chunks.append(order[cut[j]:j])
+            j = cut[j]
+        return [torch.tensor(c, device=clen.device) for c in reversed(chunks)]
 
     def _score_batch(self, groups: list[ChoiceGroup]) -> list[list[float]]:
         from transformers import DynamicCache
@@ -312,7 +325,7 @@ class ContextSharingScorer:
         for n, c in enumerate(conts):
             cont_ids[n, :len(c)] = torch.tensor(c, device=dev)
         lls = first[owner, cont_ids[:, 0]]  # [N]: log p(cont_0 | context)
-        for rows in self._row_chunks(clen):  # choices of similar length, so little padding
+        for rows in self._row_chunks(clen, tc):  # sorted by length: little padding
             sub = _select_rows(cache, owner[rows])
             width = int(clen[rows].max()) - 1
             steps = torch.arange(width, device=dev)
@@ -375,7 +388,7 @@ def fast_scorer_problem(model: nn.Module, bf16: bool = False) -> str | None:
     groups = [ChoiceGroup(0, tokens[:9], [(0, tokens[9:10]), (1, tokens[10:13])]),
               ChoiceGroup(1, tokens[13:18], [(0, tokens[18:21]), (1, tokens[21:22])])]
     try:
-        fast = ContextSharingScorer(model, bf16=bf16, batch_size=2).score_groups(groups)
+        fast = ContextSharingScorer(model, bf16=bf16).score_groups(groups)
     except Exception as e:  # any failure of the cached path means: use lm-eval
         return f"cached forward failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     tol = 5e-2 if bf16 else 1e-3
@@ -406,7 +419,7 @@ class ScoredTask:
 
 
 def score_examples(model: nn.Module, tokenizer, examples: Sequence[MCExample], name: str = "task",
-                   bf16: bool = False, batch_size: int = 16, window: int | None = None) -> ScoredTask:
+                   bf16: bool = False, batch_size: int | None = None, window: int | None = None) -> ScoredTask:
     """Log-likelihood of every choice of every example, with lm-eval's tokenisation and window.
 
     Args:
@@ -415,7 +428,7 @@ def score_examples(model: nn.Module, tokenizer, examples: Sequence[MCExample], n
         examples: the examples (checked by :func:`check_examples`).
         name: the task name, for error messages.
         bf16: bf16 autocast where fast.
-        batch_size: examples per batch.
+        batch_size: examples per batch at most (default: batches sized in tokens).
         window: context window in tokens (default: lm-eval's for this model, :func:`model_window`).
 
     Returns:

@@ -98,7 +98,8 @@ def evaluate_mc(
         tokenizer: its tokenizer.
         splits: tasks, already split (see :func:`scaleot.data.load_task`).
         limit: evaluate only the first ``limit`` examples of each split.
-        batch_size: lm-eval batch size (requests), or examples per batch for ``"fast"``.
+        batch_size: lm-eval's batch size (requests); the fast scorer sizes its batches in tokens
+            (:data:`~scaleot.evaluation.fast_mc.CONTEXT_BUDGET`).
         autocast_dtype: e.g. ``"bfloat16"`` to run forward passes under autocast (where fast).
         yaml_dir: where to keep the generated task YAMLs (``"lm-eval"``; default: a temporary folder).
         scorer: ``"fast"`` or ``"lm-eval"`` (see the module docstring).
@@ -136,7 +137,7 @@ def evaluate_mc(
         results = {}
         for s in splits:
             scored = score_examples(model, tokenizer, examples[s.name], s.name, bf16=autocast_dtype is not None,
-                                    batch_size=batch_size, window=window)
+                                    window=window)
             results[s.name] = _fast_row(s, examples[s.name], scored.loglikelihoods, keep_loglikelihoods)
     else:
         results = _lm_eval(model, tokenizer, splits, examples, batch_size, split, limit, autocast_dtype, yaml_dir,
