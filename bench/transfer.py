@@ -63,15 +63,20 @@ def score(model, tok, splits) -> dict:
 
 
 def derived_importance(src: Path, n_bottom: int, n_top: int, n_blocks: int, root: Path) -> Path:
-    """An importance folder for another adapter split: the ranking cut to its middle."""
+    """An importance folder for another adapter split: the 2+2 ranking cut to its middle.
+
+    A middle block the 2+2 stage 1 never scored (block 0, 1, 28 or 29 of a split with fewer
+    adapter blocks) has no harmonizer: it is ranked most important, so it is never replaced.
+    """
     if (n_bottom, n_top) == (2, 2):
         return src
     dst = root / f"importance_{n_bottom}_{n_top}"
     if (dst / "manifest.json").is_file():
         return dst
     info = read_json(src / "importance.json", "importance.json")
-    middle = set(range(n_bottom, n_blocks - n_top))
-    info["ranking"] = [i for i in info["ranking"] if i in middle]
+    middle = list(range(n_bottom, n_blocks - n_top))
+    unscored = [i for i in middle if i not in info["ranking"]]
+    info["ranking"] = unscored + [i for i in info["ranking"] if i in middle]
     info["options"] = dict(info["options"], n_bottom=n_bottom, n_top=n_top)
     info["derived_from"] = str(src)
     tmp = Path(tempfile.mkdtemp(dir=root))
@@ -221,6 +226,17 @@ def plan(name: str, tasks: list[str], split: dict) -> list[dict]:
             base.append({"row": "offsite", "task": t, **split, **emu("reference", 2, 2), **tune()})
         elif name == "ft":
             base.append({"row": "ft", "task": t, **split, "lr": 5e-5, "seed": 0})
+        elif name == "hyp":  # one hypothesis per line, in the order they are worth the CPU
+            base += [
+                {"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, 0.25), **tune()},   # alpha
+                {"row": "offsite", "task": t, **split, **emu("scaleot", 0, 4, 0.25), **tune()},   # top only
+                {"row": "offsite", "task": t, **split, **emu("uniform", 2, 2, 0.25), **tune()},   # baseline
+                {"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, 0.5), **tune()},    # status quo
+                {"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, 0.25), **tune("lora", 1e-3)},
+                {"row": "offsite", "task": t, **split, **emu("scaleot", 3, 3, 0.25), **tune()},   # N_a
+                {"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, 0.15), **tune()},
+                {"row": "offsite", "task": t, **split, **emu("scaleot", 4, 0, 0.25), **tune()},   # bottom only
+            ]
         elif name == "na":  # adapter size, ScaleOT at alpha 0.5 and the reference ceiling
             for nb in (2, 3, 4):
                 base.append({"row": "offsite", "task": t, **split, **emu("reference", nb, nb), **tune()})
