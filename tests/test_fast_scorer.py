@@ -212,3 +212,54 @@ def test_chunked_perplexity_equals_full_logits(model_type):
         logits = model(input_ids=blocks).logits[:, :-1].float()
     want = math.exp(F.cross_entropy(logits.reshape(-1, logits.size(-1)), blocks[:, 1:].reshape(-1)).item())
     assert perplexity(model, blocks, batch_size=2, chunk_tokens=7) == pytest.approx(want, rel=1e-5)
+
+
+def test_evaluate_command_records_the_scorer(tmp_path, capsys):
+    """``scaleot evaluate --scorer``: a BPE tokenizer (SmolLM2's) on a tiny model; JSON and table say which ran."""
+    import json
+
+    from scaleot.cli import main
+    from scaleot.evaluation import DEFAULT_SCORER
+    from scaleot.recipes.evaluate import EvaluateConfig
+    from tests.finetune_helpers import tiny_model_dir, tiny_task
+
+    assert EvaluateConfig().scorer == DEFAULT_SCORER
+    model_dir, task = tiny_model_dir(tmp_path), tiny_task(tmp_path, n=40)
+    docs = {}
+    for scorer in ("lm-eval", "fast"):
+        out = tmp_path / f"{scorer}.json"
+        code = main(["evaluate", "--model", str(model_dir), "--task", str(task), "--n-test", "16", "--n-val", "4",
+                     "--scorer", scorer, "--out", str(out)])
+        assert code in (0, None)
+        assert f"scorer: {scorer}" in capsys.readouterr().out
+        docs[scorer] = json.loads(out.read_text())
+        assert docs[scorer]["scorer"] == scorer and docs[scorer]["options"]["scorer"] == scorer
+    ref, fast = (docs[s]["tasks"][str(task)] for s in ("lm-eval", "fast"))
+    assert fast["correct"] == ref["correct"] and fast["acc_norm"] == ref["acc_norm"]
+
+
+@pytest.mark.parametrize("args", [["evaluate", "--scorer", "quick"],
+                                  ["evaluate", "--offsite", "--emulator", "e", "--adapter", "a", "--scorer", "quick"]])
+def test_bad_scorer_is_one_line_exit_2(capsys, args):
+    from scaleot.cli import main
+
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("scaleot: error: ") and "--scorer must be one of fast, lm-eval" in err
+    assert err.count("\n") == 1
+
+
+def test_run_config_checks_the_evaluate_section(tmp_path):
+    import yaml
+
+    from scaleot.recipes.run import load_run_config
+
+    path = tmp_path / "run.yaml"
+    cfg = {"tasks": ["bigbench:social_iqa"], "emulators": [{"name": "u", "method": "uniform"}],
+           "evaluate": {"scorer": "fast", "batch_size": 8}}
+    path.write_text(yaml.safe_dump(cfg))
+    assert load_run_config(path)["evaluate"]["scorer"] == "fast"
+    cfg["evaluate"] = {"scorer": "quick", "beams": 2}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ScaleOTError, match=r"unknown options \['beams'\].*scorer must be one of fast, lm-eval"):
+        load_run_config(path)

@@ -9,7 +9,9 @@
 | Plug-in | ``[A', E]``  | the full model with the data owner's adapter |
 
 Each adapter names its task and split (``adapter.json``), so every row of a task is
-scored on the same test examples through :func:`scaleot.evaluation.evaluate_mc` (lm-eval).
+scored on the same test examples through :func:`scaleot.evaluation.evaluate_mc` (lm-eval's
+numbers; ``scorer`` picks lm-eval itself or the faster context-sharing scorer, and every row
+records which one ran).
 Models are built one at a time from fresh copies; nothing is swapped in place.
 Standard error of Delta: paired, because Plug-in and Emu FT are scored on the same test
 examples: ``std(c_plug - c_emu, ddof=1) / sqrt(n)`` over the per-example 0/1 ``correct``
@@ -37,12 +39,13 @@ def _split_of(adapter: TunedAdapter) -> tuple[str, SplitConfig]:
     return d["task"], SplitConfig(seed=o["split_seed"], n_test=o["n_test"], n_val=o["n_val"], n_train=o["n_train"])
 
 
-def _score(build, splits, limit, batch_size, autocast) -> dict:
+def _score(build, splits, limit, batch_size, autocast, scorer) -> dict:
     from scaleot.evaluation import evaluate_mc
 
     model, tokenizer = build()
     t0 = time.perf_counter()
-    out = evaluate_mc(model, tokenizer, splits, limit=limit, batch_size=batch_size, autocast_dtype=autocast)
+    out = evaluate_mc(model, tokenizer, splits, limit=limit, batch_size=batch_size, autocast_dtype=autocast,
+                      scorer=scorer)
     for r in out.values():
         r["seconds"] = round(time.perf_counter() - t0, 2)
     del model
@@ -52,7 +55,7 @@ def _score(build, splits, limit, batch_size, autocast) -> dict:
 def evaluate_offsite(
     model: str, emulator: str | Path, adapters: list[str | Path], ft: list[str | Path] | None = None,
     limit: int | None = None, batch_size: int = 16, autocast: str | None = None, device: str | None = None,
-    known: dict[str, dict] | None = None,
+    known: dict[str, dict] | None = None, scorer: str | None = None,
 ) -> dict:
     """Score the five rows for every task that has an adapter.
 
@@ -65,6 +68,7 @@ def evaluate_offsite(
         limit: score only the first ``limit`` test examples.
         known: ``{task: {row: result}}`` already scored (Full ZS and FT do not depend on the
             emulator, so a run with several emulators scores them once).
+        scorer: ``"fast"`` or ``"lm-eval"`` (default: :data:`scaleot.evaluation.DEFAULT_SCORER`).
 
     Returns:
         ``{"rows": {task: {row: {acc, acc_stderr, acc_norm, ..., correct}}}, "delta": {task|"average":
@@ -110,7 +114,9 @@ def evaluate_offsite(
         return b.model, b.tokenizer
 
     rows: dict[str, dict] = {t: dict((known or {}).get(t, {})) for t in by_task}
-    kw = dict(limit=limit, batch_size=batch_size, autocast=autocast)
+    from scaleot.evaluation import DEFAULT_SCORER
+
+    kw = dict(limit=limit, batch_size=batch_size, autocast=autocast, scorer=scorer or DEFAULT_SCORER)
     todo = [splits[t] for t in by_task if "Full ZS" not in rows[t]]
     if todo:
         for task, r in _score(lambda: load_model(model, device=device), todo, **kw).items():
@@ -136,7 +142,14 @@ def evaluate_offsite(
             rows[task]["FT"] = _score(ft_model, [splits[task]], **kw)[task]
     return summarise(rows, {"model": model, "base_fingerprint": base_fp, "emulator": str(emulator),
                             "emulator_fingerprint": emu_fp, "adapters": [str(a) for a in adapters],
-                            "ft": [str(f) for f in (ft or [])], "limit": limit})
+                            "ft": [str(f) for f in (ft or [])], "limit": limit,
+                            "scorer": scorers_of(rows)})
+
+
+def scorers_of(rows: dict[str, dict]) -> str:
+    """The scorers that produced ``{task: {row: result}}``: ``"fast"``, ``"lm-eval"`` or both, comma-separated
+    (results saved before the scorer was recorded count as ``"lm-eval"``)."""
+    return ", ".join(sorted({r.get("scorer", "lm-eval") for task in rows.values() for r in task.values()}))
 
 
 def paired_stderr(a: list[int], b: list[int]) -> float:
@@ -212,14 +225,15 @@ def offsite_table(doc: dict) -> str:
     lines.append("| **Delta** (Plug-in - Emu FT) | " + " | ".join(cells) + " |")
     n = {t: doc["rows"][t]["Plug-in"]["n"] for t in tasks}
     lines.append("")
-    lines.append(f"acc in %, ± one standard error ({delta_stderr_kind(doc)} for Delta); test examples per task: "
+    lines.append(f"acc in %, ± one standard error ({delta_stderr_kind(doc)} for Delta); scorer: "
+                 f"{scorers_of(doc['rows'])}; test examples per task: "
                  + ", ".join(f"{short_task(t)} {v}" for t, v in n.items()))
     return "\n".join(lines)
 
 
 def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | None, ft: list[str] | None,
                         limit: int | None, batch_size: int, autocast: str | None, device: str | None,
-                        out: str | None) -> str:
+                        out: str | None, scorer: str | None = None) -> str:
     """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table."""
     from scaleot.errors import check
     from scaleot.manifest import write_json_atomic
@@ -229,9 +243,13 @@ def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | 
         problems.append("--offsite needs --emulator DIR")
     if not adapters:
         problems.append("--offsite needs at least one --adapter DIR (the data owner's, one per task)")
+    from scaleot.evaluation.mc import SCORERS
+
+    if scorer is not None and scorer not in SCORERS:
+        problems.append(f"--scorer must be one of {', '.join(SCORERS)} (got {scorer!r})")
     check("evaluate --offsite options", problems)
     doc = evaluate_offsite(model, emulator, adapters, ft, limit=limit, batch_size=batch_size,
-                           autocast=autocast, device=device)
+                           autocast=autocast, device=device, scorer=scorer)
     table = offsite_table(doc)
     if out:
         write_json_atomic(Path(out), doc)

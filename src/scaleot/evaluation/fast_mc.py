@@ -383,8 +383,8 @@ def fast_scorer_problem(model: nn.Module, bf16: bool = False) -> str | None:
         return f"{type(base).__name__}.forward takes no KV cache argument"
     device = next(model.parameters()).device
     vocab = model.config.get_text_config().vocab_size
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(3, max(4, vocab), (24,), generator=g).tolist()
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, max(4, vocab), (24,), generator=gen).tolist()
     groups = [ChoiceGroup(0, tokens[:9], [(0, tokens[9:10]), (1, tokens[10:13])]),
               ChoiceGroup(1, tokens[13:18], [(0, tokens[18:21]), (1, tokens[21:22])])]
     try:
@@ -392,19 +392,22 @@ def fast_scorer_problem(model: nn.Module, bf16: bool = False) -> str | None:
     except Exception as e:  # any failure of the cached path means: use lm-eval
         return f"cached forward failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     tol = 5e-2 if bf16 else 1e-3
+    seqs = [(g.context + cont, len(cont)) for g in groups for _, cont in g.choices]
+    ids = torch.zeros(len(seqs), max(len(q) for q, _ in seqs), dtype=torch.long, device=device)
+    for n, (q, _) in enumerate(seqs):
+        ids[n, :len(q)] = torch.tensor(q, device=device)  # right-padded, no mask: as lm-eval runs it
     was_training = model.training
     model.eval()
     try:
-        for grp, lls in zip(groups, fast, strict=True):
-            for (_, cont), ll in zip(grp.choices, lls, strict=True):
-                ids = torch.tensor([grp.context + cont], device=device)
-                with torch.no_grad(), bf16_autocast(bf16, device):
-                    logits = model(input_ids=ids[:, :-1]).logits[0, -len(cont):]
-                ref = F.log_softmax(logits.float(), -1).gather(-1, ids[0, -len(cont):, None]).sum().item()
-                if not abs(ref - ll) <= tol:
-                    return f"cached log-likelihood {ll:.5f} differs from a plain forward pass ({ref:.5f})"
+        with torch.no_grad(), bf16_autocast(bf16, device):
+            logp = F.log_softmax(model(input_ids=ids[:, :-1]).logits.float(), -1)  # [4, T-1, V]
     finally:
         model.train(was_training)
+    refs = [logp[n, len(q) - 1 - k:len(q) - 1].gather(-1, ids[n, len(q) - k:len(q), None]).sum().item()
+            for n, (q, k) in enumerate(seqs)]
+    for ll, ref in zip([ll for lls in fast for ll in lls], refs, strict=True):
+        if not abs(ref - ll) <= tol:
+            return f"cached log-likelihood {ll:.5f} differs from a plain forward pass ({ref:.5f})"
     return None
 
 

@@ -17,4 +17,13 @@ def mc_table(results: dict[str, dict], title: str = "model") -> str:
         accs = [r["acc"] for r in results.values()]
         norms = [r["acc_norm"] for r in results.values()]
         lines.append(f"| **mean** | {pct(sum(accs) / len(accs))} | {pct(sum(norms) / len(norms))} | |")
+    notes = []
+    scorers = sorted({r["scorer"] for r in results.values() if "scorer" in r})
+    if scorers:
+        notes.append("scorer: " + ", ".join(scorers))
+    truncated = sum(r.get("truncated", 0) for r in results.values())
+    if truncated:
+        notes.append(f"{truncated} example(s) cut from the left to fit the model's window, as lm-eval does")
+    if notes:
+        lines += ["", "; ".join(notes)]
     return "\n".join(lines)

@@ -1,8 +1,10 @@
-"""Evaluate a model zero-shot on multiple-choice tasks (lm-eval) and optionally perplexity.
+"""Evaluate a model zero-shot on multiple-choice tasks (lm-eval's numbers) and optionally perplexity.
 
 Recipe shape: :func:`setup` loads the model and the task splits, :func:`run` scores them
-through lm-evaluation-harness, :func:`save` writes JSON (with the split seed and sizes,
-the model fingerprint and timings) and prints a markdown table.
+(``--scorer fast``, the default: one context pass per example; ``--scorer lm-eval``: through
+lm-evaluation-harness itself; see :mod:`scaleot.evaluation.mc`), :func:`save` writes JSON
+(with the scorer that ran, the split seed and sizes, the model fingerprint and timings) and
+prints a markdown table.
 
 Raises ScaleOTError for unknown models/tasks, malformed task files, bad split sizes.
 """
@@ -33,6 +35,7 @@ class EvaluateConfig:
     device: str | None = None
     dtype: str | None = None
     autocast: str | None = None
+    scorer: str = "fast"  # scaleot.evaluation.DEFAULT_SCORER (not imported here: it pulls in torch)
     perplexity_corpus: str | None = None
     perplexity_blocks: int = 32
     out: str | None = None
@@ -45,6 +48,10 @@ class EvaluateConfig:
             problems.append(f"--limit must be > 0 (got {self.limit})")
         if self.batch_size <= 0:
             problems.append(f"--batch-size must be > 0 (got {self.batch_size})")
+        from scaleot.evaluation.mc import SCORERS
+
+        if self.scorer not in SCORERS:
+            problems.append(f"--scorer must be one of {', '.join(SCORERS)} (got {self.scorer!r})")
         if self.perplexity_blocks <= 0:
             problems.append(f"--ppl-blocks must be > 0 (got {self.perplexity_blocks})")
         check("evaluate options", problems)
@@ -71,11 +78,12 @@ def run(cfg: EvaluateConfig, model, tokenizer, splits) -> dict:
 
     t0 = time.perf_counter()
     results = evaluate_mc(model, tokenizer, splits, limit=cfg.limit, batch_size=cfg.batch_size,
-                          autocast_dtype=cfg.autocast)
+                          autocast_dtype=cfg.autocast, scorer=cfg.scorer)
     seconds = time.perf_counter() - t0
     n = sum(r["n"] for r in results.values())
     doc = {"format_version": 1, "kind": "evaluation", "model": cfg.model,
            "model_fingerprint": fingerprint_model(model), "options": asdict(cfg),
+           "scorer": ", ".join(sorted({r["scorer"] for r in results.values()})),
            "tasks": results, "timing": {"mc_seconds": round(seconds, 2), "examples_per_second": round(n / seconds, 2)}}
     if cfg.perplexity_corpus:
         from scaleot.data import corpus_splits
@@ -115,7 +123,9 @@ def command(
     seed: Annotated[int, typer.Option(help="split seed")] = 0,
     n_test: Annotated[int, typer.Option(help="test split size")] = 500,
     n_val: Annotated[int, typer.Option(help="validation split size (held out from train)")] = 100,
-    batch_size: Annotated[int, typer.Option(help="lm-eval batch size")] = 16,
+    batch_size: Annotated[int, typer.Option(help="lm-eval batch size (the fast scorer batches by tokens)")] = 16,
+    scorer: Annotated[str, typer.Option(help="fast (one context pass per example, the default) or lm-eval "
+                                             "(the reference); both give lm-eval's numbers")] = "fast",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")] = None,
     autocast: Annotated[str | None, typer.Option(help="run forward passes under autocast, e.g. bfloat16")] = None,
@@ -127,14 +137,16 @@ def command(
     adapter: Annotated[list[str], typer.Option(help="--offsite: data owner's adapter, one per task; repeatable")] = None,
     ft: Annotated[list[str], typer.Option(help="--offsite: FT-row adapter per task; repeatable")] = None,
 ) -> None:
-    """Evaluate a model zero-shot on multiple-choice tasks through lm-eval."""
+    """Evaluate a model zero-shot on multiple-choice tasks (lm-eval's acc / acc_norm)."""
     if offsite:  # tasks and splits come from the adapters (scaleot.offsite_eval)
         from scaleot.offsite_eval import run_offsite_command
 
-        typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size, autocast, device, out))
+        typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size, autocast, device, out,
+                                       scorer=scorer))
         return
     cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, seed=seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
-                         autocast=autocast, perplexity_corpus=ppl_corpus, perplexity_blocks=ppl_blocks, out=out)
+                         autocast=autocast, scorer=scorer, perplexity_corpus=ppl_corpus,
+                         perplexity_blocks=ppl_blocks, out=out)
     _, table = evaluate(cfg)
     typer.echo(table)

@@ -35,6 +35,7 @@ from scaleot.finetune import FinetuneConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
 
 SECTIONS = {"model", "tasks", "device", "importance", "emulators", "finetune", "ft", "evaluate", "report"}
+EVALUATE_OPTIONS = {"limit", "batch_size", "autocast", "scorer"}  # evaluate_offsite's keyword arguments
 
 
 def task_dir(task: str) -> str:
@@ -70,9 +71,27 @@ def load_run_config(path: str | Path) -> dict:
         bad = sorted(set(cfg.get(sec) or {}) - ft_fields)
         if bad:
             problems.append(f"{sec}: unknown options {bad}")
+    problems += evaluate_problems(cfg.get("evaluate"))
     check(f"run config {path}", problems)
     cfg.setdefault("model", "smollm2-135m")
     return cfg
+
+
+def evaluate_problems(section) -> list[str]:
+    """What is wrong with a run YAML's ``evaluate:`` section (options of :func:`evaluate_offsite`)."""
+    from scaleot.evaluation.mc import SCORERS
+
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        return ["evaluate: expected a mapping of options"]
+    problems = []
+    bad = sorted(set(section) - EVALUATE_OPTIONS)
+    if bad:
+        problems.append(f"evaluate: unknown options {bad} (known: {sorted(EVALUATE_OPTIONS)})")
+    if "scorer" in section and section["scorer"] not in SCORERS:
+        problems.append(f"evaluate: scorer must be one of {', '.join(SCORERS)} (got {section['scorer']!r})")
+    return problems
 
 
 def digest(obj) -> str:
@@ -176,8 +195,10 @@ class RunRecipe:
                       lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
 
     def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
-        from scaleot.offsite_eval import evaluate_offsite, offsite_table
+        from scaleot.offsite_eval import evaluate_offsite, offsite_table, scorers_of
 
+        # an explicit `scorer:` is part of the digest; without one, results kept from before are not
+        # redone (both scorers give the same numbers) and each row's `scorer` says which one ran
         opts = dict(self.cfg.get("evaluate") or {})
         docs, known = {}, None
         for name, emu in emulators.items():
@@ -192,7 +213,8 @@ class RunRecipe:
                                        device=self.device, known=known, **opts)
                 write_json_atomic(target, doc)
                 (target.with_suffix(".md")).write_text(offsite_table(doc) + "\n")
-                self.steps[f"evaluate/{name}"] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2)}
+                self.steps[f"evaluate/{name}"] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2),
+                                                  "scorer": scorers_of(doc["rows"])}
                 write_json_atomic(self.steps_file, self.steps)
                 docs[name] = doc
             known = {t: {r: docs[name]["rows"][t][r] for r in ("Full ZS", "FT") if r in docs[name]["rows"][t]}

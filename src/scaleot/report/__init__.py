@@ -73,7 +73,7 @@ def anchors_table(docs: dict[str, dict]) -> str:
 def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
                  importance: Path | None = None) -> Path:
     """Write ``report.md`` (and ``privacy_utility.png``) into the run folder ``out``."""
-    from scaleot.offsite_eval import delta_stderr_kind, offsite_table, short_task
+    from scaleot.offsite_eval import delta_stderr_kind, offsite_table, scorers_of, short_task
 
     out = Path(out)
     for name, doc in docs.items():
@@ -84,7 +84,10 @@ def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
     parts = [f"# scaleot run report: {Path(str(cfg['model'])).name}", "",
              f"Tasks: {', '.join(short_task(t) for t in cfg['tasks'])}. Emulators: "
              + ", ".join(f"{e['name']} ({e.get('method', 'scaleot')})" for e in cfg["emulators"]) + ".",
-             "Accuracy is lm-eval `acc` on each task's held-out test split (METHOD.md section 1); "
+             "Accuracy is lm-eval's multiple-choice `acc` on each task's held-out test split (METHOD.md "
+             "section 1), scored by: "
+             + ", ".join(sorted({scorers_of(doc["rows"]) for doc in docs.values()}))
+             + " (`fast` gives lm-eval's numbers with one context pass per example); "
              f"every difference is given ± one standard error ({kind}).", ""]
     parts += ["## Verdict", ""]
     parts += [f"- **{name}**: {verdict(doc)}." for name, doc in docs.items()]
