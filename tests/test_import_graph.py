@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A package may import only from packages in lower layers.
 LAYERS = [
     {"errors", "paths"},
-    {"split"},
+    {"validate", "outputs"},
+    {"split", "disclosure"},
     {"manifest"},
     {"checkpoint", "models"},
     {"run_folder", "data", "adapter"},

@@ -6,10 +6,13 @@ Layout::
     <run>/log.jsonl               one JSON record per step (each with a ``"step"``)
     <run>/tb/                     TensorBoard events of the same scalars
 
-A :class:`RunFolder` is made with the *options* of the run (a JSON-able dict). Every
-checkpoint records them; :meth:`RunFolder.resume` refuses a checkpoint made with other
-options (except the keys in ``may_change``, e.g. ``steps`` to extend a finished run), so
-a resumed run is the run that was interrupted. On resume the log drops the records past
+A :class:`RunFolder` is made with the *options* of the run (a JSON-able dict) and its
+*provenance* (fingerprints of what it trains on: task, corpus, model or emulator, adapter
+split; :mod:`scaleot.validate.provenance`). Every checkpoint records both;
+:meth:`RunFolder.resume` refuses a checkpoint made with other options (except the keys in
+``may_change``, e.g. ``steps`` to extend a finished run) or on other inputs, so a resumed
+run is the run that was interrupted. Checkpoint pruning only touches checkpoints of the
+same provenance. On resume the log drops the records past
 the checkpoint and TensorBoard purges them, so both read like one uninterrupted run.
 Only the main process (``main=True``) writes.
 """
@@ -38,10 +41,14 @@ class RunFolder:
         options: what shaped the run; recorded in every checkpoint and compared on resume.
         may_change: option keys a resume may change (``steps``, ``checkpoint_every``...).
         main: whether this process writes (rank 0 under data parallel).
+        provenance: what the run trains on (task, corpus, model, emulator, adapter split);
+            recorded in every checkpoint and checked on resume.
     """
 
-    def __init__(self, path: str | Path, options: dict, may_change: Iterable[str] = (), main: bool = True):
+    def __init__(self, path: str | Path, options: dict, may_change: Iterable[str] = (), main: bool = True,
+                 provenance: dict | None = None):
         self.path, self.options, self.main = Path(path), _jsonable(options), main
+        self.provenance = _jsonable(provenance or {})
         self.may_change = set(may_change)
         self._file = self._tb = None
         if main:
@@ -50,10 +57,11 @@ class RunFolder:
     # ------------------------------------------------------------------ checkpoints
     def save(self, step: int, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None,
              state: dict | None = None) -> Path | None:
-        """Write checkpoint ``step`` (main process only) with the options added to ``state``."""
+        """Write checkpoint ``step`` (main process only) with the options and provenance added to ``state``."""
         if not self.main:
             return None
-        return save_checkpoint(self.path, step, weights, optimizer, dict(state or {}, options=self.options))
+        return save_checkpoint(self.path, step, weights, optimizer,
+                               dict(state or {}, options=self.options, provenance=self.provenance))
 
     def resume(self, optimizer: torch.optim.Optimizer | None = None, required: bool = True):
         """Load the newest checkpoint: ``(weights, state)``, or None if there is none.
@@ -61,20 +69,26 @@ class RunFolder:
         Restores ``optimizer`` and the RNG states in place.
 
         Raises:
-            ScaleOTError: no checkpoint while ``required``, or one made with other options.
+            ScaleOTError: no checkpoint while ``required``, a damaged one, or one made with
+                other options or on other inputs.
         """
+        from scaleot.validate.files import read_json_object
+        from scaleot.validate.provenance import check_resume
+
         ckpt = latest_checkpoint(self.path)
         if ckpt is None:
             if required:
                 raise ScaleOTError(f"--resume: no checkpoint in {self.path / 'checkpoints'}")
             return None
-        theirs = json.loads((ckpt / "state.json").read_text()).get("options")
+        state = read_json_object(ckpt / "state.json", "checkpoint state")
+        theirs = state.get("options")
         if not isinstance(theirs, dict):
             raise ScaleOTError(f"cannot resume from {ckpt}: it records no options; use a new --out")
         keys = sorted((set(self.options) | set(theirs)) - self.may_change)
         diff = [k for k in keys if self.options.get(k) != theirs.get(k)]
         if diff:
             raise ScaleOTError(f"cannot resume from {ckpt}: options differ ({', '.join(diff)}); use a new --out")
+        check_resume(state, self.provenance, ckpt)
         return load_checkpoint(ckpt, optimizer)
 
     # ------------------------------------------------------------------ logs

@@ -15,12 +15,11 @@ both so they can be written wherever results are.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scaleot.data.example import MCExample
+from scaleot.data.example import MAX_CHOICE_CHARS, MAX_CONTEXT_CHARS, MCExample  # noqa: F401 (re-exported)
 from scaleot.errors import ScaleOTError
 
 
@@ -68,16 +67,15 @@ def load_jsonl_task(path: str | Path) -> list[MCExample]:
     path = Path(path)
     if not path.is_file():
         raise ScaleOTError(f"task file not found: {path}")
+    from scaleot.validate.files import parse_json_bytes
+
     examples = []
-    with open(path) as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ScaleOTError(f"{where}: malformed JSON ({e.msg})") from None
+            obj = parse_json_bytes(line, where)
             if not isinstance(obj, dict) or not {"context", "choices", "label"} <= obj.keys():
                 raise ScaleOTError(f"{where}: expected an object with context, choices, label")
             ex = MCExample(obj["context"], list(obj["choices"]) if isinstance(obj["choices"], list) else obj["choices"], obj["label"])

@@ -13,6 +13,7 @@ from scaleot.errors import ScaleOTError, check
 from scaleot.models.device import AUTOCAST
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.split import AdapterSplit
+from scaleot.validate.options import nonfinite_fields
 
 METHODS = ("scaleot", "uniform", "uniform-kd", "crash", "drop")
 NEEDS_IMPORTANCE = ("scaleot", "drop")
@@ -92,6 +93,9 @@ class EmulatorConfig:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.kd_lr <= 0:
             problems.append(f"kd_lr must be > 0 (got {self.kd_lr})")
+        problems += nonfinite_fields(self)
+        if self.n_bottom + self.n_top < 1:
+            problems.append("the adapter needs at least one block (N_BOTTOM + N_TOP >= 1): nothing would train")
         check("emulator config", problems)
 
     @property

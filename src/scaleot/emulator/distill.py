@@ -111,12 +111,18 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     def amp():
         return bf16_autocast(wants_bf16(config.autocast, device), device)
 
+    from scaleot.validate.provenance import corpus_provenance
+
+    provenance = dict(corpus_provenance(config.corpus), label=label, model=config.model, layer_map=layer_map,
+                      lr=lr, kd_batch=config.kd_batch, block_size=config.block_size, seed=config.seed)
     options = dict(config.options(), label=label, kinds=list(kinds), steps=steps, lr=lr)
     folder = RunFolder(run_dir, options, may_change=("steps", "kd_steps", "calibrate_steps", "kd_checkpoint_every",
-                                                     "kd_run_dir"))
+                                                     "kd_run_dir"), provenance=provenance)
     step = 0
     if config.resume:
         weights, state = folder.resume(optimizer)
+        if set(weights) != set(params):
+            raise ScaleOTError(f"--resume: the checkpoint in {run_dir} holds other weights than this run trains")
         with torch.no_grad():
             for k, v in weights.items():
                 params[k].copy_(v)

@@ -33,13 +33,24 @@ from scaleot.adapter import TunedAdapter, read_adapter
 from scaleot.data import SplitConfig, load_task
 from scaleot.errors import ScaleOTError
 from scaleot.plug import check_adapter_fits, plug_into
+from scaleot.validate.exchange import check_adapter_matches_bundle
 
 ROWS = ("Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in")
 
 
-def _split_of(adapter: TunedAdapter) -> tuple[str, SplitConfig]:
+def _split_of(adapter: TunedAdapter, tasks: list[str] | None = None) -> tuple[str, SplitConfig]:
+    """The task spec to load (a name, or the local file among ``tasks`` the adapter names) and its split."""
+    from scaleot.disclosure import task_matches
+
     o, d = adapter.info["options"], adapter.info["data"]
-    return d["task"], SplitConfig(seed=o["split_seed"], n_test=o["n_test"], n_val=o["n_val"], n_train=o["n_train"])
+    split = SplitConfig(seed=o["split_seed"], n_test=o["n_test"], n_val=o["n_val"], n_train=o["n_train"])
+    for t in tasks or []:
+        if task_matches(d, t):
+            return t, split
+    if "task_sha256" in d or Path(d["task"]).is_absolute():
+        raise ScaleOTError(f"adapter {adapter.path} was tuned on the local task file {Path(d['task']).name}: "
+                           "pass it with --task PATH")
+    return d["task"], split
 
 
 def _score(build, splits, limit, batch_size, autocast, scorer) -> dict:
@@ -58,7 +69,7 @@ def _score(build, splits, limit, batch_size, autocast, scorer) -> dict:
 def evaluate_offsite(
     model: str, emulator: str | Path, adapters: list[str | Path], ft: list[str | Path] | None = None,
     limit: int | None = None, batch_size: int = 16, autocast: str | None = None, device: str | None = None,
-    known: dict[str, dict] | None = None, scorer: str | None = None,
+    known: dict[str, dict] | None = None, tasks: list[str] | None = None, scorer: str | None = None,
 ) -> dict:
     """Score the five rows for every task that has an adapter.
 
@@ -69,6 +80,8 @@ def evaluate_offsite(
         ft: FT-row adapters (``scaleot finetune --model``), matched to tasks by name; a task
             without one gets no FT row.
         limit: score only the first ``limit`` test examples.
+        tasks: task specs to match the adapters' recorded tasks against (needed for local
+            task files, which an adapter records by name and content hash only).
         known: ``{task: {row: result}}`` already scored (Full ZS and FT do not depend on the
             emulator, so a run with several emulators scores them once).
         scorer: ``"fast"`` or ``"lm-eval"`` (default: :data:`scaleot.evaluation.DEFAULT_SCORER`).
@@ -88,21 +101,27 @@ def evaluate_offsite(
     fts = [read_adapter(f) for f in (ft or [])]
     by_task = {}
     for a in tuned:
-        task, _ = _split_of(a)
+        task, _ = _split_of(a, tasks)
         if task in by_task:
             raise ScaleOTError(f"two adapters for task {task}: {by_task[task].path} and {a.path}")
         by_task[task] = a
-    ft_by_task = {_split_of(f)[0]: f for f in fts}
+    for f in fts:
+        if f.info.get("emulator_fingerprint") is not None:
+            raise ScaleOTError(f"--ft {f.path} is a data owner's adapter (tuned on an emulator); "
+                               "the FT row needs one tuned on the full model (scaleot finetune --model)")
+    ft_by_task = {_split_of(f, tasks)[0]: f for f in fts}
     extra = sorted(set(ft_by_task) - set(by_task))
     if extra:
         raise ScaleOTError(f"FT adapter for {extra[0]} but no emulator adapter for that task")
-    splits = {t: load_task(t, _split_of(a)[1]) for t, a in by_task.items()}
+    splits = {t: load_task(t, _split_of(a, tasks)[1]) for t, a in by_task.items()}
 
     bundle = load_emulator(emulator, device=device)
     emu_fp = bundle.fingerprint
     for a in tuned:
         if a.info.get("emulator_fingerprint") != emu_fp:
             raise ScaleOTError(f"adapter {a.path} was not tuned on emulator {emulator} (fingerprint differs)")
+        check_adapter_matches_bundle(a.info, bundle.info, emu_fp, f"adapter {a.path}")
+    allowed = list(bundle.adapter_sources)
     full, tok = load_model(model, device=device)
     base_fp = fingerprint_model(full)
     for a in tuned + fts:
@@ -129,11 +148,11 @@ def evaluate_offsite(
     for task, a in by_task.items():
         def emu_ft(a=a):
             m, t = emulator_model()
-            return plug_into(m, a, check=False, block_of_source=place), t
+            return plug_into(m, a, check=False, block_of_source=place, allowed=allowed), t
 
         def plugged(a=a):
             m, t = load_model(model, device=device)
-            return plug_into(m, a, check=False), t
+            return plug_into(m, a, check=False, allowed=allowed), t
 
         rows[task]["Emu FT"] = _score(emu_ft, [splits[task]], **kw)[task]
         rows[task]["Plug-in"] = _score(plugged, [splits[task]], **kw)[task]

@@ -13,6 +13,7 @@ from scaleot.errors import check
 from scaleot.finetune.methods import TUNING_METHODS
 from scaleot.models.device import AUTOCAST
 from scaleot.tuners.ist.config import ISTConfig
+from scaleot.validate.options import nonfinite_fields
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 
@@ -103,6 +104,7 @@ class FinetuneConfig:
             problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         if self.max_grad_norm < 0 or self.weight_decay < 0:
             problems.append("max_grad_norm and weight_decay must be >= 0")
+        problems += nonfinite_fields(self)
         check("finetune config", problems)
 
     def to_dict(self) -> dict:

@@ -7,7 +7,7 @@ vocabulary head is the largest single matmul of a small model), optional bf16 au
 data parallel through ``accelerate`` (run under ``accelerate launch``), a tqdm bar,
 TensorBoard + JSONL logs, validation accuracy after each epoch with the best weights
 kept, and pickle-free checkpoints for ``--resume`` (:mod:`scaleot.run_folder`: a resume
-made with other options is refused).
+made with other options or on other inputs is refused).
 
 A *step controller* (IST, docs/method.md section 4) can steer which weights train: any object
 with ``before_step(step)``, ``after_backward(step)``, ``after_step(step)``,
@@ -36,6 +36,7 @@ from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
 from scaleot.run_folder import RunFolder
+from scaleot.validate.schemas import FinetuneStateDoc, validate_doc
 
 
 class StepController(Protocol):
@@ -122,7 +123,8 @@ class _Run:
     """The state of one fine-tuning run; :func:`train` drives it (setup -> epochs -> validate -> save)."""
 
     def __init__(self, model: nn.Module, tokenizer, splits: TaskSplits, config: FinetuneConfig,
-                 run_dir: str | Path, controller: StepController | None, progress: bool):
+                 run_dir: str | Path, controller: StepController | None, progress: bool,
+                 provenance: dict | None = None):
         from accelerate import Accelerator
         from transformers import get_scheduler
 
@@ -156,25 +158,38 @@ class _Run:
         self.best = {"val_acc": -1.0, "step": 0, "epoch": 0}
         self.best_weights = _trainable_state(model)
         self.folder = RunFolder(run_dir, config.to_dict(), may_change=("device", "checkpoint_every"),
-                                main=self.accelerator.is_main_process)
+                                main=self.accelerator.is_main_process, provenance=provenance)
         self.tokens, self.train_time = 0, 0.0
 
     def resume(self) -> None:
         """Continue from the newest checkpoint (weights, optimizer, schedule, RNG, controller)."""
+        from scaleot.validate.files import load_safetensors
+
         weights, state = self.folder.resume(self.optimizer)
+        ckpt = f"{self.folder.path / 'checkpoints'} (step {state.get('step')})"
+        validate_doc(FinetuneStateDoc, state, f"checkpoint state {ckpt}")
         current = dict(self.model.named_parameters())
+        if set(weights) != set(self.names) or any(weights[n].shape != current[n].shape for n in self.names):
+            raise ScaleOTError(f"--resume: checkpoint {ckpt} holds other weights than this run trains")
         with torch.no_grad():
             for n, t in weights.items():
                 current[n].copy_(t)
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ScaleOTError(f"--resume: checkpoint {ckpt} has a damaged scheduler state ({e})") from None
         self.step, self.epoch, self.micro_done = state["step"], state["epoch"], state["micro_done"]
         self.validation, self.best = state["validation"], state["best"]
-        if (self.folder.path / "best.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            self.best_weights = load_file(str(self.folder.path / "best.safetensors"))
+        best = self.folder.path / "best.safetensors"
+        if best.is_file():
+            self.best_weights = load_safetensors(best)
+            if set(self.best_weights) != set(self.names):
+                raise ScaleOTError(f"--resume: {best} holds other weights than this run trains")
         if self.controller is not None and "controller" in state:
-            self.controller.load_state_dict(state["controller"])
+            try:
+                self.controller.load_state_dict(state["controller"])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+                raise ScaleOTError(f"--resume: checkpoint {ckpt} has a damaged IST state ({e})") from None
 
     def checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
@@ -208,6 +223,9 @@ class _Run:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with bf16_autocast(self.bf16, self.device):
             loss = self.loss_model(**batch) / self.config.grad_accum
+        if not torch.isfinite(loss.detach()).all():
+            raise ScaleOTError(f"the training loss became {loss.item()} at step {self.step + 1} "
+                               "(diverged; lower --lr); nothing was written")
         self.accelerator.backward(loss)
         self.tokens += int(batch["attention_mask"].sum()) * self.world
         self.micro_done += 1
@@ -270,6 +288,7 @@ def train(
     resume: bool = False,
     step_controller: StepController | None = None,
     progress: bool = True,
+    provenance: dict | None = None,
 ) -> TrainResult:
     """Fine-tune the trainable weights of ``model`` on ``splits.train``; score ``splits.val``.
 
@@ -287,14 +306,18 @@ def train(
             ``log.jsonl``, ``tb/``, ``best.safetensors``; never the adapter folder).
         resume: continue from the newest checkpoint in ``run_dir``.
         step_controller: optional IST-style hooks (see module docstring).
+        provenance: what this run trains on (task, model or emulator, adapter blocks);
+            recorded in every checkpoint and checked by ``resume``
+            (:mod:`scaleot.validate.provenance`).
 
     Returns:
         :class:`TrainResult` with the best-validation weights.
 
     Raises:
-        ScaleOTError: ``resume`` with no checkpoint, or a checkpoint from other options.
+        ScaleOTError: ``resume`` with no checkpoint, or a checkpoint from other options or
+            other inputs; a loss that becomes NaN or infinite.
     """
-    run = _Run(model, tokenizer, splits, config, run_dir, step_controller, progress)
+    run = _Run(model, tokenizer, splits, config, run_dir, step_controller, progress, provenance)
     if resume:
         run.resume()
     run.folder.open_log(run.step if resume else None)

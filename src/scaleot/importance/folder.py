@@ -16,7 +16,6 @@ from pathlib import Path
 
 from scaleot.errors import ScaleOTError
 from scaleot.manifest import (
-    read_json,
     sha256_file,
     verify_manifest,
     write_json_atomic,
@@ -41,8 +40,15 @@ def write_importance(out: str | Path, info: dict, harmonizers: dict, extra_write
 
 
 def read_importance_info(folder: str | Path) -> dict:
-    """``importance.json`` of a folder (not verified: for "is it finished?" checks)."""
-    return read_json(Path(folder) / "importance.json", "importance file")
+    """``importance.json`` of a folder, schema-checked (middle, ranking and scores consistent;
+    :class:`~scaleot.validate.schemas.ImportanceDoc`) but the hashes not verified: for
+    "is it finished?" checks."""
+    from scaleot.validate.files import read_json_object
+    from scaleot.validate.schemas import ImportanceDoc, validate_doc
+
+    info = read_json_object(Path(folder) / "importance.json", "importance.json")
+    validate_doc(ImportanceDoc, info, f"importance.json in {folder}")
+    return info
 
 
 def read_importance(folder: str | Path, base_fingerprint: str, with_harmonizers: bool):
@@ -52,11 +58,11 @@ def read_importance(folder: str | Path, base_fingerprint: str, with_harmonizers:
         ``(importance.json dict, {block: Harmonizer} or None, record for emulator.json)``.
 
     Raises:
-        ScaleOTError: a tampered folder, another model's folder, or no ranking.
+        ScaleOTError: a tampered or malformed folder, another model's folder, or no ranking.
     """
     folder = Path(folder)
     verify_manifest(folder, KIND)
-    info = read_json(folder / "importance.json", "importance.json")
+    info = read_importance_info(folder)
     if info.get("model_fingerprint") != base_fingerprint:
         raise ScaleOTError(f"importance folder {folder} was computed on other weights "
                            f"({info.get('model_fingerprint')}, this model is {base_fingerprint})")

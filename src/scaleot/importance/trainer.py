@@ -80,14 +80,19 @@ class ImportanceTrainer:
         run_dir: the run folder (:class:`~scaleot.run_folder.RunFolder`: checkpoints, and
             ``log.jsonl`` + ``tb/`` once :meth:`RunFolder.open_log` is called); None = neither.
         progress: show a tqdm bar on rank 0.
+        provenance: what the scores are computed on (corpus, model, adapter split); recorded
+            in every checkpoint and checked on resume (:mod:`scaleot.validate.provenance`).
     """
 
     def __init__(self, model: nn.Module, train_blocks: torch.Tensor, heldout_blocks: torch.Tensor,
-                 config: ImportanceConfig, run_dir: str | Path | None = None, progress: bool = True):
+                 config: ImportanceConfig, run_dir: str | Path | None = None, progress: bool = True,
+                 provenance: dict | None = None):
         self.model, self.config, self.progress = model, config, progress
+        self.provenance = dict(provenance or {})
         self.rank, self.world = _dist()
         self.folder = None if run_dir is None else RunFolder(
-            run_dir, config.to_dict(), may_change=ImportanceConfig.RESUMABLE_CHANGES, main=self.rank == 0)
+            run_dir, config.to_dict(), may_change=ImportanceConfig.RESUMABLE_CHANGES, main=self.rank == 0,
+            provenance=self.provenance)
         for name, size in (("batch_size", config.batch_size), ("score_batch_size", config.score_batch_size)):
             if size % self.world:
                 raise ScaleOTError(f"{name} {size} is not divisible by the {self.world} data-parallel processes")
@@ -220,19 +225,29 @@ class ImportanceTrainer:
 
         Raises:
             ScaleOTError: the checkpoint was made with different options (other than
-                ``steps`` / ``checkpoint_every``).
+                ``steps`` / ``checkpoint_every``) or on other inputs, or is damaged.
         """
+        from scaleot.validate.schemas import ImportanceStateDoc, validate_doc
+
         loaded = self.folder.resume(self.optimizer, required=False) if self.folder is not None else None
         if loaded is None:
             return False
         weights, state = loaded
-        for i, h in self.stand_ins.items():
-            sd = {k.split(".", 2)[2]: v for k, v in weights.items() if k.startswith(f"harmonizer.{i}.")}
-            if sd:
-                h.load_state_dict(sd)
-        self.scores = weights["scores"].to(torch.float64).clone()
-        self.sample_gen.set_state(weights["gen.sample"])
-        self.data_gen.set_state(weights["gen.data"])
+        ckpt = f"{self.folder.path / 'checkpoints'} (step {state.get('step')})"
+        validate_doc(ImportanceStateDoc, state, f"checkpoint state {ckpt}")
+        try:
+            for i, h in self.stand_ins.items():
+                sd = {k.split(".", 2)[2]: v for k, v in weights.items() if k.startswith(f"harmonizer.{i}.")}
+                if sd:
+                    h.load_state_dict(sd)
+            scores = weights["scores"].to(torch.float64).clone()
+            if scores.shape != self.scores.shape or not torch.isfinite(scores).all():
+                raise ValueError("scores do not fit this run")
+            self.scores = scores
+            self.sample_gen.set_state(weights["gen.sample"])
+            self.data_gen.set_state(weights["gen.data"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise ScaleOTError(f"cannot resume from {ckpt}: damaged checkpoint ({str(e).splitlines()[0][:120]})") from None
         self.step, self.last, self.times = int(state["step"]), state.get("last", {}), state.get("times", self.times)
         return True
 

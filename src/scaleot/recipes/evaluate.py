@@ -21,6 +21,7 @@ import typer
 from scaleot.errors import ScaleOTError, check
 from scaleot.models.device import AUTOCAST, lm_eval_autocast
 from scaleot.models.loading import DEFAULT_MODEL
+from scaleot.validate.options import nonfinite_fields
 
 
 @dataclass
@@ -41,9 +42,10 @@ class EvaluateConfig:
     perplexity_corpus: str | None = None
     perplexity_blocks: int = 32
     out: str | None = None
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = nonfinite_fields(self)
         if not self.tasks:
             problems.append("at least one --task is needed")
         if self.limit is not None and self.limit <= 0:
@@ -59,6 +61,11 @@ class EvaluateConfig:
         if self.perplexity_blocks <= 0:
             problems.append(f"--ppl-blocks must be > 0 (got {self.perplexity_blocks})")
         check("evaluate options", problems)
+        if self.out:
+            from scaleot.outputs import check_output_file, local_path
+
+            check_output_file(self.out, overwrite=self.overwrite,
+                              inputs=[local_path(self.model), *(local_path(t) for t in self.tasks)])
 
 
 def setup(cfg: EvaluateConfig):
@@ -123,8 +130,13 @@ def evaluate(cfg: EvaluateConfig) -> tuple[dict, str]:
 
 def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | None, ft: list[str] | None,
                         limit: int | None, batch_size: int, autocast: str | None, device: str | None,
-                        out: str | None, scorer: str | None = None) -> str:
-    """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table."""
+                        out: str | None, overwrite: bool = False, tasks: list[str] | None = None,
+                        scorer: str | None = None) -> str:
+    """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table.
+
+    ``tasks`` are the task specs the adapters' recorded tasks are matched against (local
+    task files are recorded by name and content hash only).
+    """
     from scaleot.evaluation.offsite import evaluate_offsite
     from scaleot.evaluation.tables import offsite_table
     from scaleot.manifest import write_json_atomic
@@ -139,8 +151,13 @@ def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | 
     if scorer is not None and scorer not in SCORERS:
         problems.append(f"--scorer must be one of {', '.join(SCORERS)} (got {scorer!r})")
     check("evaluate --offsite options", problems)
+    if out:
+        from scaleot.outputs import check_output_file
+
+        check_output_file(out, overwrite=overwrite, inputs=[emulator, *adapters, *(ft or [])])
+        check_output_file(Path(out).with_suffix(".md"), overwrite=overwrite, what="--out (its .md)")
     doc = evaluate_offsite(model, emulator, adapters, ft, limit=limit, batch_size=batch_size,
-                           autocast=autocast, device=device, scorer=scorer)
+                           autocast=autocast, device=device, tasks=tasks, scorer=scorer)
     table = offsite_table(doc)
     if out:
         write_json_atomic(Path(out), doc)
@@ -165,6 +182,7 @@ def command(
     ppl_corpus: Annotated[str | None, typer.Option(help="also report perplexity on this corpus's held-out text (kjv, .txt, .jsonl)")] = None,
     ppl_blocks: Annotated[int, typer.Option(help="number of 128-token blocks for perplexity")] = 32,
     out: Annotated[str | None, typer.Option(help="write the results JSON here")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out file")] = False,
     offsite: Annotated[bool, typer.Option(help="the five offsite rows + Delta (needs --emulator, --adapter)")] = False,
     emulator: Annotated[str | None, typer.Option(help="--offsite: the emulator bundle")] = None,
     adapter: Annotated[list[str], typer.Option(help="--offsite: data owner's adapter, one per task; repeatable")] = None,
@@ -175,11 +193,12 @@ def command(
         if autocast not in AUTOCAST:
             raise ScaleOTError(f"--autocast must be one of {', '.join(AUTOCAST)} (got {autocast!r})")
         typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size,
-                                       lm_eval_autocast(autocast, device), device, out, scorer=scorer))
+                                       lm_eval_autocast(autocast, device), device, out,
+                                       overwrite=overwrite, tasks=task, scorer=scorer))
         return
     cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, split_seed=split_seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
                          autocast=autocast, scorer=scorer, perplexity_corpus=ppl_corpus,
-                         perplexity_blocks=ppl_blocks, out=out)
+                         perplexity_blocks=ppl_blocks, out=out, overwrite=overwrite)
     _, table = evaluate(cfg)
     typer.echo(table)

@@ -41,7 +41,8 @@ class FinetuneRecipe:
 
     def __init__(self, out: str | Path, task: str, config: FinetuneConfig, emulator: str | Path | None = None,
                  model: str | None = None, blocks: str = "all", adapter: AdapterSplit | str = "2,2",
-                 run_dir: str | Path | None = None, resume: bool = False, progress: bool = True):
+                 run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+                 overwrite: bool = False):
         if (emulator is None) == (model is None):
             raise ScaleOTError("give exactly one of --emulator DIR (data owner) or --model M (FT row)")
         if blocks not in ("all", "sandwich"):
@@ -50,7 +51,18 @@ class FinetuneRecipe:
         self.emulator, self.model_name = emulator, model
         self.blocks, self.split = blocks, AdapterSplit.parse(adapter)
         self.run_dir = Path(run_dir) if run_dir else self.out.with_name(self.out.name + ".run")
-        self.resume, self.progress = resume, progress
+        self.resume, self.progress, self.overwrite = resume, progress, overwrite
+        self.check_paths()
+
+    def check_paths(self) -> None:
+        """Refuse a destructive ``--out`` or ``--run-dir`` before any work (:mod:`scaleot.outputs`)."""
+        from scaleot.outputs import check_output, check_run_dir, local_path
+
+        if self.blocks == "sandwich" and self.split.n_bottom + self.split.n_top < 1:
+            raise ScaleOTError(f"--adapter needs at least one adapter block with --blocks sandwich (got {self.split})")
+        inputs = [self.emulator, local_path(self.model_name), local_path(self.task)]
+        check_output(self.out, "adapter", overwrite=self.overwrite, inputs=[*inputs, self.run_dir])
+        check_run_dir(self.run_dir, resume=self.resume, overwrite=self.overwrite, inputs=[*inputs, self.out])
 
     def setup(self) -> None:
         t0 = time.perf_counter()
@@ -81,13 +93,25 @@ class FinetuneRecipe:
         self.setup_seconds = time.perf_counter() - t0
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
+    def provenance(self) -> dict:
+        """What this run trains on; every checkpoint records it and ``--resume`` checks it."""
+        from scaleot.validate.provenance import task_provenance
+
+        return dict(task_provenance(self.splits), base_fingerprint=self.identity["base_fingerprint"],
+                    emulator_fingerprint=self.identity["emulator_fingerprint"],
+                    positions=list(self.positions), sources=list(self.sources))
+
     def train(self) -> None:
         self.result = train(self.model, self.tokenizer, self.splits, self.config, self.run_dir,
-                            resume=self.resume, step_controller=self.controller, progress=self.progress)
+                            resume=self.resume, step_controller=self.controller, progress=self.progress,
+                            provenance=self.provenance())
 
     def save(self) -> Path:
+        from scaleot.disclosure import public_info, public_task
+        from scaleot.outputs import check_output
+
         info = dict(self.identity, method=self.config.method, options=self.config.to_dict(),
-                    data=self.splits.describe(), validation=self.result.validation, best=self.result.best,
+                    data=dict(self.splits.describe(), **public_task(self.task)), validation=self.result.validation, best=self.result.best,
                     steps=self.result.steps, params=self.params,
                     timing=dict(self.result.timing, setup_seconds=round(self.setup_seconds, 2)))
         extra = None
@@ -97,7 +121,8 @@ class FinetuneRecipe:
             def extra(folder: Path) -> None:
                 save_importance(self.controller.controller, folder)
 
-        return write_adapter(self.out, self.model, self.positions, self.sources, info, self.peft_model,
+        check_output(self.out, "adapter", overwrite=self.overwrite)  # still safe after training
+        return write_adapter(self.out, self.model, self.positions, self.sources, public_info(info), self.peft_model,
                              extra_writer=extra)
 
     def run(self) -> Path:
@@ -122,9 +147,11 @@ def command(
     adapter: Annotated[str, typer.Option(help="with --blocks sandwich: adapter blocks N_BOTTOM,N_TOP")] = "2,2",
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and logs (default OUT.run)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing adapter at --out and "
+                                            "start the run folder over")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
 ) -> None:
     config = replace(config, device=device)
     path = run_finetune(out, task, config, emulator=emulator, model=model, blocks=blocks,
-                        adapter=AdapterSplit.parse(adapter), run_dir=run_dir, resume=resume)
+                        adapter=AdapterSplit.parse(adapter), run_dir=run_dir, resume=resume, overwrite=overwrite)
     typer.echo(f"adapter written to {path}")

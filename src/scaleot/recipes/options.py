@@ -150,12 +150,20 @@ def config_command(cls: type, name: str = "config"):
 def config_from_section(cls: type, section: dict | None, where: str, extra: tuple[str, ...] = (),
                         **fixed) -> dict:
     """Check a run-YAML section against ``cls``: known names only (``adapter:`` or
-    ``n_bottom``/``n_top``), values valid; returns the section's keyword arguments
-    (``adapter`` expanded, ``extra`` keys kept); ``fixed`` are defaults for the check only.
+    ``n_bottom``/``n_top``), each value strictly of its field's type and finite
+    (:func:`scaleot.validate.options.option_problems`, nested configs key by key; ``extra``
+    keys are strings), then valid for ``cls`` itself; returns the section's keyword
+    arguments (``adapter`` expanded, ``extra`` keys kept); ``fixed`` are defaults for the
+    check only.
 
     Raises:
-        ConfigError: unknown keys, or what ``cls`` itself rejects (all at once).
+        ConfigError: unknown keys, wrong types, or what ``cls`` itself rejects (all at once,
+            each named ``where.key``).
     """
+    from scaleot.validate.options import option_problems
+
+    if section is not None and not isinstance(section, dict):
+        raise ScaleOTError(f"{where}: expected a mapping of options, found {type(section).__name__}")
     section = dict(section or {})
     names = {f.name for f in fields(cls)}
     known = names | ({"adapter"} if set(SPLIT_FIELDS) <= names else set()) | set(extra)
@@ -165,6 +173,7 @@ def config_from_section(cls: type, section: dict | None, where: str, extra: tupl
         if set(SPLIT_FIELDS) & set(section):
             raise ScaleOTError(f"{where}: give adapter or n_bottom/n_top, not both")
         section.update(AdapterSplit.parse(section.pop("adapter"), name=f"{where}: adapter").to_dict())
+    check(where, option_problems(cls, section, where, extra={k: str for k in extra}))
     kwargs = {k: v for k, v in section.items() if k not in extra}  # what cls itself must accept
     try:
         cls(**dict(fixed, **kwargs))

@@ -1,8 +1,10 @@
 """Plug a tuned adapter into the full model and write a standard HF model folder.
 
 The model owner's step (docs/method.md section 1, step 4): the adapter must have been tuned on
-an emulator of this very model (checked by fingerprint), otherwise it is refused. ``--model``
-defaults to the base model recorded in the adapter's ``adapter.json``. LoRA
+an emulator of this very model (checked by fingerprint), and may change only the adapter
+blocks of the emulator bundle it names (``--emulator``), otherwise it is refused.
+``--model`` defaults to the base model recorded in the adapter's ``adapter.json`` (a
+known name; a local folder is recorded by its name only, so pass ``--model`` for it). LoRA
 adapters are merged, so ``AutoModelForCausalLM.from_pretrained(OUT)`` loads the result.
 """
 
@@ -23,13 +25,18 @@ __all__ = ["command", "plug", "plug_into", "check_adapter_fits"]
 def command(
     adapter: Annotated[Path, typer.Option(help="tuned adapter folder (from scaleot finetune)")],
     out: Annotated[Path, typer.Option(help="output HF model folder")],
+    emulator: Annotated[Path | None, typer.Option(help="the emulator bundle the adapter was tuned on "
+                                                  "(required: it says which blocks the adapter may change)")] = None,
     model: Annotated[str | None, typer.Option(help="the full model: a known name or a local HF folder "
                                               "(default: the base model the adapter records)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing plug-in model at --out")] = False,
+    self_tuned: Annotated[bool, typer.Option("--self-tuned", help="your own adapter tuned on the full model "
+                                             "(scaleot finetune --model): no emulator")] = False,
 ) -> None:
     if model is None:
         model = read_adapter(adapter).info.get("base_model")
         if not model:
             raise ScaleOTError(f"adapter {adapter} records no base model: pass --model")
-    path = plug(model, adapter, out, device=device)
+    path = plug(model, adapter, out, device=device, emulator=emulator, overwrite=overwrite, self_tuned=self_tuned)
     typer.echo(f"plug-in model written to {path}")

@@ -35,18 +35,19 @@ from scaleot.errors import ScaleOTError, check
 from scaleot.finetune import FinetuneConfig
 from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
-from scaleot.models.device import AUTOCAST, lm_eval_autocast
+from scaleot.models.device import lm_eval_autocast
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.recipes.options import config_from_section
+from scaleot.recipes.run_config import job_problems
 from scaleot.split import AdapterSplit
 
 SECTIONS = {"model", "adapter", "tasks", "device", "importance", "emulators", "finetune", "ft", "plug",
             "evaluate", "report"}
-EVALUATE_OPTIONS = {"limit", "batch_size", "autocast", "scorer"}  # evaluate_offsite's keyword arguments
 JOB_KEYS = ("model", "device")  # job-level: every step uses the same model and device
 SECTION_CONFIGS = {"importance": ImportanceConfig, "emulators": EmulatorConfig, "finetune": FinetuneConfig,
                    "ft": FinetuneConfig}
 SECTION_EXTRAS = {"importance": ("corpus", "from"), "emulators": ("name",), "finetune": (), "ft": ()}
+RUN_FOLDER_ENTRIES = ("steps.json", "importance", "emulators", "adapters", "ft", "plugged", "eval", "report.md")
 
 
 def section_keys(section: str) -> set[str]:
@@ -81,25 +82,27 @@ def load_run_config(path: str | Path) -> dict:
     if not path.is_file():
         raise ScaleOTError(f"config not found: {path}")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ScaleOTError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise ScaleOTError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     problems = []
     if not isinstance(cfg, dict):
-        raise ScaleOTError(f"{path}: expected a mapping of sections")
+        raise ScaleOTError(f"{path}: expected a mapping of sections, found {type(cfg).__name__}")
     unknown = sorted(set(cfg) - SECTIONS)
     if unknown:
         problems.append(f"unknown sections {unknown} (known: {sorted(SECTIONS)})")
-    if not cfg.get("tasks") or not isinstance(cfg.get("tasks"), list):
-        problems.append("tasks: a list of at least one task is needed")
+    problems += job_problems(cfg)  # model, device, tasks (loaded), evaluate, report
     emus = cfg.get("emulators")
-    if not emus or not isinstance(emus, list) or not all(isinstance(e, dict) and e.get("name") for e in emus):
+    if not emus or not isinstance(emus, list) or \
+            not all(isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] for e in emus):
         problems.append("emulators: a list of {name, method, ...} entries is needed")
     elif len({e["name"] for e in emus}) != len(emus):
         problems.append("emulators: names must be unique")
-    elif "plug" in cfg and (not isinstance(cfg["plug"], list) or set(cfg["plug"]) - {e["name"] for e in emus}):
-        problems.append(f"plug: a list of emulator names is needed (got {cfg['plug']!r})")
-    problems += evaluate_problems(cfg.get("evaluate"))
+    elif "plug" in cfg and (not isinstance(cfg["plug"], list) or not all(isinstance(n, str) for n in cfg["plug"])
+                            or set(cfg["plug"]) - {e["name"] for e in emus}):
+        problems.append(f"plug: a list of emulator names is needed (got {cfg['plug']!r:.60})")
     if "adapter" in cfg:
         try:
             AdapterSplit.parse(cfg["adapter"], name="adapter")
@@ -128,11 +131,19 @@ def _check_sections(cfg: dict, problems: list[str]) -> None:
     cfg.setdefault("model", DEFAULT_MODEL)
     split = AdapterSplit.parse(cfg["adapter"], name="adapter") if "adapter" in cfg else None
     imp = cfg.get("importance") or {}
+    if not isinstance(imp, dict):
+        problems.append(f"importance: expected a mapping of options, found {type(imp).__name__}")
+        imp = {}
+    elif "from" in imp and not isinstance(imp["from"], str):
+        problems.append(f"importance.from: a folder path is needed (got {imp['from']!r:.40})")
     if "from" not in imp:
         imp = cfg["importance"] = _collect(problems, _section, "importance", imp, "importance", split) or imp
     for i, entry in enumerate(cfg["emulators"]):
         where = f"emulators[{entry['name']}]"
         ranked = entry.get("method", "scaleot") in NEEDS_IMPORTANCE
+        if "importance" in entry:
+            problems.append(f"{where}: importance is set by the run (its importance section), not per emulator")
+            continue
         entry = _collect(problems, _section, "emulators", entry, where, split,
                          **({"importance": "importance"} if ranked else {}))
         if entry is None:
@@ -148,25 +159,6 @@ def _check_sections(cfg: dict, problems: list[str]) -> None:
     if base is not None:
         cfg["finetune"] = base
         cfg["ft"] = _collect(problems, _section, "ft", cfg.get("ft"), "ft", None, **base) or cfg.get("ft")
-
-
-def evaluate_problems(section) -> list[str]:
-    """What is wrong with a run YAML's ``evaluate:`` section (options of :func:`evaluate_offsite`)."""
-    from scaleot.evaluation.mc import SCORERS
-
-    if section is None:
-        return []
-    if not isinstance(section, dict):
-        return ["evaluate: expected a mapping of options"]
-    problems = []
-    bad = sorted(set(section) - EVALUATE_OPTIONS)
-    if bad:
-        problems.append(f"evaluate: unknown options {bad} (known: {sorted(EVALUATE_OPTIONS)})")
-    if section.get("autocast", "none") not in AUTOCAST:
-        problems.append(f"evaluate: autocast must be one of {', '.join(AUTOCAST)} (got {section['autocast']!r})")
-    if "scorer" in section and section["scorer"] not in SCORERS:
-        problems.append(f"evaluate: scorer must be one of {', '.join(SCORERS)} (got {section['scorer']!r})")
-    return problems
 
 
 def digest(obj) -> str:
@@ -231,7 +223,7 @@ class RunRecipe:
             folder = self.out / "emulators" / entry["name"]
             deps = [opts, self.steps.get("importance", {}).get("digest")]
             out[entry["name"]] = self.step(f"emulate/{entry['name']}", folder, "emulator", deps,
-                                           lambda c=config, f=folder: run_emulate(c, f))
+                                           lambda c=config, f=folder: run_emulate(c, f, overwrite=True))
         return out
 
     def finetune(self, emulators: dict[str, Path]) -> tuple[dict, dict]:
@@ -246,7 +238,7 @@ class RunRecipe:
                 adapters.setdefault(name, {})[task] = self.step(
                     f"finetune/{name}/{task_dir(task)}", folder, "adapter", deps,
                     lambda t=task, f=folder, e=emu: run_finetune(
-                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress))
+                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress, overwrite=True))
         ft_opts = dict(base, **(self.cfg.get("ft") or {}))
         fts = {}
         for task in self.cfg["tasks"]:
@@ -254,10 +246,10 @@ class RunRecipe:
             fts[task] = self.step(f"ft/{task_dir(task)}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
                                   lambda t=task, f=folder: run_finetune(
                                       f, t, FinetuneConfig(**ft_opts), model=self.cfg["model"],
-                                      progress=self.progress))
+                                      progress=self.progress, overwrite=True))
         return adapters, fts
 
-    def plug(self, adapters: dict) -> None:
+    def plug(self, adapters: dict, emulators: dict) -> None:
         from scaleot.plug import PLUGGED_KIND, plug
 
         names = self.cfg.get("plug")
@@ -267,7 +259,8 @@ class RunRecipe:
                 folder = self.out / "plugged" / name / task_dir(task)
                 self.step(f"plug/{where}", folder, PLUGGED_KIND,
                           [self.steps.get(f"finetune/{where}", {}).get("digest")],
-                          lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
+                          lambda a=adapter, f=folder, n=name: plug(self.cfg["model"], a, f, device=self.device,
+                                                           emulator=emulators[n], overwrite=True))
 
     def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
         from scaleot.evaluation.offsite import evaluate_offsite, scorers_of
@@ -286,7 +279,7 @@ class RunRecipe:
             else:
                 t0 = time.perf_counter()
                 doc = evaluate_offsite(self.cfg["model"], emu, list(adapters[name].values()), list(fts.values()),
-                                       device=self.device, known=known,
+                                       device=self.device, known=known, tasks=list(self.cfg["tasks"]),
                                        **dict(opts, autocast=lm_eval_autocast(opts.get("autocast"), self.device)))
                 write_json_atomic(target, doc)
                 (target.with_suffix(".md")).write_text(offsite_table(doc) + "\n")
@@ -304,13 +297,25 @@ class RunRecipe:
         importance = self.importance()
         emulators = self.emulate(importance)
         adapters, fts = self.finetune(emulators)
-        self.plug(adapters)
+        self.plug(adapters, emulators)
         docs = self.evaluate(emulators, adapters, fts)
         return write_report(self.out, self.cfg, docs, self.steps, importance)
 
 
+def check_run_out(out: str | Path, config: str | Path | dict) -> None:
+    """A run folder is new, empty, or an earlier run's (``steps.json``); never a user's folder."""
+    from scaleot.outputs import check_output
+
+    out = Path(out)
+    inputs = [] if isinstance(config, dict) else [config]
+    earlier_run = (out / "steps.json").is_file()  # an earlier run: continue it, skipping finished steps
+    own = [p.name for p in out.iterdir()] if earlier_run and out.is_dir() else RUN_FOLDER_ENTRIES
+    check_output(out, "run", resume=True, inputs=inputs, own_entries=own)
+
+
 def run_job(config: str | Path | dict, out: str | Path, progress: bool = True) -> Path:
     """Python API: run a job from a YAML path (or an already loaded dict); returns ``report.md``."""
+    check_run_out(out, config)
     cfg = load_run_config(config) if not isinstance(config, dict) else config
     return RunRecipe(cfg, out, progress=progress).run()
 
