@@ -263,3 +263,13 @@ def test_run_config_checks_the_evaluate_section(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ScaleOTError, match=r"unknown options \['beams'\].*scorer must be one of fast, lm-eval"):
         load_run_config(path)
+
+
+def test_probe_catches_a_cached_path_that_disagrees(monkeypatch):
+    from scaleot.evaluation import fast_mc
+
+    model = tiny("llama")
+    assert fast_scorer_problem(model) is None
+    monkeypatch.setattr(fast_mc.ContextSharingScorer, "score_groups",
+                        lambda self, groups: [[-1.0] * len(g.choices) for g in groups])
+    assert "differs from a plain forward pass" in fast_scorer_problem(model)
