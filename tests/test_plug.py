@@ -37,7 +37,7 @@ def test_plugin_reproduces_tuned_adapter_in_full_model(tiny_world, one_thread, t
     root, model_dir, task, emu = tiny_world
     recipe, adapter = _tune(tmp_path, task, emu, method)
     tuned = recipe.peft_model.merge_and_unload() if method == "lora" else recipe.model
-    out = plug(str(model_dir), adapter, tmp_path / "plugged", device="cpu")
+    out = plug(str(model_dir), adapter, tmp_path / "plugged", device="cpu", emulator=emu)
     plugged = AutoModelForCausalLM.from_pretrained(out)  # a standard HF folder
     original, _ = load_model(str(model_dir), device="cpu")
     p_blocks, o_blocks, t_blocks = get_blocks(plugged), get_blocks(original), get_blocks(tuned)
@@ -70,19 +70,20 @@ def test_foreign_and_tampered_adapters_are_refused(tiny_world, one_thread, tmp_p
     _, adapter = _tune(tmp_path, task, emu, "full")
     other = tiny_model_dir(tmp_path, seed=1)
     with pytest.raises(ScaleOTError, match="tuned for another model"):
-        plug(str(other), adapter, tmp_path / "nope", device="cpu")
+        plug(str(other), adapter, tmp_path / "nope", device="cpu", emulator=emu)
     assert not (tmp_path / "nope").exists()
     capsys.readouterr()
-    code = cli_main(["plug", "--model", str(other), "--adapter", str(adapter), "--out", str(tmp_path / "x")])
+    code = cli_main(["plug", "--model", str(other), "--adapter", str(adapter), "--out", str(tmp_path / "x"),
+                     "--emulator", str(emu)])
     err = _error_lines(capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("scaleot: error: adapter")
     with open(adapter / "adapter.safetensors", "r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01\x02")
     with pytest.raises(ScaleOTError, match="sha256 mismatch"):
-        plug(str(model_dir), adapter, tmp_path / "nope", device="cpu")
+        plug(str(model_dir), adapter, tmp_path / "nope", device="cpu", emulator=emu)
     code = cli_main(["plug", "--model", str(model_dir), "--adapter", str(tmp_path / "missing"),
-                     "--out", str(tmp_path / "x")])
+                     "--out", str(tmp_path / "x"), "--emulator", str(emu)])
     err = _error_lines(capsys)
     assert code == 2 and len(err) == 1 and "not a folder" in err[0]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from scaleot.manifest import atomic_output_dir
 
@@ -84,7 +84,9 @@ def save_checkpoint(
     with atomic_output_dir(target) as tmp:
         save_file(tensors, str(tmp / "tensors.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, default=str))
-    for old in sorted(root.glob("step-*"))[:-keep]:
+    from scaleot.validate.provenance import prunable
+
+    for old in prunable(root, step, meta, keep):  # only this run's older checkpoints
         shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -99,12 +101,20 @@ def load_checkpoint(
     path: str | Path, optimizer: torch.optim.Optimizer | None = None, restore_random: bool = True,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Load ``(weights, state)``; restores the optimizer and RNG states in place."""
+    from scaleot.errors import ScaleOTError
+    from scaleot.validate.files import load_safetensors, read_json_object
+    from scaleot.validate.schemas import CheckpointStateDoc, validate_doc
+
     path = Path(path)
-    tensors = load_file(str(path / "tensors.safetensors"))
-    state = json.loads((path / "state.json").read_text())
-    if optimizer is not None and "optimizer" in state:
-        optimizer_from_flat(optimizer, tensors, state["optimizer"])
-    if restore_random:
-        restore_rng(tensors, state.get("python_random"))
+    state = read_json_object(path / "state.json", "checkpoint state")
+    validate_doc(CheckpointStateDoc, state, f"checkpoint state {path / 'state.json'}")
+    tensors = load_safetensors(path / "tensors.safetensors", f"checkpoint {path}")
+    try:
+        if optimizer is not None and "optimizer" in state:
+            optimizer_from_flat(optimizer, tensors, state["optimizer"])
+        if restore_random:
+            restore_rng(tensors, state.get("python_random"))
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+        raise ScaleOTError(f"checkpoint {path} does not fit this run ({str(e).splitlines()[0][:120]})") from None
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     return weights, state

@@ -47,21 +47,32 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: str | Path, what: str = "file") -> dict:
-    """Read a JSON file, or fail with one line naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScaleOTError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ScaleOTError(f"{what} {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    """Read a JSON object strictly (UTF-8, finite numbers), or fail with one line naming it."""
+    from scaleot.validate.files import read_json_object
+
+    return read_json_object(path, what)
+
+
+def command_name() -> str:
+    """``scaleot <subcommand>``: which step made an artifact, without paths or options.
+
+    Artifacts cross to the other party, so the full command line (local paths, file
+    names) is never recorded.
+    """
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return f"scaleot {args[0]}" if args and args[0].isidentifier() else "scaleot"
 
 
 def write_manifest(folder: str | Path, kind: str, info: dict | None = None) -> dict:
@@ -80,7 +91,7 @@ def write_manifest(folder: str | Path, kind: str, info: dict | None = None) -> d
         "kind": kind,
         "created_by": f"scaleot {__version__}",
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": sys.argv,
+        "command": command_name(),
         "files": files,
         "info": info or {},
     }
@@ -103,10 +114,16 @@ def verify_manifest(folder: str | Path, kind: str | None = None) -> dict:
         raise ScaleOTError(f"{folder} is not a scaleot artifact (foreign manifest)")
     if kind is not None and manifest.get("kind") != kind:
         raise ScaleOTError(f"{folder} holds a {manifest.get('kind')!r} artifact, expected {kind!r}")
-    for rel, meta in manifest.get("files", {}).items():
+    from scaleot.validate.files import safe_relative
+    from scaleot.validate.schemas import ManifestDoc, validate_doc
+
+    validate_doc(ManifestDoc, manifest, f"manifest {folder / MANIFEST}")
+    for rel, meta in manifest["files"].items():
+        if not safe_relative(rel) or rel == MANIFEST:
+            raise ScaleOTError(f"{folder}: manifest path {rel!r} leaves the folder")
         p = folder / rel
-        if not p.is_file():
-            raise ScaleOTError(f"{folder}: file {rel} listed in the manifest is missing")
+        if p.is_symlink() or not p.is_file():
+            raise ScaleOTError(f"{folder}: file {rel} listed in the manifest is missing or a link")
         if p.stat().st_size != meta["bytes"]:
             raise ScaleOTError(f"{folder}: file {rel} is truncated or resized (hash check failed)")
         if sha256_file(p) != meta["sha256"]:
@@ -130,19 +147,25 @@ def atomic_output_dir(target: str | Path, overwrite: bool = True) -> Iterator[Pa
     On an exception the temporary folder is removed and ``target`` is left as it was.
     """
     target = Path(target)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ScaleOTError(f"output {target} exists and is not a folder; refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
         raise ScaleOTError(f"output exists: {target} (remove it or pass --overwrite)")
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)  # put the previous artifact back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)

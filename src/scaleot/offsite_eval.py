@@ -30,6 +30,7 @@ from scaleot.data import SplitConfig, load_task
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.adapter_io import TunedAdapter, read_adapter
 from scaleot.plug import check_adapter_fits, plug_into
+from scaleot.validate.exchange import check_adapter_matches_bundle
 
 ROWS = ("Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in")
 
@@ -89,6 +90,10 @@ def evaluate_offsite(
         if task in by_task:
             raise ScaleOTError(f"two adapters for task {task}: {by_task[task].path} and {a.path}")
         by_task[task] = a
+    for f in fts:
+        if f.info.get("emulator_fingerprint") is not None:
+            raise ScaleOTError(f"--ft {f.path} is a data owner's adapter (tuned on an emulator); "
+                               "the FT row needs one tuned on the full model (scaleot finetune --model)")
     ft_by_task = {_split_of(f)[0]: f for f in fts}
     extra = sorted(set(ft_by_task) - set(by_task))
     if extra:
@@ -100,6 +105,8 @@ def evaluate_offsite(
     for a in tuned:
         if a.info.get("emulator_fingerprint") != emu_fp:
             raise ScaleOTError(f"adapter {a.path} was not tuned on emulator {emulator} (fingerprint differs)")
+        check_adapter_matches_bundle(a.info, bundle.info, emu_fp, f"adapter {a.path}")
+    allowed = list(bundle.adapter_sources)
     full, tok = load_model(model, device=device)
     base_fp = fingerprint_model(full)
     for a in tuned + fts:
@@ -126,11 +133,11 @@ def evaluate_offsite(
     for task, a in by_task.items():
         def emu_ft(a=a):
             m, t = emulator_model()
-            return plug_into(m, a, check=False, block_of_source=place), t
+            return plug_into(m, a, check=False, block_of_source=place, allowed=allowed), t
 
         def plugged(a=a):
             m, t = load_model(model, device=device)
-            return plug_into(m, a, check=False), t
+            return plug_into(m, a, check=False, allowed=allowed), t
 
         rows[task]["Emu FT"] = _score(emu_ft, [splits[task]], **kw)[task]
         rows[task]["Plug-in"] = _score(plugged, [splits[task]], **kw)[task]

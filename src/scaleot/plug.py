@@ -10,18 +10,16 @@ its emulator (the Emu FT row) through a source -> position map.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.adapter_io import TunedAdapter, read_adapter
 from scaleot.finetune.trainable import rename_blocks
-from scaleot.manifest import atomic_output_dir, read_json, write_json_atomic, write_manifest
+from scaleot.manifest import atomic_output_dir, write_json_atomic, write_manifest
 from scaleot.models import (
     arch_spec,
     fingerprint_model,
@@ -53,30 +51,32 @@ def check_adapter_fits(model: nn.Module, adapter: TunedAdapter, fingerprint: str
         raise ScaleOTError(f"adapter {adapter.path} names blocks {bad} outside this model's {n} blocks")
 
 
-def lora_deltas(adapter: TunedAdapter) -> dict[str, torch.Tensor]:
+def lora_deltas(adapter: TunedAdapter, model: nn.Module | None = None,
+                allowed: list[int] | None = None, blocks_path: str | None = None) -> dict[str, torch.Tensor]:
     """``{module path (full-model numbering): delta W [out, in]}`` of a LoRA adapter.
 
     ``delta W = scaling * B @ A`` with ``scaling = lora_alpha / r`` (``/ sqrt(r)`` for rsLoRA),
-    exactly what peft's ``merge_and_unload`` adds.
+    exactly what peft's ``merge_and_unload`` adds. With ``model``, every pair is first
+    checked against it (:func:`scaleot.validate.exchange.check_lora_tensors`): only
+    projections of the ``allowed`` blocks (default: the adapter's own), right shapes, finite.
     """
-    cfg = read_json(adapter.path / "adapter_config.json", "adapter_config.json")
-    r, alpha = cfg["r"], cfg["lora_alpha"]
-    scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
-    state = load_file(str(adapter.path / "adapter_model.safetensors"))
-    deltas = {}
-    for key, a in state.items():
-        if ".lora_A." not in key:
-            continue
-        path = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-        b = state[key.replace(".lora_A.", ".lora_B.")]
-        deltas[path] = (b.float() @ a.float()) * scaling
-    if not deltas:
-        raise ScaleOTError(f"adapter {adapter.path}: no LoRA weights in adapter_model.safetensors")
-    return deltas
+    from scaleot.validate.artifacts import read_lora_config
+    from scaleot.validate.exchange import check_lora_tensors, lora_scale
+    from scaleot.validate.files import load_safetensors
+
+    cfg = read_lora_config(adapter.path)
+    state = load_safetensors(adapter.path / "adapter_model.safetensors",
+                             f"{adapter.path}: adapter_model.safetensors")
+    if model is None:
+        raise ScaleOTError("lora_deltas needs the model the adapter goes into")
+    pairs = check_lora_tensors(state, cfg, model, blocks_path or arch_spec(model).blocks,
+                               adapter.sources if allowed is None else allowed, f"adapter {adapter.path}")
+    scaling = lora_scale(cfg)
+    return {path: (b.float() @ a.float()) * scaling for path, (a, b) in pairs.items()}
 
 
 def plug_into(model: nn.Module, adapter: TunedAdapter | str | Path, check: bool = True,
-              block_of_source: dict[int, int] | None = None) -> nn.Module:
+              block_of_source: dict[int, int] | None = None, allowed: list[int] | None = None) -> nn.Module:
     """Put the adapter's weights into ``model`` in place (LoRA merged) and return it.
 
     Args:
@@ -85,50 +85,91 @@ def plug_into(model: nn.Module, adapter: TunedAdapter | str | Path, check: bool 
         check: refuse an adapter whose base fingerprint is not ``model``'s.
         block_of_source: full-model block index -> position in ``model`` (default identity);
             an emulator's ``dict(zip(adapter_sources, adapter_positions))`` gives Emu FT.
+        allowed: full-model blocks the adapter may change (default: its own
+            ``adapter_sources``; :func:`plug` passes the emulator bundle's adapter blocks).
+            Tensors for any other module, wrong shapes or dtypes, and NaN are refused.
     """
+    from scaleot.validate.exchange import check_full_tensors
+
     if not isinstance(adapter, TunedAdapter):
         adapter = read_adapter(adapter)
     if check:
         check_adapter_fits(model, adapter)
+    allowed = adapter.sources if allowed is None else list(allowed)
+    if sorted(adapter.sources) != sorted(allowed):
+        raise ScaleOTError(f"adapter {adapter.path}: adapter_sources {adapter.sources} are not the "
+                           f"allowed blocks {allowed}")
     mapping = block_of_source or {i: i for i in adapter.sources}
-    missing_src = [s for s in adapter.sources if s not in mapping]
-    if missing_src:
-        raise ScaleOTError(f"adapter {adapter.path}: blocks {missing_src} have no place in this model")
     spec = arch_spec(model)
     blocks = get_blocks(model)
+    missing_src = [s for s in adapter.sources if not 0 <= mapping.get(s, -1) < len(blocks)]
+    if missing_src:
+        raise ScaleOTError(f"adapter {adapter.path}: blocks {missing_src} have no place in this model")
     if adapter.method == "full":
+        tensors = adapter.full_weights()
+        # shapes are those of the full model's blocks (an emulator's adapter blocks are whole)
+        view = nn.ModuleList([blocks[mapping[i]] if i in mapping else nn.Identity()
+                              for i in range(max(mapping) + 1)])
+        check_full_tensors(tensors, view, allowed, f"adapter {adapter.path}")
         per_block: dict[int, dict] = {}
-        for key, t in adapter.full_weights().items():
+        for key, t in tensors.items():
             _, idx, name = key.split(".", 2)
             per_block.setdefault(int(idx), {})[name] = t
-        if sorted(per_block) != sorted(adapter.sources):
-            raise ScaleOTError(f"adapter {adapter.path}: tensors do not match its adapter_sources")
         for idx, state in per_block.items():
-            missing, unexpected = blocks[mapping[idx]].load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ScaleOTError(f"adapter {adapter.path}: block {idx} does not fit "
-                                   f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+            blocks[mapping[idx]].load_state_dict(state, strict=True)
         return model
+    view_model = model if block_of_source is None else None
+    deltas = lora_deltas(adapter, view_model or _FullNamed(model, spec.blocks, mapping), allowed, spec.blocks)
     with torch.no_grad():
-        for path, delta in lora_deltas(adapter).items():
+        for path, delta in deltas.items():
             target = get_submodule(model, rename_blocks(path, spec.blocks, mapping))
             w = target.weight
             w.add_((delta.t() if spec.transposed else delta).to(w.dtype))
     return model
 
 
-def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = None) -> Path:
+class _FullNamed:
+    """``get_submodule`` by full-model block index on a model whose blocks sit elsewhere."""
+
+    def __init__(self, model: nn.Module, blocks_path: str, mapping: dict[int, int]):
+        self.model, self.blocks_path, self.mapping = model, blocks_path, mapping
+
+    def get_submodule(self, path: str) -> nn.Module:
+        return self.model.get_submodule(rename_blocks(path, self.blocks_path, self.mapping))
+
+
+def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = None,
+         emulator: str | Path | None = None, overwrite: bool = False) -> Path:
     """Load ``model``, plug ``adapter`` in, write a standard HF model folder to ``out``.
 
-    The folder loads with ``AutoModelForCausalLM.from_pretrained``; ``plugin.json``
-    records the adapter and both fingerprints; ``manifest.json`` has kind ``plugged-model``.
+    The adapter may change only the adapter blocks of ``emulator``, the bundle it names
+    (its fingerprint is recorded at tuning time and checked here): see
+    :mod:`scaleot.validate.exchange`. The folder loads with
+    ``AutoModelForCausalLM.from_pretrained``; ``plugin.json`` records the adapter and both
+    fingerprints; ``manifest.json`` has kind ``plugged-model``.
+
+    Raises:
+        ScaleOTError: no ``emulator``; an adapter from another bundle or model, touching
+            anything but the bundle's adapter blocks, malformed or non-finite; an ``out``
+            that is an input, holds another artifact, or exists without ``overwrite``.
     """
+    from scaleot.outputs import check_output, local_path
+    from scaleot.validate.artifacts import read_bundle_info
+    from scaleot.validate.exchange import check_adapter_matches_bundle, check_finite_model
+
     t0 = time.perf_counter()
+    if emulator is None:
+        raise ScaleOTError("plug needs --emulator DIR: the bundle the adapter was tuned on "
+                           "(it says which blocks the adapter may change)")
+    check_output(out, PLUGGED_KIND, overwrite=overwrite, inputs=[adapter, emulator, local_path(model)])
     tuned = read_adapter(adapter)
+    bundle_info, bundle_fp = read_bundle_info(Path(emulator))
+    allowed = check_adapter_matches_bundle(tuned.info, bundle_info, bundle_fp, f"adapter {adapter}")
     full, tokenizer = load_model(model, device=device)
     base_fp = fingerprint_model(full)
     check_adapter_fits(full, tuned, base_fp)
-    plugged = plug_into(full, tuned, check=False)
+    plugged = plug_into(full, tuned, check=False, allowed=allowed)
+    check_finite_model(plugged, f"plug-in model {out}")
     with atomic_output_dir(out) as tmp:
         plugged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

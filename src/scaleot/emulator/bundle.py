@@ -25,14 +25,11 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from scaleot.emulator.config import METHODS
 from scaleot.emulator.layer_map import adapter_positions, adapter_sources, validate_layer_map
 from scaleot.emulator.src_compress import LowRankLinear, low_rank_shell
 from scaleot.errors import ScaleOTError
 from scaleot.manifest import (
     atomic_output_dir,
-    read_json,
-    verify_manifest,
     write_json_atomic,
     write_manifest,
 )
@@ -101,20 +98,6 @@ def shared_copy(block: nn.Module) -> nn.Module:
     return copy.deepcopy(block, memo)
 
 
-def _check_files(folder: Path, manifest: dict) -> None:
-    listed = set(manifest.get("files", {}))
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder).as_posix()
-        if p.is_file() and rel != "manifest.json" and rel not in listed:
-            raise ScaleOTError(f"{folder}: file {rel} is not listed in the manifest (refusing the bundle)")
-    for rel in listed:
-        if not rel.endswith(SAFE_SUFFIXES):
-            raise ScaleOTError(f"{folder}: file {rel} is not JSON/text/safetensors (refusing the bundle)")
-    for need in (INFO, WEIGHTS, "config.json"):
-        if need not in listed:
-            raise ScaleOTError(f"{folder}: incomplete emulator bundle (no {need})")
-
-
 def build_blocks(model: nn.Module, info: dict) -> list[nn.Module]:
     """Shells for every layer-map position, built on ``model``'s fresh blocks (loader side)."""
     spec = arch_spec(model)
@@ -140,6 +123,17 @@ def build_blocks(model: nn.Module, info: dict) -> list[nn.Module]:
     return out
 
 
+def check_src_ranks(layer_map: list[dict], config, folder: Path) -> None:
+    """SRC ranks name attention projections and lie in ``[1, min(out, in))``."""
+    hidden = getattr(config, "hidden_size", None)
+    roles = arch_spec(config.model_type).attn
+    for e in layer_map:
+        for name, r in (e.get("src_rank") or {}).items():
+            if name not in roles or (isinstance(hidden, int) and not 1 <= r <= hidden):
+                raise ScaleOTError(f"{folder}: emulator.json layer_map.{e['position']}.src_rank.{name} = {r!r} "
+                                   "is not a rank of an attention projection")
+
+
 def load_emulator(path: str | Path, device: str | None = None, dtype: str | None = None,
                   expected_base_fingerprint: str | None = None) -> EmulatorBundle:
     """Verify and load an emulator bundle.
@@ -154,24 +148,24 @@ def load_emulator(path: str | Path, device: str | None = None, dtype: str | None
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from scaleot.validate.artifacts import read_bundle_info
+
     folder = Path(path)
-    manifest = verify_manifest(folder, "emulator")
-    _check_files(folder, manifest)
-    info = read_json(folder / INFO, "emulator.json")
-    if info.get("format_version") != FORMAT_VERSION or info.get("method") not in METHODS:
-        raise ScaleOTError(f"{folder}: unsupported emulator.json (format {info.get('format_version')!r})")
+    info, fingerprint = read_bundle_info(folder)  # hashes, closed folder, emulator.json, config.json
     if expected_base_fingerprint and info.get("base_fingerprint") != expected_base_fingerprint:
         raise ScaleOTError(f"{folder}: emulator was built from other base weights "
                            f"({info.get('base_fingerprint')}, expected {expected_base_fingerprint})")
-    raw = read_json(folder / "config.json", "config.json")
-    if "auto_map" in raw:
-        raise ScaleOTError(f"{folder}: config.json asks for remote code (refusing the bundle)")
-    config = AutoConfig.from_pretrained(str(folder))
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except Exception as e:  # transformers raises many types for a bad config
+        raise ScaleOTError(f"{folder}: config.json is not a usable model config "
+                           f"({str(e).splitlines()[0][:160]})") from None
     spec = arch_spec(config.model_type)
     layer_map = info.get("layer_map")
     if not isinstance(layer_map, list) or len(layer_map) != getattr(config, spec.num_layers_attr):
         raise ScaleOTError(f"{folder}: layer map and config.json disagree on the number of blocks")
     validate_layer_map(layer_map)
+    check_src_ranks(layer_map, config, folder)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     blocks = build_blocks(model, info)
     set_blocks(model, blocks, list(range(len(blocks))))
@@ -180,6 +174,9 @@ def load_emulator(path: str | Path, device: str | None = None, dtype: str | None
     except RuntimeError as e:
         raise ScaleOTError(f"{folder}: model.safetensors does not match the layer map "
                            f"({str(e).splitlines()[0][:200]})") from None
+    from scaleot.validate.exchange import check_finite_model
+
+    check_finite_model(model, f"emulator bundle {folder}")
     dev = resolve_device(device)
     model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
     tokenizer = None
@@ -188,9 +185,12 @@ def load_emulator(path: str | Path, device: str | None = None, dtype: str | None
 
         from scaleot.models.loading import prepare_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        prepare_tokenizer(tokenizer)
-    fingerprint = "sha256:" + manifest["files"][WEIGHTS]["sha256"]
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            prepare_tokenizer(tokenizer)
+        except Exception as e:  # tokenizers raise many types for a malformed file
+            raise ScaleOTError(f"{folder}: the tokenizer files are malformed "
+                               f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
     return EmulatorBundle(model=model, tokenizer=tokenizer, info=info, fingerprint=fingerprint)
 
 

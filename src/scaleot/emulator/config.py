@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from scaleot.errors import check
+from scaleot.validate.options import nonfinite_fields
 
 METHODS = ("scaleot", "uniform", "uniform-kd", "crash", "drop")
 NEEDS_IMPORTANCE = ("scaleot", "drop")
@@ -86,6 +87,9 @@ class EmulatorConfig:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.kd_lr <= 0:
             problems.append(f"kd_lr must be > 0 (got {self.kd_lr})")
+        problems += nonfinite_fields(self)
+        if self.n_bottom + self.n_top < 1:
+            problems.append("the adapter needs at least one block (N_BOTTOM + N_TOP >= 1): nothing would train")
         check("emulator config", problems)
 
     def check_for(self, num_blocks: int) -> list[int]:

@@ -111,12 +111,19 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     def amp():
         return bf16_autocast(config.autocast == "bf16", device)
 
+    from scaleot.validate.provenance import check_resume, corpus_provenance
+
+    provenance = dict(corpus_provenance(config.corpus), label=label, model=config.model, layer_map=layer_map,
+                      lr=lr, kd_batch=config.kd_batch, block_size=config.block_size, seed=config.seed)
     step = 0
     if config.resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise ScaleOTError(f"--resume: no checkpoint in {run_dir}")
         weights, state = load_checkpoint(ckpt, optimizer)
+        check_resume(state, provenance, ckpt)
+        if set(weights) != set(params):
+            raise ScaleOTError(f"--resume: checkpoint {ckpt} holds other weights than this run trains")
         with torch.no_grad():
             for k, v in weights.items():
                 params[k].copy_(v)
@@ -149,7 +156,7 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
         bar.update(1)
         bar.set_postfix(nmse=f"{last['nmse']:.3f}", lm=f"{last['lm']:.3f}")
         if step % config.kd_checkpoint_every == 0 or step == steps:
-            save_checkpoint(run_dir, step, {k: p for k, p in params.items()}, optimizer, {"kind": label})
+            save_checkpoint(run_dir, step, {k: p for k, p in params.items()}, optimizer, {"kind": label, "provenance": provenance})
     bar.close()
     log.close()
     writer.close()

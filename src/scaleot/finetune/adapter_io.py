@@ -19,19 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from scaleot.errors import ScaleOTError
 from scaleot.finetune.trainable import block_state, rename_blocks
 from scaleot.manifest import (
     atomic_output_dir,
-    read_json,
     verify_manifest,
     write_json_atomic,
     write_manifest,
 )
 from scaleot.models import arch_spec
+from scaleot.validate.exchange import check_finite_tensors
 
 FORMAT_VERSION = 1
 KIND = "adapter"
@@ -54,7 +53,9 @@ class TunedAdapter:
 
     def full_weights(self) -> dict[str, torch.Tensor]:
         """``blocks.<i>.<param>`` tensors (``full`` method only)."""
-        return load_file(str(self.path / "adapter.safetensors"))
+        from scaleot.validate.files import load_safetensors
+
+        return load_safetensors(self.path / "adapter.safetensors", f"{self.path}: adapter.safetensors")
 
 
 def write_adapter(
@@ -82,8 +83,9 @@ def write_adapter(
     mapping = dict(zip(positions, sources, strict=True))
     with atomic_output_dir(out) as tmp:
         if info["method"] == "full":
-            save_file(block_state(model, positions, sources), str(tmp / "adapter.safetensors"),
-                      metadata={"format": "pt", "kind": "scaleot-adapter"})
+            state = block_state(model, positions, sources)
+            check_finite_tensors(state, f"adapter {out}")
+            save_file(state, str(tmp / "adapter.safetensors"), metadata={"format": "pt", "kind": "scaleot-adapter"})
         else:
             from peft import get_peft_model_state_dict
 
@@ -93,6 +95,7 @@ def write_adapter(
             state = get_peft_model_state_dict(peft_model)
             renamed = {rename_blocks(k, blocks_path, mapping): v.detach().cpu().contiguous()
                        for k, v in state.items()}
+            check_finite_tensors(renamed, f"adapter {out}")
             save_file(renamed, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
             cfg = copy.deepcopy(peft_model.peft_config["default"])
             cfg.target_modules = sorted(rename_blocks(t, blocks_path, mapping) for t in cfg.target_modules)
@@ -112,14 +115,9 @@ def read_adapter(path: str | Path) -> TunedAdapter:
     Raises:
         ScaleOTError: not an adapter folder, a modified or missing file, unknown format.
     """
+    from scaleot.validate.artifacts import check_adapter_folder
+
     path = Path(path)
-    verify_manifest(path, KIND)
-    info = read_json(path / "adapter.json", "adapter.json")
-    if info.get("format_version") != FORMAT_VERSION:
-        raise ScaleOTError(f"{path}: adapter format_version {info.get('format_version')!r} is not supported")
-    needed = ["adapter.safetensors"] if info.get("method") == "full" else ["adapter_config.json",
-                                                                           "adapter_model.safetensors"]
-    for name in needed:
-        if not (path / name).is_file():
-            raise ScaleOTError(f"{path}: {info.get('method')} adapter without {name}")
+    manifest = verify_manifest(path, KIND)
+    info = check_adapter_folder(path, manifest)
     return TunedAdapter(path, info)

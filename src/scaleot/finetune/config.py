@@ -6,6 +6,7 @@ import importlib.util
 from dataclasses import asdict, dataclass, field
 
 from scaleot.errors import check
+from scaleot.validate.options import nonfinite_fields
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 
@@ -104,6 +105,7 @@ class FinetuneConfig:
             problems.append(f"checkpoint_every must be >= 0 (got {self.checkpoint_every})")
         if not 0 <= self.lora_dropout < 1:
             problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        problems += nonfinite_fields(self)
         check("finetune config", problems)
 
     def to_dict(self) -> dict:

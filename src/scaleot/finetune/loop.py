@@ -36,6 +36,7 @@ from scaleot.errors import ScaleOTError
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast
+from scaleot.validate.provenance import check_resume
 
 
 class StepController(Protocol):
@@ -127,6 +128,7 @@ def train(
     resume: bool = False,
     step_controller: StepController | None = None,
     progress: bool = True,
+    provenance: dict | None = None,
 ) -> TrainResult:
     """Fine-tune the trainable weights of ``model`` on ``splits.train``; score ``splits.val``.
 
@@ -139,12 +141,16 @@ def train(
         run_dir: where checkpoints, ``log.jsonl`` and ``tb/`` go (never the adapter folder).
         resume: continue from the newest checkpoint in ``run_dir``.
         step_controller: optional IST-style hooks (see module docstring).
+        provenance: what this run trains on (task, model or emulator, adapter blocks);
+            recorded in every checkpoint and checked by ``resume``
+            (:mod:`scaleot.validate.provenance`).
 
     Returns:
         :class:`TrainResult` with the best-validation weights.
 
     Raises:
-        ScaleOTError: ``resume`` with no checkpoint, or a checkpoint from other options.
+        ScaleOTError: ``resume`` with no checkpoint, or a checkpoint from other options or
+            other inputs; a loss that becomes NaN or infinite.
     """
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
@@ -184,9 +190,12 @@ def train(
         if ckpt is None:
             raise ScaleOTError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
         weights, state = load_checkpoint(ckpt, optimizer)
+        check_resume(state, provenance or {}, ckpt)
         if state.get("options") != json.loads(json.dumps(options)):
             raise ScaleOTError(f"--resume: checkpoint {ckpt} was made with other options")
         current = dict(model.named_parameters())
+        if set(weights) != set(names) or any(weights[n].shape != current[n].shape for n in names):
+            raise ScaleOTError(f"--resume: checkpoint {ckpt} holds other weights than this run trains")
         with torch.no_grad():
             for n, t in weights.items():
                 current[n].copy_(t)
@@ -216,7 +225,7 @@ def train(
         accelerator.wait_for_everyone()
         if main:
             state = {"epoch": epoch, "micro_done": micro_done, "validation": validation, "best": best,
-                     "scheduler": scheduler.state_dict(), "options": options}
+                     "scheduler": scheduler.state_dict(), "options": options, "provenance": provenance or {}}
             if step_controller is not None:
                 state["controller"] = step_controller.state_dict()
             save_checkpoint(run_dir, step, _trainable_state(model), optimizer, state)
@@ -250,6 +259,9 @@ def train(
             batch = {k: v.to(device) for k, v in batch.items()}
             with bf16_autocast(config.bf16, device):
                 loss = loss_model(**batch) / config.grad_accum
+            if not torch.isfinite(loss.detach()).all():
+                raise ScaleOTError(f"the training loss became {loss.item()} at step {step + 1} "
+                                   "(diverged; lower --lr); nothing was written")
             accelerator.backward(loss)
             tokens += int(batch["attention_mask"].sum()) * world
             micro_done += 1

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from scaleot.errors import check
 from scaleot.tuners.harmonizer import HarmonizerConfig
+from scaleot.validate.options import nonfinite_fields
 
 VARIANTS = ("replace", "drop")
 REWARDS = ("normalized", "neg_loss", "exp")
@@ -83,6 +84,7 @@ class ImportanceConfig:
             p.append(f"lr must be > 0 (got {self.lr})")
         if not 0 < self.heldout_fraction < 1:
             p.append(f"heldout_fraction must be in (0, 1) (got {self.heldout_fraction})")
+        p += nonfinite_fields(self)
         check("importance config", p)
 
     def middle(self, num_blocks: int) -> list[int]:

@@ -211,7 +211,7 @@ class ImportanceTrainer:
         if self.rank == 0:
             save_checkpoint(self.run_dir, self.step, self._weights(), self.optimizer,
                             {"options": self.config.to_dict(), "middle": self.middle, "last": self.last,
-                             "times": self.times})
+                             "times": self.times, "provenance": getattr(self, "provenance", {})})
         if self.world > 1:
             dist.barrier()
 
@@ -226,7 +226,10 @@ class ImportanceTrainer:
         if ckpt is None:
             return False
         weights, state = load_checkpoint(ckpt, self.optimizer)
-        mine, theirs = self.config.to_dict(), state["options"]
+        from scaleot.validate.provenance import check_resume
+
+        check_resume(state, getattr(self, "provenance", {}), ckpt)
+        mine, theirs = self.config.to_dict(), state.get("options") or {}
         diff = [k for k in mine if k not in ImportanceConfig.RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
         if diff:
             raise ScaleOTError(f"cannot resume from {ckpt}: options differ ({', '.join(diff)}); use a new --out")

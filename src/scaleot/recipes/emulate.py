@@ -23,7 +23,6 @@ import typer
 
 from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.emulator.bundle import EmulatorBundle
-from scaleot.errors import ScaleOTError
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.recipes.options import parse_adapter
 
@@ -42,22 +41,27 @@ def build(model, tokenizer, config: EmulatorConfig) -> EmulatorBundle:
     return build_emulator(model, config, tokenizer=tokenizer)
 
 
-def save(bundle: EmulatorBundle, out: Path, overwrite: bool = True) -> Path:
+def save(bundle: EmulatorBundle, out: Path, overwrite: bool = False) -> Path:
     """Write the bundle atomically; returns its folder."""
     return bundle.save(out, overwrite=overwrite)
 
 
-def run_emulate(config: EmulatorConfig, out: str | Path, overwrite: bool = True) -> Path:
+def run_emulate(config: EmulatorConfig, out: str | Path, overwrite: bool = False) -> Path:
     """``scaleot emulate`` as a function: load, build, save; returns the bundle folder.
 
     For ``uniform-kd`` the distillation run (checkpoints, logs) goes to
     ``config.kd_run_dir`` or, by default, ``<out>.kd`` beside the bundle.
     """
+    from scaleot.outputs import check_output, check_run_dir, local_path
+
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ScaleOTError(f"output exists: {out} (remove it or pass --overwrite)")
+    inputs = [config.importance, local_path(config.model), local_path(config.corpus)]
+    check_output(out, "emulator", overwrite=overwrite, inputs=[*inputs, config.kd_run_dir])
     if (config.method == "uniform-kd" or config.calibrate_steps) and not config.kd_run_dir:
         config.kd_run_dir = str(out.with_name(out.name + ".kd"))
+    if config.kd_run_dir:
+        check_run_dir(config.kd_run_dir, resume=config.resume, overwrite=overwrite, inputs=[*inputs, out],
+                      what="--kd-run-dir")
     model, tokenizer, load_s = setup(config)
     bundle = build(model, tokenizer, config)
     bundle.info["timing"]["load_model_s"] = round(load_s, 3)
@@ -87,7 +91,7 @@ def command(
     calibrate_lr: Annotated[float, typer.Option(help="scaleot: calibration learning rate")] = 1e-3,
     diagnostic_blocks: Annotated[int, typer.Option(help="generic-text blocks for the transfer diagnostic in emulator.json (0 = skip)")] = 4,
     resume: Annotated[bool, typer.Option("--resume", help="uniform-kd: continue from the newest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="replace an existing --out")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing emulator at --out")] = False,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
     dtype: Annotated[str | None, typer.Option(help="weights dtype: auto, float32, bfloat16")] = None,

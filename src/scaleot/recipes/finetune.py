@@ -43,7 +43,8 @@ class FinetuneRecipe:
 
     def __init__(self, out: str | Path, task: str, config: FinetuneConfig, emulator: str | Path | None = None,
                  model: str | None = None, blocks: str = "all", n_bottom: int = 2, n_top: int = 2,
-                 run_dir: str | Path | None = None, resume: bool = False, progress: bool = True):
+                 run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+                 overwrite: bool = False):
         if (emulator is None) == (model is None):
             raise ScaleOTError("give exactly one of --emulator DIR (data owner) or --model M (FT row)")
         if blocks not in ("all", "sandwich"):
@@ -52,7 +53,19 @@ class FinetuneRecipe:
         self.emulator, self.model_name = emulator, model
         self.blocks, self.n_bottom, self.n_top = blocks, n_bottom, n_top
         self.run_dir = Path(run_dir) if run_dir else self.out.with_name(self.out.name + ".run")
-        self.resume, self.progress = resume, progress
+        self.resume, self.progress, self.overwrite = resume, progress, overwrite
+        self.check_paths()
+
+    def check_paths(self) -> None:
+        """Refuse a destructive ``--out`` or ``--run-dir`` before any work (:mod:`scaleot.outputs`)."""
+        from scaleot.outputs import check_output, check_run_dir, local_path
+
+        if self.n_bottom < 0 or self.n_top < 0 or (self.blocks == "sandwich" and self.n_bottom + self.n_top < 1):
+            raise ScaleOTError(f"--n-bottom and --n-top must be >= 0 with at least one adapter block "
+                               f"(got {self.n_bottom}, {self.n_top})")
+        inputs = [self.emulator, local_path(self.model_name), local_path(self.task)]
+        check_output(self.out, "adapter", overwrite=self.overwrite, inputs=[*inputs, self.run_dir])
+        check_run_dir(self.run_dir, resume=self.resume, overwrite=self.overwrite, inputs=[*inputs, self.out])
 
     def setup(self) -> None:
         t0 = time.perf_counter()
@@ -100,9 +113,18 @@ class FinetuneRecipe:
         self.setup_seconds = time.perf_counter() - t0
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
+    def provenance(self) -> dict:
+        """What this run trains on; every checkpoint records it and ``--resume`` checks it."""
+        from scaleot.validate.provenance import task_provenance
+
+        return dict(task_provenance(self.splits), base_fingerprint=self.identity["base_fingerprint"],
+                    emulator_fingerprint=self.identity["emulator_fingerprint"],
+                    positions=list(self.positions), sources=list(self.sources))
+
     def train(self) -> None:
         self.result = train(self.model, self.tokenizer, self.splits, self.config, self.run_dir,
-                            resume=self.resume, step_controller=self.controller, progress=self.progress)
+                            resume=self.resume, step_controller=self.controller, progress=self.progress,
+                            provenance=self.provenance())
 
     def save(self) -> Path:
         info = dict(self.identity, method=self.config.method, options=self.config.to_dict(),
@@ -116,6 +138,9 @@ class FinetuneRecipe:
             def extra(folder: Path) -> None:
                 save_importance(self.controller.controller, folder)
 
+        from scaleot.outputs import check_output
+
+        check_output(self.out, "adapter", overwrite=self.overwrite)  # still safe after training
         return write_adapter(self.out, self.model, self.positions, self.sources, info, self.peft_model,
                              extra_writer=extra)
 
@@ -157,6 +182,8 @@ def command(
     checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch)")] = 0,
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and logs (default OUT.run)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing adapter at --out and "
+                                            "start the run folder over")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
 ) -> None:
     config = FinetuneConfig(method=method, lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size,
@@ -165,5 +192,5 @@ def command(
                             split_seed=split_seed, seed=seed, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank,
                             bf16=bf16, checkpoint_every=checkpoint_every, device=device)
     path = run_finetune(out, task, config, emulator=emulator, model=model, blocks=blocks, n_bottom=n_bottom,
-                        n_top=n_top, run_dir=run_dir, resume=resume)
+                        n_top=n_top, run_dir=run_dir, resume=resume, overwrite=overwrite)
     typer.echo(f"adapter written to {path}")

@@ -32,7 +32,7 @@ from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
 from scaleot.importance.report import MetricsLog, plot_importance
 from scaleot.importance.trainer import ImportanceTrainer
-from scaleot.manifest import manifest_matches, read_json, write_json_atomic, write_manifest
+from scaleot.manifest import manifest_matches, write_json_atomic, write_manifest
 from scaleot.models import (
     DEFAULT_MODEL,
     arch_spec,
@@ -44,6 +44,7 @@ from scaleot.models import (
 from scaleot.models.device import autocast_used
 from scaleot.recipes.options import parse_adapter
 from scaleot.tuners.harmonizer import Harmonizer, save_harmonizers
+from scaleot.validate.provenance import corpus_provenance
 
 FORMAT_VERSION = 1
 
@@ -83,13 +84,56 @@ def _check_before_loading(run: ImportanceRun) -> None:
     run.options.middle(n_blocks)
 
 
+OWN_ENTRIES = ("importance.json", "harmonizers.safetensors", "importance.png", "manifest.json")
+
+
+def check_importance_out(run: ImportanceRun) -> None:
+    """``--out`` is new, empty, or this command's own (finished with --overwrite, unfinished with --resume)."""
+    from scaleot.outputs import check_output, local_path
+
+    out = Path(run.out)
+    check_output(out, "importance", overwrite=run.overwrite, resume=run.resume, own_entries=OWN_ENTRIES,
+                 inputs=[local_path(run.model), local_path(run.corpus)])
+    if out.exists() and any(out.iterdir()) and not (run.resume or run.overwrite):
+        raise ScaleOTError(f"output exists: {out} (pass --resume to continue it or --overwrite to replace it)")
+
+
+def provenance(run: ImportanceRun, fingerprint: str) -> dict:
+    """What stage 1 trains on; checkpoints record it and ``--resume`` checks it."""
+    from scaleot.validate.provenance import corpus_provenance
+
+    return dict(corpus_provenance(run.corpus), model_fingerprint=fingerprint,
+                adapter=[run.options.n_bottom, run.options.n_top])
+
+
+def check_finished(run: ImportanceRun) -> bool:
+    """``--resume`` on a finished folder: True when it was made from the same inputs and options."""
+    from scaleot.validate.artifacts import read_importance_info
+    from scaleot.validate.provenance import corpus_provenance
+
+    done = read_importance_info(Path(run.out))
+    theirs = done.get("provenance") or {}
+    mine = corpus_provenance(run.corpus)
+    diff = [k for k in mine if theirs.get(k) != mine[k]]
+    if done.get("model") != run.model:
+        diff.append("model")
+    if [done["adapter"]["n_bottom"], done["adapter"]["n_top"]] != [run.options.n_bottom, run.options.n_top]:
+        diff.append("adapter")
+    opts = run.options.to_dict()
+    diff += [k for k in opts if k not in ImportanceConfig.RESUMABLE_CHANGES
+             and (done.get("options") or {}).get(k) != opts[k]]
+    if diff:
+        raise ScaleOTError(f"--resume: {run.out} was made from other inputs or options ({', '.join(diff[:4])}); "
+                           "use a new --out or --overwrite")
+    return done.get("steps", 0) >= run.options.steps
+
+
 def setup(run: ImportanceRun):
     """Check the output folder, load model and corpus, build the trainer."""
     out = Path(run.out)
     _check_before_loading(run)
     _init_distributed()
-    if out.exists() and any(out.iterdir()) and not (run.resume or run.overwrite):
-        raise ScaleOTError(f"output exists: {out} (pass --resume to continue it or --overwrite to replace it)")
+    check_importance_out(run)
     if dist.is_initialized():
         dist.barrier()  # every rank has looked at --out before rank 0 touches it
     if run.overwrite and not run.resume and out.exists() and (not dist.is_initialized() or dist.get_rank() == 0):
@@ -108,11 +152,13 @@ def setup(run: ImportanceRun):
     return model, fingerprint, train, held
 
 
-def train(run: ImportanceRun, model, train_blocks, heldout_blocks) -> tuple[ImportanceTrainer, dict]:
+def train(run: ImportanceRun, model, train_blocks, heldout_blocks,
+          run_provenance: dict | None = None) -> tuple[ImportanceTrainer, dict]:
     """Resume if asked, measure the reference step, run the trainer."""
     out = Path(run.out)
     trainer = ImportanceTrainer(model, train_blocks, heldout_blocks, run.options, run_dir=out,
                                 progress=run.progress)
+    trainer.provenance = run_provenance
     resumed = trainer.resume() if run.resume else False
     log = MetricsLog(out, trainer.middle, trainer.step if resumed else None) if trainer.rank == 0 else None
     trainer.log = log
@@ -153,13 +199,19 @@ def save(run: ImportanceRun, trainer: ImportanceTrainer, fingerprint: str, timin
         "reward_scaling": {"reward": o.reward, "eta": o.eta,
                            "rule": "s_i += eta * p_i(1-p_i) * sum_j [i kept in j] a_j; a block whose presence "
                                    "lowers the loss gains score"},
-        "corpus": run.corpus, "steps": trainer.step, "seed": o.seed, "final_losses": final, "timing": timing,
+        "corpus": corpus_provenance(run.corpus)["corpus"], "provenance": trainer.provenance, "steps": trainer.step, "seed": o.seed, "final_losses": final, "timing": timing,
     }
     if o.variant == "replace":
         harmonizers = trainer.stand_ins
     else:  # identity stand-ins, written as fresh (exactly identity) harmonizers to keep one file format
         hidden = trainer.model.config.get_text_config().hidden_size
         harmonizers = {i: Harmonizer(hidden, o.harmonizer) for i in trainer.middle}
+    from scaleot.validate.exchange import check_finite_tensors
+
+    check_finite_tensors({f"score of block {i}": torch.tensor(v) for i, v in zip(trainer.middle, logits,
+                                                                              strict=True)}, f"importance {out}")
+    check_finite_tensors({f"harmonizer {i}.{k}": v for i, h in harmonizers.items()
+                          for k, v in h.state_dict().items()}, f"importance {out}")
     save_harmonizers(out / "harmonizers.safetensors", harmonizers)
     write_json_atomic(out / "importance.json", info)
     plot_importance(out / "importance.png", trainer.middle, logits, n_blocks, (o.n_bottom, o.n_top),
@@ -172,12 +224,10 @@ def save(run: ImportanceRun, trainer: ImportanceTrainer, fingerprint: str, timin
 
 def run_importance(run: ImportanceRun) -> Path:
     """The whole recipe; returns the importance folder (skips work if already complete)."""
-    if run.resume and manifest_matches(run.out, "importance"):
-        done = read_json(Path(run.out) / "importance.json", "importance file")
-        if done.get("steps", 0) >= run.options.steps:  # finished; more --steps continue from a kept checkpoint
-            return Path(run.out)
+    if run.resume and manifest_matches(run.out, "importance") and check_finished(run):
+        return Path(run.out)  # finished; more --steps continue from a kept checkpoint
     model, fingerprint, train_blocks, heldout_blocks = setup(run)
-    trainer, timing = train(run, model, train_blocks, heldout_blocks)
+    trainer, timing = train(run, model, train_blocks, heldout_blocks, provenance(run, fingerprint))
     try:
         return save(run, trainer, fingerprint, timing)
     finally:

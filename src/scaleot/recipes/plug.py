@@ -1,7 +1,8 @@
 """Plug a tuned adapter into the full model and write a standard HF model folder.
 
 The model owner's step (METHOD.md section 1, step 4): the adapter must have been tuned on
-an emulator of this very model (checked by fingerprint), otherwise it is refused. LoRA
+an emulator of this very model (checked by fingerprint), and may change only the adapter
+blocks of the emulator bundle it names (``--emulator``), otherwise it is refused. LoRA
 adapters are merged, so ``AutoModelForCausalLM.from_pretrained(OUT)`` loads the result.
 """
 
@@ -20,8 +21,11 @@ __all__ = ["command", "plug", "plug_into", "check_adapter_fits"]
 def command(
     adapter: Annotated[Path, typer.Option(help="tuned adapter folder (from scaleot finetune)")],
     out: Annotated[Path, typer.Option(help="output HF model folder")],
+    emulator: Annotated[Path | None, typer.Option(help="the emulator bundle the adapter was tuned on "
+                                                  "(required: it says which blocks the adapter may change)")] = None,
     model: Annotated[str, typer.Option(help="the full model: a known name or a local HF folder")] = "smollm2-135m",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing plug-in model at --out")] = False,
 ) -> None:
-    path = plug(model, adapter, out, device=device)
+    path = plug(model, adapter, out, device=device, emulator=emulator, overwrite=overwrite)
     typer.echo(f"plug-in model written to {path}")

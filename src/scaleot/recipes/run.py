@@ -158,7 +158,7 @@ class RunRecipe:
             folder = self.out / "emulators" / entry["name"]
             deps = [opts, self.steps.get("importance", {}).get("digest")]
             out[entry["name"]] = self.step(f"emulate/{entry['name']}", folder, "emulator", deps,
-                                           lambda c=config, f=folder: run_emulate(c, f))
+                                           lambda c=config, f=folder: run_emulate(c, f, overwrite=True))
         return out
 
     def finetune(self, emulators: dict[str, Path]) -> tuple[dict, dict]:
@@ -173,7 +173,7 @@ class RunRecipe:
                 adapters.setdefault(name, {})[task] = self.step(
                     f"finetune/{name}/{task_dir(task)}", folder, "adapter", deps,
                     lambda t=task, f=folder, e=emu: run_finetune(
-                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress))
+                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress, overwrite=True))
         ft_opts = dict(base, **(self.cfg.get("ft") or {}))
         fts = {}
         for task in self.cfg["tasks"]:
@@ -181,10 +181,10 @@ class RunRecipe:
             fts[task] = self.step(f"ft/{task_dir(task)}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
                                   lambda t=task, f=folder: run_finetune(
                                       f, t, FinetuneConfig(**ft_opts), model=self.cfg["model"],
-                                      progress=self.progress))
+                                      progress=self.progress, overwrite=True))
         return adapters, fts
 
-    def plug(self, adapters: dict) -> None:
+    def plug(self, adapters: dict, emulators: dict) -> None:
         from scaleot.plug import PLUGGED_KIND, plug
 
         first = self.cfg["emulators"][0]["name"]
@@ -192,7 +192,8 @@ class RunRecipe:
             folder = self.out / "plugged" / task_dir(task)
             self.step(f"plug/{task_dir(task)}", folder, PLUGGED_KIND,
                       [self.steps.get(f"finetune/{first}/{task_dir(task)}", {}).get("digest")],
-                      lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
+                      lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device,
+                                                       emulator=emulators[first], overwrite=True))
 
     def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
         from scaleot.offsite_eval import evaluate_offsite, offsite_table, scorers_of
@@ -227,7 +228,7 @@ class RunRecipe:
         importance = self.importance()
         emulators = self.emulate(importance)
         adapters, fts = self.finetune(emulators)
-        self.plug(adapters)
+        self.plug(adapters, emulators)
         docs = self.evaluate(emulators, adapters, fts)
         return write_report(self.out, self.cfg, docs, self.steps, importance)
 

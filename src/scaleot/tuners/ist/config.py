@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from scaleot.errors import check
+from scaleot.validate.options import nonfinite_fields
 
 SAMPLINGS = ("ist", "rst")
 
@@ -56,6 +57,7 @@ class ISTConfig:
             problems.append(f"eta must be >= 0 (got {self.eta})")
         if self.sampling not in SAMPLINGS:
             problems.append(f"sampling must be one of {SAMPLINGS} (got {self.sampling!r})")
+        problems += nonfinite_fields(self)
         check("IST config", problems)
 
     def resolve(self, num_layers: int) -> tuple[int, int]:

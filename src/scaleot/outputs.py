@@ -1,0 +1,171 @@
+"""Output folders that are never destructive by surprise.
+
+Every command checks its ``--out`` (and any run folder it writes) with
+:func:`check_output` *before* any work starts:
+
+- a path that is one of the command's inputs, lies inside one, or holds one is refused
+  (``finetune --emulator E --out E``, ``plug --adapter A --out A``, ``--out .``);
+- the current folder, the home folder and ``/`` (or anything holding them) are refused;
+- an existing regular file or link at the path is refused (never renamed away);
+- an existing non-empty folder is replaced only when it holds a scaleot artifact of the
+  *same* kind and ``--overwrite`` was given; a folder of another kind, or one that is
+  not a scaleot artifact at all (your notes), is always refused;
+- the nearest existing parent must be a writable folder, so a bad path fails in a
+  second, not after an hour of training.
+
+The folder itself is then written under a temporary name and renamed into place
+(:func:`scaleot.manifest.atomic_output_dir`), which removes the temporary on any failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from scaleot.errors import ScaleOTError
+
+MANIFEST = "manifest.json"
+# What a run folder holds while a run is in progress (before its manifest exists).
+RUN_ENTRIES = frozenset({"checkpoints", "best.safetensors", "log.jsonl", "tb"})
+
+
+def _resolve(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def artifact_kind(folder: str | Path) -> str | None:
+    """The manifest kind of a scaleot artifact folder, ``"?"`` for an unreadable manifest, else None."""
+    p = Path(folder) / MANIFEST
+    if not p.is_file() or p.is_symlink():
+        return None
+    try:
+        doc = json.loads(p.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "?"
+    if not isinstance(doc, dict) or doc.get("format") != "scaleot-manifest":
+        return "?"
+    kind = doc.get("kind")
+    return kind if isinstance(kind, str) else "?"
+
+
+def _check_parent(path: Path, what: str) -> None:
+    """The nearest existing ancestor must be a writable folder (no file in the way)."""
+    parent = path.parent
+    while not parent.exists() and not parent.is_symlink():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ScaleOTError(f"{what} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScaleOTError(f"{what} {path}: {parent} is not writable")
+
+
+def local_path(name_or_path: str | Path | None) -> Path | None:
+    """``name_or_path`` as a path when it names something on disk (a model folder, a task file)."""
+    if name_or_path is None:
+        return None
+    p = Path(name_or_path).expanduser()
+    return p if p.exists() or p.is_symlink() else None
+
+
+def check_output(
+    out: str | Path,
+    kind: str,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+    resume: bool = False,
+    own_entries: Iterable[str] = (),
+    what: str = "--out",
+) -> Path:
+    """Refuse an output path that would destroy something; see the module docstring.
+
+    Args:
+        out: the output folder.
+        kind: the manifest kind the command writes there (``emulator``, ``adapter``...).
+        overwrite: the user asked to replace an existing artifact of the same kind.
+        inputs: paths the command reads (folders or files); ``None`` entries are skipped.
+        resume: the command continues a run in ``out`` (an unfinished run folder is fine).
+        own_entries: top-level names that an unfinished run of this command leaves in
+            ``out`` (a folder holding only these counts as this command's own).
+        what: how to name the path in messages.
+
+    Returns:
+        ``out`` as a :class:`Path`.
+
+    Raises:
+        ScaleOTError: one line, before any work starts.
+    """
+    out = Path(out)
+    target = _resolve(out)
+    for item in inputs:
+        if item is None or (isinstance(item, str) and not item):
+            continue
+        src = _resolve(item)
+        if _overlap(target, src):
+            raise ScaleOTError(f"{what} {out} overlaps an input of this command ({item}); "
+                               "choose another output folder")
+    protected = {Path.cwd().resolve(), Path.home().resolve(), Path(target.anchor)}
+    for p in protected:
+        if target == p or target in p.parents:
+            raise ScaleOTError(f"{what} {out} is {p} or holds it; choose a new folder for the output")
+    if out.is_symlink():
+        raise ScaleOTError(f"{what} {out} is a link; refusing to write through it")
+    if out.exists():
+        if not out.is_dir():
+            raise ScaleOTError(f"{what} {out} exists and is not a folder; refusing to replace it")
+        entries = {p.name for p in out.iterdir()}
+        if entries:
+            found = artifact_kind(out)
+            own = set(own_entries) | RUN_ENTRIES
+            unfinished = found is None and entries <= own
+            if found is None and not unfinished:
+                raise ScaleOTError(f"{what} {out} is a non-empty folder that is not a scaleot {kind}; "
+                                   "choose a new or empty folder")
+            if found is not None and found != kind:
+                raise ScaleOTError(f"{what} {out} holds a {found!r} artifact, not {kind!r}; refusing to replace it")
+            if not (overwrite or resume):
+                raise ScaleOTError(f"{what} {out} exists (pass --overwrite to replace it)")
+    else:
+        _check_parent(out, what)
+    return out
+
+
+def check_run_dir(
+    run_dir: str | Path, *, resume: bool, overwrite: bool, inputs: Iterable[str | Path | None] = (),
+    what: str = "--run-dir",
+) -> Path:
+    """A folder of checkpoints and logs: ``--resume`` continues it, a fresh run needs it empty.
+
+    A fresh run into a run folder that holds checkpoints is refused unless ``overwrite``;
+    then only the run's own entries (checkpoints, logs, best weights) are removed, and a
+    folder holding anything else is refused.
+    """
+    run_dir = Path(run_dir)
+    check_output(run_dir, "run", inputs=inputs, resume=True, what=what)
+    if run_dir.is_dir() and not resume:
+        entries = {p.name for p in run_dir.iterdir()}
+        if entries and not overwrite:
+            raise ScaleOTError(f"{what} {run_dir} holds an earlier run (pass --resume to continue it "
+                               "or --overwrite to start over)")
+        if entries:
+            clear_run_entries(run_dir)
+    return run_dir
+
+
+def clear_run_entries(run_dir: Path) -> None:
+    """Remove a run folder's own entries (checkpoints, logs, best weights), nothing else."""
+    for name in RUN_ENTRIES:
+        p = run_dir / name
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+        elif p.is_dir():
+            shutil.rmtree(p)

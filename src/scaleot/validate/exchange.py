@@ -1,0 +1,149 @@
+"""What a returned adapter may touch: the exchange ``plug`` enforces (METHOD.md section 1).
+
+The model owner shipped an emulator whose layer map names the adapter blocks (full-model
+indices). A tuned adapter may change exactly those blocks and nothing else:
+
+- its ``emulator_fingerprint`` must be the bundle's, and its ``adapter_sources`` the
+  bundle's adapter blocks (:func:`check_adapter_matches_bundle`);
+- ``full`` tensors must be ``blocks.<i>.<param>`` for an allowed block ``i``, each
+  parameter of the block present once, with the block's shape, a float dtype and finite
+  values (:func:`check_full_tensors`);
+- LoRA tensors must be ``lora_A``/``lora_B`` pairs on a linear projection inside an
+  allowed block, ``A: [r, in]``, ``B: [out, r]`` with the config's ``r``, float and finite,
+  and a scale ``lora_alpha / r`` (``/ sqrt(r)`` for rsLoRA) of at most
+  :data:`MAX_LORA_SCALE` (:func:`check_lora_tensors`).
+
+Anything else (a pair on block 15 of the middle, on ``lm_head`` or the embeddings, an
+int32 tensor, NaN) is refused with one line before the full model is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from scaleot.errors import ScaleOTError
+
+MAX_LORA_SCALE = 64.0
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_adapter_matches_bundle(adapter_info: dict, bundle_info: dict, bundle_fingerprint: str,
+                                 where: str) -> list[int]:
+    """The adapter was tuned on this bundle and claims exactly its adapter blocks.
+
+    Returns:
+        The allowed full-model block indices (the bundle's adapter sources).
+    """
+    allowed = [e["source"] for e in bundle_info["layer_map"] if e["kind"] == "adapter"]
+    theirs = adapter_info.get("emulator_fingerprint")
+    if theirs != bundle_fingerprint:
+        raise ScaleOTError(f"{where} was not tuned on this emulator bundle (emulator fingerprint "
+                           f"{str(theirs)[:19]}..., the bundle is {bundle_fingerprint[:19]}...)")
+    if adapter_info.get("base_fingerprint") != bundle_info.get("base_fingerprint"):
+        raise ScaleOTError(f"{where}: base fingerprint differs from the emulator bundle's")
+    if sorted(adapter_info.get("adapter_sources", [])) != sorted(allowed):
+        raise ScaleOTError(f"{where}: adapter_sources {adapter_info.get('adapter_sources')} are not the "
+                           f"bundle's adapter blocks {allowed}")
+    return allowed
+
+
+def _check_tensor(name: str, t: torch.Tensor, shape: tuple, where: str) -> None:
+    if t.dtype not in FLOAT_DTYPES:
+        raise ScaleOTError(f"{where}: tensor {name} has dtype {t.dtype}, expected a float type")
+    if tuple(t.shape) != tuple(shape):
+        raise ScaleOTError(f"{where}: tensor {name} has shape {list(t.shape)}, expected {list(shape)}")
+    if not torch.isfinite(t).all():
+        raise ScaleOTError(f"{where}: tensor {name} holds NaN or infinite values")
+
+
+def check_full_tensors(tensors: dict[str, torch.Tensor], blocks: nn.ModuleList, allowed: list[int],
+                       where: str) -> None:
+    """``blocks.<i>.<param>`` for every allowed block, each param once, right shape, finite."""
+    expected = {}
+    for i in allowed:
+        if not 0 <= i < len(blocks):
+            raise ScaleOTError(f"{where}: block {i} is outside this model's {len(blocks)} blocks")
+        for k, v in blocks[i].state_dict().items():
+            expected[f"blocks.{i}.{k}"] = tuple(v.shape)
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise ScaleOTError(f"{where}: tensors outside the adapter blocks {allowed}: {extra[:3]}")
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise ScaleOTError(f"{where}: tensors missing for the adapter blocks: {missing[:3]}")
+    for name, t in tensors.items():
+        _check_tensor(name, t, expected[name], where)
+
+
+def lora_scale(cfg: dict) -> float:
+    r, alpha = cfg["r"], cfg["lora_alpha"]
+    return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+
+
+def check_lora_tensors(state: dict[str, torch.Tensor], cfg: dict, model: nn.Module, blocks_path: str,
+                       allowed: list[int], where: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Check a LoRA state dict (full-model names); returns ``{module path: (A, B)}``."""
+    scale = lora_scale(cfg)
+    if not math.isfinite(scale) or abs(scale) > MAX_LORA_SCALE:
+        raise ScaleOTError(f"{where}: LoRA scale lora_alpha/r = {scale:g} is outside (0, {MAX_LORA_SCALE:g}]")
+    prefixes = tuple(f"{blocks_path}.{i}." for i in allowed)
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in state.items():
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}.weight"
+            if key.endswith(marker):
+                path = key[: -len(marker)].removeprefix("base_model.model.")
+                pairs.setdefault(path, {})[part] = t
+                break
+        else:
+            raise ScaleOTError(f"{where}: unexpected tensor {key} (only lora_A/lora_B weights may travel)")
+    if not pairs:
+        raise ScaleOTError(f"{where}: no LoRA weights in adapter_model.safetensors")
+    out = {}
+    for path, pair in sorted(pairs.items()):
+        if not path.startswith(prefixes):
+            raise ScaleOTError(f"{where}: LoRA weights for {path}, outside the adapter blocks {allowed}")
+        if set(pair) != {"lora_A", "lora_B"}:
+            raise ScaleOTError(f"{where}: {path} has {sorted(pair)} but LoRA needs lora_A and lora_B")
+        try:
+            target = model.get_submodule(path)
+        except AttributeError:
+            raise ScaleOTError(f"{where}: LoRA weights for {path}, which this model does not have") from None
+        weight = getattr(target, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or target.__class__.__name__ not in (
+                "Linear", "Conv1D"):
+            raise ScaleOTError(f"{where}: {path} is not a linear projection")
+        out_f, in_f = weight.shape if target.__class__.__name__ == "Linear" else weight.shape[::-1]
+        _check_tensor(f"{path}.lora_A", pair["lora_A"], (cfg["r"], in_f), where)
+        _check_tensor(f"{path}.lora_B", pair["lora_B"], (out_f, cfg["r"]), where)
+        out[path] = (pair["lora_A"], pair["lora_B"])
+    return out
+
+
+def check_finite_model(model: nn.Module, where: str) -> None:
+    """Refuse to write a model with a NaN or infinite weight."""
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise ScaleOTError(f"{where}: weight {name} became NaN or infinite; nothing was written")
+
+
+def check_finite_tensors(tensors: dict[str, torch.Tensor], where: str) -> None:
+    for name, t in tensors.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+            raise ScaleOTError(f"{where}: {name} is NaN or infinite (diverged; try a lower --lr); "
+                               "nothing was written")
+
+
+def bundle_identity(folder: str | Path) -> tuple[dict, str]:
+    """Verify an emulator bundle's manifest and ``emulator.json`` without loading the model.
+
+    Returns:
+        ``(emulator.json, fingerprint)``.
+    """
+    from scaleot.validate.artifacts import read_bundle_info
+
+    return read_bundle_info(Path(folder))
