@@ -29,7 +29,7 @@ def test_jsonl_task_loads(tiny_task_file):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"context": "x", "choices": ["a", "b"], "label": 0', "tiny.jsonl:2: malformed JSON"),
+    ('{"context": "x", "choices": ["a", "b"], "label": 0', "tiny.jsonl:2: not valid JSON"),
     ('{"context": "x", "choices": ["a"], "label": 0}', "tiny.jsonl:2: a multiple-choice example needs at least 2 choices"),
     ('{"context": "x", "choices": ["a", "b"], "label": 5}', "tiny.jsonl:2: label 5 is not an index"),
     ('{"context": "x", "label": 0}', "tiny.jsonl:2: expected an object with context, choices, label"),

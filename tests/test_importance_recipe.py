@@ -71,7 +71,7 @@ def test_files_written_and_loadable(tiny, tmp_path, capsys):
     assert main(_args(tiny, out, "--steps", "6", "--adapter", "1,2", "--resume")) == 0
     assert main(_args(tiny, out, "--steps", "4")) == 2
     assert not (out / "checkpoints").exists()
-    assert "output exists" in capsys.readouterr().err
+    assert "exists (pass --overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -35,9 +35,19 @@ from scaleot.validate.exchange import check_adapter_matches_bundle
 ROWS = ("Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in")
 
 
-def _split_of(adapter: TunedAdapter) -> tuple[str, SplitConfig]:
+def _split_of(adapter: TunedAdapter, tasks: list[str] | None = None) -> tuple[str, SplitConfig]:
+    """The task spec to load (a name, or the local file among ``tasks`` the adapter names) and its split."""
+    from scaleot.disclosure import task_matches
+
     o, d = adapter.info["options"], adapter.info["data"]
-    return d["task"], SplitConfig(seed=o["split_seed"], n_test=o["n_test"], n_val=o["n_val"], n_train=o["n_train"])
+    split = SplitConfig(seed=o["split_seed"], n_test=o["n_test"], n_val=o["n_val"], n_train=o["n_train"])
+    for t in tasks or []:
+        if task_matches(d, t):
+            return t, split
+    if "task_sha256" in d or Path(d["task"]).is_absolute():
+        raise ScaleOTError(f"adapter {adapter.path} was tuned on the local task file {Path(d['task']).name}: "
+                           "pass it with --task PATH")
+    return d["task"], split
 
 
 def _score(build, splits, limit, batch_size, autocast, scorer) -> dict:
@@ -56,7 +66,7 @@ def _score(build, splits, limit, batch_size, autocast, scorer) -> dict:
 def evaluate_offsite(
     model: str, emulator: str | Path, adapters: list[str | Path], ft: list[str | Path] | None = None,
     limit: int | None = None, batch_size: int = 16, autocast: str | None = None, device: str | None = None,
-    known: dict[str, dict] | None = None, scorer: str | None = None,
+    known: dict[str, dict] | None = None, scorer: str | None = None, tasks: list[str] | None = None,
 ) -> dict:
     """Score the five rows for every task that has an adapter.
 
@@ -67,6 +77,8 @@ def evaluate_offsite(
         ft: FT-row adapters (``scaleot finetune --model``), matched to tasks by name; a task
             without one gets no FT row.
         limit: score only the first ``limit`` test examples.
+        tasks: task specs to match the adapters' recorded tasks against (needed for local
+            task files, which an adapter records by name and content hash only).
         known: ``{task: {row: result}}`` already scored (Full ZS and FT do not depend on the
             emulator, so a run with several emulators scores them once).
         scorer: ``"fast"`` or ``"lm-eval"`` (default: :data:`scaleot.evaluation.DEFAULT_SCORER`).
@@ -86,7 +98,7 @@ def evaluate_offsite(
     fts = [read_adapter(f) for f in (ft or [])]
     by_task = {}
     for a in tuned:
-        task, _ = _split_of(a)
+        task, _ = _split_of(a, tasks)
         if task in by_task:
             raise ScaleOTError(f"two adapters for task {task}: {by_task[task].path} and {a.path}")
         by_task[task] = a
@@ -94,11 +106,11 @@ def evaluate_offsite(
         if f.info.get("emulator_fingerprint") is not None:
             raise ScaleOTError(f"--ft {f.path} is a data owner's adapter (tuned on an emulator); "
                                "the FT row needs one tuned on the full model (scaleot finetune --model)")
-    ft_by_task = {_split_of(f)[0]: f for f in fts}
+    ft_by_task = {_split_of(f, tasks)[0]: f for f in fts}
     extra = sorted(set(ft_by_task) - set(by_task))
     if extra:
         raise ScaleOTError(f"FT adapter for {extra[0]} but no emulator adapter for that task")
-    splits = {t: load_task(t, _split_of(a)[1]) for t, a in by_task.items()}
+    splits = {t: load_task(t, _split_of(a, tasks)[1]) for t, a in by_task.items()}
 
     bundle = load_emulator(emulator, device=device)
     emu_fp = bundle.fingerprint
@@ -240,7 +252,8 @@ def offsite_table(doc: dict) -> str:
 
 def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | None, ft: list[str] | None,
                         limit: int | None, batch_size: int, autocast: str | None, device: str | None,
-                        out: str | None, scorer: str | None = None) -> str:
+                        out: str | None, scorer: str | None = None, overwrite: bool = False,
+                        tasks: list[str] | None = None) -> str:
     """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table."""
     from scaleot.errors import check
     from scaleot.manifest import write_json_atomic
@@ -254,9 +267,18 @@ def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | 
 
     if scorer is not None and scorer not in SCORERS:
         problems.append(f"--scorer must be one of {', '.join(SCORERS)} (got {scorer!r})")
+    from scaleot.recipes.evaluate import AUTOCASTS
+
+    if autocast not in AUTOCASTS:
+        problems.append(f"--autocast must be bfloat16, float16 or none (got {autocast!r})")
     check("evaluate --offsite options", problems)
+    if out:
+        from scaleot.outputs import check_output_file
+
+        check_output_file(out, overwrite=overwrite, inputs=[emulator, *adapters, *(ft or [])])
+        check_output_file(Path(out).with_suffix(".md"), overwrite=overwrite, what="--out (its .md)")
     doc = evaluate_offsite(model, emulator, adapters, ft, limit=limit, batch_size=batch_size,
-                           autocast=autocast, device=device, scorer=scorer)
+                           autocast=autocast, device=device, scorer=scorer, tasks=tasks)
     table = offsite_table(doc)
     if out:
         write_json_atomic(Path(out), doc)

@@ -139,6 +139,23 @@ def check_output(
     return out
 
 
+def check_output_file(out: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path | None] = (),
+                      what: str = "--out") -> Path:
+    """A result file (``evaluate --out eval.json``): not an input, not a folder, replaced only with ``overwrite``."""
+    out = Path(out)
+    target = _resolve(out)
+    for item in inputs:
+        if item is not None and _overlap(target, _resolve(item)):
+            raise ScaleOTError(f"{what} {out} overlaps an input of this command ({item})")
+    if out.is_symlink() or out.is_dir():
+        raise ScaleOTError(f"{what} {out} is a folder or a link; refusing to replace it")
+    if out.exists() and not overwrite:
+        raise ScaleOTError(f"{what} {out} exists (pass --overwrite to replace it)")
+    if not out.exists():
+        _check_parent(out, what)
+    return out
+
+
 def check_run_dir(
     run_dir: str | Path, *, resume: bool, overwrite: bool, inputs: Iterable[str | Path | None] = (),
     what: str = "--run-dir",

@@ -15,12 +15,14 @@ both so they can be written wherever results are.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scaleot.errors import ScaleOTError
+
+MAX_CONTEXT_CHARS = 32_768
+MAX_CHOICE_CHARS = 4_096
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,25 @@ class MCExample:
     label: int
 
     def validate(self, where: str) -> None:
+        """One line naming ``where`` for anything a scorer or trainer cannot use.
+
+        The context is a string of at most :data:`MAX_CONTEXT_CHARS` characters; the
+        choices are at least 2 distinct non-blank strings of at most
+        :data:`MAX_CHOICE_CHARS`; the label is an integer index into them (not a bool).
+        """
         if not isinstance(self.context, str) or not isinstance(self.choices, list):
             raise ScaleOTError(f"{where}: needs a string 'context' and a list 'choices'")
+        if len(self.context) > MAX_CONTEXT_CHARS:
+            raise ScaleOTError(f"{where}: context longer than {MAX_CONTEXT_CHARS} characters")
         if len(self.choices) < 2:
             raise ScaleOTError(f"{where}: a multiple-choice example needs at least 2 choices")
-        if not isinstance(self.label, int) or not 0 <= self.label < len(self.choices):
+        for i, c in enumerate(self.choices):
+            if not isinstance(c, str) or not c.strip() or len(c) > MAX_CHOICE_CHARS:
+                raise ScaleOTError(f"{where}: choice {i} must be a non-empty string of at most "
+                                   f"{MAX_CHOICE_CHARS} characters (got {c!r:.40})")
+        if len(set(self.choices)) != len(self.choices):
+            raise ScaleOTError(f"{where}: two choices are the same")
+        if isinstance(self.label, bool) or not isinstance(self.label, int) or not 0 <= self.label < len(self.choices):
             raise ScaleOTError(f"{where}: label {self.label!r} is not an index into the choices")
 
 
@@ -84,16 +100,15 @@ def load_jsonl_task(path: str | Path) -> list[MCExample]:
     path = Path(path)
     if not path.is_file():
         raise ScaleOTError(f"task file not found: {path}")
+    from scaleot.validate.files import parse_json_bytes
+
     examples = []
-    with open(path) as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ScaleOTError(f"{where}: malformed JSON ({e.msg})") from None
+            obj = parse_json_bytes(line, where)
             if not isinstance(obj, dict) or not {"context", "choices", "label"} <= obj.keys():
                 raise ScaleOTError(f"{where}: expected an object with context, choices, label")
             ex = MCExample(obj["context"], list(obj["choices"]) if isinstance(obj["choices"], list) else obj["choices"], obj["label"])

@@ -81,6 +81,9 @@ class EmulatorBundle:
             self.model.config.to_json_file(str(tmp / "config.json"))
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp))
+            from scaleot.disclosure import public_info
+
+            self.info = public_info(self.info)  # no local paths cross to the data owner
             write_json_atomic(tmp / INFO, self.info)
             for p in tmp.rglob("*"):
                 if p.is_file() and not p.name.endswith(SAFE_SUFFIXES):

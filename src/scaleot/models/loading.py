@@ -96,6 +96,21 @@ def cached_model_dir(name: str) -> Path:
     return target
 
 
+MODEL_KINDS = (None, "model", "plugged-model")
+
+
+def check_model_folder(path: Path) -> None:
+    """A local ``--model`` folder is a model: not an emulator bundle or an adapter, no remote code."""
+    from scaleot.outputs import artifact_kind
+    from scaleot.validate.artifacts import check_model_config
+
+    kind = artifact_kind(path)
+    if kind not in MODEL_KINDS:
+        raise ScaleOTError(f"{path} holds a {kind!r} artifact, not a full model "
+                           f"(an emulator bundle is read with --emulator)")
+    check_model_config(path / "config.json")
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """A local folder or hub id for ``name_or_path`` (known names resolve to the cache)."""
     if name_or_path in KNOWN_MODELS:
@@ -104,6 +119,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if p.exists():
         if not (p / "config.json").is_file():
             raise ScaleOTError(f"{p} is not a Hugging Face model folder (no config.json)")
+        check_model_folder(p)
         return str(p)
     if "/" in name_or_path and not name_or_path.startswith((".", "/")):
         return name_or_path  # a hub id; works where a hub is reachable
@@ -135,9 +151,10 @@ def load_model(
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
+    except Exception as e:  # transformers raises OSError, ValueError, KeyError... for a bad folder
         hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
-        raise ScaleOTError(f"cannot load model {name_or_path!r}{hint}: {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ScaleOTError(f"cannot load model {name_or_path!r}{hint}: {first}") from None
     prepare_tokenizer(tokenizer)
     model.to(dev).eval()
     return model, tokenizer

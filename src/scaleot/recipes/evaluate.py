@@ -19,6 +19,9 @@ from typing import Annotated
 import typer
 
 from scaleot.errors import check
+from scaleot.validate.options import nonfinite_fields
+
+AUTOCASTS = (None, "bfloat16", "bf16", "float16", "none")
 
 
 @dataclass
@@ -39,9 +42,12 @@ class EvaluateConfig:
     perplexity_corpus: str | None = None
     perplexity_blocks: int = 32
     out: str | None = None
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = nonfinite_fields(self)
+        if self.autocast not in AUTOCASTS:
+            problems.append(f"--autocast must be bfloat16, float16 or none (got {self.autocast!r})")
         if not self.tasks:
             problems.append("at least one --task is needed")
         if self.limit is not None and self.limit <= 0:
@@ -55,6 +61,11 @@ class EvaluateConfig:
         if self.perplexity_blocks <= 0:
             problems.append(f"--ppl-blocks must be > 0 (got {self.perplexity_blocks})")
         check("evaluate options", problems)
+        if self.out:
+            from scaleot.outputs import check_output_file, local_path
+
+            check_output_file(self.out, overwrite=self.overwrite,
+                              inputs=[local_path(self.model), *(local_path(t) for t in self.tasks)])
 
 
 def setup(cfg: EvaluateConfig):
@@ -132,6 +143,7 @@ def command(
     ppl_corpus: Annotated[str | None, typer.Option(help="also report perplexity on this corpus's held-out text (kjv, .txt, .jsonl)")] = None,
     ppl_blocks: Annotated[int, typer.Option(help="number of 128-token blocks for perplexity")] = 32,
     out: Annotated[str | None, typer.Option(help="write the results JSON here")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out file")] = False,
     offsite: Annotated[bool, typer.Option(help="the five offsite rows + Delta (needs --emulator, --adapter)")] = False,
     emulator: Annotated[str | None, typer.Option(help="--offsite: the emulator bundle")] = None,
     adapter: Annotated[list[str], typer.Option(help="--offsite: data owner's adapter, one per task; repeatable")] = None,
@@ -142,11 +154,11 @@ def command(
         from scaleot.offsite_eval import run_offsite_command
 
         typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size, autocast, device, out,
-                                       scorer=scorer))
+                                       scorer=scorer, overwrite=overwrite, tasks=task))
         return
     cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, seed=seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
                          autocast=autocast, scorer=scorer, perplexity_corpus=ppl_corpus,
-                         perplexity_blocks=ppl_blocks, out=out)
+                         perplexity_blocks=ppl_blocks, out=out, overwrite=overwrite)
     _, table = evaluate(cfg)
     typer.echo(table)

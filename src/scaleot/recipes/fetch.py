@@ -18,8 +18,12 @@ def fetch(model: str = "smollm2-135m", tasks: list[str] | None = None) -> dict[s
     """Convert/cache the model and extract the tasks; returns seconds per item."""
     from scaleot.data import load_task_examples
     from scaleot.data.bigbench import archive_path
+    from scaleot.errors import ScaleOTError
     from scaleot.models import KNOWN_MODELS, resolve_model_path
 
+    if model not in KNOWN_MODELS:
+        raise ScaleOTError(f"fetch knows only {', '.join(sorted(KNOWN_MODELS))} (got {model!r}); "
+                           "a local HF folder needs no fetch")
     timings = {}
     t0 = time.perf_counter()
     if model in KNOWN_MODELS:

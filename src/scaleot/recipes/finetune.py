@@ -127,8 +127,11 @@ class FinetuneRecipe:
                             provenance=self.provenance())
 
     def save(self) -> Path:
+        from scaleot.disclosure import public_info, public_task
+        from scaleot.outputs import check_output
+
         info = dict(self.identity, method=self.config.method, options=self.config.to_dict(),
-                    data=self.splits.describe(), validation=self.result.validation, best=self.result.best,
+                    data=dict(self.splits.describe(), **public_task(self.task)), validation=self.result.validation, best=self.result.best,
                     steps=self.result.steps, params=self.params,
                     timing=dict(self.result.timing, setup_seconds=round(self.setup_seconds, 2)))
         extra = None
@@ -138,10 +141,8 @@ class FinetuneRecipe:
             def extra(folder: Path) -> None:
                 save_importance(self.controller.controller, folder)
 
-        from scaleot.outputs import check_output
-
         check_output(self.out, "adapter", overwrite=self.overwrite)  # still safe after training
-        return write_adapter(self.out, self.model, self.positions, self.sources, info, self.peft_model,
+        return write_adapter(self.out, self.model, self.positions, self.sources, public_info(info), self.peft_model,
                              extra_writer=extra)
 
     def run(self) -> Path:

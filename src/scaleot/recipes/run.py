@@ -23,7 +23,6 @@ import json
 import re
 import resource
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -34,8 +33,7 @@ from scaleot.errors import ScaleOTError, check
 from scaleot.finetune import FinetuneConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
 
-SECTIONS = {"model", "tasks", "device", "importance", "emulators", "finetune", "ft", "evaluate", "report"}
-EVALUATE_OPTIONS = {"limit", "batch_size", "autocast", "scorer"}  # evaluate_offsite's keyword arguments
+RUN_FOLDER_ENTRIES = ("steps.json", "importance", "emulators", "adapters", "ft", "plugged", "eval", "report.md")
 
 
 def task_dir(task: str) -> str:
@@ -50,48 +48,16 @@ def load_run_config(path: str | Path) -> dict:
     if not path.is_file():
         raise ScaleOTError(f"config not found: {path}")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ScaleOTError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise ScaleOTError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    problems = []
-    if not isinstance(cfg, dict):
-        raise ScaleOTError(f"{path}: expected a mapping of sections")
-    unknown = sorted(set(cfg) - SECTIONS)
-    if unknown:
-        problems.append(f"unknown sections {unknown} (known: {sorted(SECTIONS)})")
-    if not cfg.get("tasks") or not isinstance(cfg.get("tasks"), list):
-        problems.append("tasks: a list of at least one task is needed")
-    emus = cfg.get("emulators")
-    if not emus or not isinstance(emus, list) or not all(isinstance(e, dict) and e.get("name") for e in emus):
-        problems.append("emulators: a list of {name, method, ...} entries is needed")
-    elif len({e["name"] for e in emus}) != len(emus):
-        problems.append("emulators: names must be unique")
-    ft_fields = {f.name for f in fields(FinetuneConfig)}
-    for sec in ("finetune", "ft"):
-        bad = sorted(set(cfg.get(sec) or {}) - ft_fields)
-        if bad:
-            problems.append(f"{sec}: unknown options {bad}")
-    problems += evaluate_problems(cfg.get("evaluate"))
-    check(f"run config {path}", problems)
+    from scaleot.validate.runconfig import run_config_problems
+
+    check(f"run config {path}", run_config_problems(cfg))
     cfg.setdefault("model", "smollm2-135m")
     return cfg
-
-
-def evaluate_problems(section) -> list[str]:
-    """What is wrong with a run YAML's ``evaluate:`` section (options of :func:`evaluate_offsite`)."""
-    from scaleot.evaluation.mc import SCORERS
-
-    if section is None:
-        return []
-    if not isinstance(section, dict):
-        return ["evaluate: expected a mapping of options"]
-    problems = []
-    bad = sorted(set(section) - EVALUATE_OPTIONS)
-    if bad:
-        problems.append(f"evaluate: unknown options {bad} (known: {sorted(EVALUATE_OPTIONS)})")
-    if "scorer" in section and section["scorer"] not in SCORERS:
-        problems.append(f"evaluate: scorer must be one of {', '.join(SCORERS)} (got {section['scorer']!r})")
-    return problems
 
 
 def digest(obj) -> str:
@@ -211,7 +177,7 @@ class RunRecipe:
             else:
                 t0 = time.perf_counter()
                 doc = evaluate_offsite(self.cfg["model"], emu, list(adapters[name].values()), list(fts.values()),
-                                       device=self.device, known=known, **opts)
+                                       device=self.device, known=known, tasks=list(self.cfg["tasks"]), **opts)
                 write_json_atomic(target, doc)
                 (target.with_suffix(".md")).write_text(offsite_table(doc) + "\n")
                 self.steps[f"evaluate/{name}"] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2),
@@ -233,8 +199,20 @@ class RunRecipe:
         return write_report(self.out, self.cfg, docs, self.steps, importance)
 
 
+def check_run_out(out: str | Path, config: str | Path | dict) -> None:
+    """A run folder is new, empty, or an earlier run's (``steps.json``); never a user's folder."""
+    from scaleot.outputs import check_output
+
+    out = Path(out)
+    inputs = [] if isinstance(config, dict) else [config]
+    earlier_run = (out / "steps.json").is_file()  # an earlier run: continue it, skipping finished steps
+    own = [p.name for p in out.iterdir()] if earlier_run and out.is_dir() else RUN_FOLDER_ENTRIES
+    check_output(out, "run", resume=True, inputs=inputs, own_entries=own)
+
+
 def run_job(config: str | Path | dict, out: str | Path, progress: bool = True) -> Path:
     """Python API: run a job from a YAML path (or an already loaded dict); returns ``report.md``."""
+    check_run_out(out, config)
     cfg = load_run_config(config) if not isinstance(config, dict) else config
     return RunRecipe(cfg, out, progress=progress).run()
 

@@ -52,31 +52,20 @@ def parse_json_bytes(data: bytes, where: str) -> Any:
     except UnicodeDecodeError as e:
         raise ScaleOTError(f"{where}: not UTF-8 text (byte {e.start})") from None
     try:
-        doc = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        doc = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float,
+                         object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as e:
         raise ScaleOTError(f"{where}: not valid JSON (line {e.lineno}: {e.msg})") from None
     except (ValueError, RecursionError) as e:
         raise ScaleOTError(f"{where}: not valid JSON ({str(e)[:120]})") from None
-    bad = _first_nonfinite(doc)
-    if bad is not None:
-        raise ScaleOTError(f"{where}: key {bad} is not a finite number")
     return doc
 
 
-def _first_nonfinite(obj: Any, path: str = "") -> str | None:
-    if isinstance(obj, float) and not math.isfinite(obj):  # e.g. 1e999
-        return path or "(top level)"
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            found = _first_nonfinite(v, f"{path}.{k}" if path else str(k))
-            if found:
-                return found
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found = _first_nonfinite(v, f"{path}[{i}]")
-            if found:
-                return found
-    return None
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def read_json_doc(path: str | Path, what: str = "file") -> Any:
