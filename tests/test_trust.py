@@ -27,13 +27,17 @@ from scaleot.outputs import check_output, check_run_dir
 from scaleot.plug import plug
 from scaleot.recipes.finetune import FinetuneRecipe
 from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401
-from tests.trust_helpers import (
+from tests.trust_helpers import (  # noqa: F401
+    adapters,
     copy_artifact,
     edit_json,
     edit_tensors,
     folder_digest,
     lora_pair,
     remanifest,
+)
+from tests.trust_helpers import (
+    tune_config as _cfg,
 )
 
 
@@ -43,26 +47,6 @@ def _one_error_line(capsys) -> str:
     assert len(lines) == 1 and lines[0].startswith("scaleot: error: "), lines
     assert "Traceback" not in lines[0]
     return lines[0]
-
-
-def _cfg(**kw) -> FinetuneConfig:
-    base = dict(method="lora", epochs=1, n_val=16, n_test=16, n_train=32, batch_size=8, device="cpu", lr=1e-2)
-    return FinetuneConfig(**dict(base, **kw))
-
-
-@pytest.fixture(scope="module")
-def adapters(tiny_world, tmp_path_factory):  # noqa: F811
-    """A LoRA and a full adapter tuned on the tiny emulator (with their run folders)."""
-    root, model_dir, task, emu = tiny_world
-    base = tmp_path_factory.mktemp("adapters")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = {}
-    for method in ("lora", "full"):
-        out[method] = FinetuneRecipe(base / method, str(task), _cfg(method=method), emulator=emu,
-                                     progress=False).run()
-    torch.set_num_threads(n)
-    return out
 
 
 # --------------------------------------------------------------------------- 1. outputs

@@ -7,10 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from scaleot.finetune import FinetuneConfig
 from scaleot.manifest import read_json, write_manifest
+from scaleot.recipes.finetune import FinetuneRecipe
 
 
 def folder_digest(folder: Path) -> str:
@@ -56,3 +59,23 @@ def edit_tensors(path: Path, fn) -> None:
 def lora_pair(r: int, out_f: int, in_f: int, scale: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return torch.randn(r, in_f, generator=g) * scale, torch.randn(out_f, r, generator=g) * scale
+
+
+def tune_config(**kw) -> FinetuneConfig:
+    base = dict(method="lora", epochs=1, n_val=16, n_test=16, n_train=32, batch_size=8, device="cpu", lr=1e-2)
+    return FinetuneConfig(**dict(base, **kw))
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_world, tmp_path_factory):
+    """``{"lora": DIR, "full": DIR}``: adapters tuned on the tiny emulator (run folders beside them)."""
+    root, model_dir, task, emu = tiny_world
+    base = tmp_path_factory.mktemp("adapters")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    for method in ("lora", "full"):
+        out[method] = FinetuneRecipe(base / method, str(task), tune_config(method=method), emulator=emu,
+                                     progress=False).run()
+    torch.set_num_threads(n)
+    return out

@@ -37,6 +37,7 @@ from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast
 from scaleot.validate.provenance import check_resume
+from scaleot.validate.schemas import FinetuneStateDoc, validate_doc
 
 
 class StepController(Protocol):
@@ -190,6 +191,7 @@ def train(
         if ckpt is None:
             raise ScaleOTError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
         weights, state = load_checkpoint(ckpt, optimizer)
+        validate_doc(FinetuneStateDoc, state, f"checkpoint state {ckpt / 'state.json'}")
         check_resume(state, provenance or {}, ckpt)
         if state.get("options") != json.loads(json.dumps(options)):
             raise ScaleOTError(f"--resume: checkpoint {ckpt} was made with other options")
@@ -199,7 +201,10 @@ def train(
         with torch.no_grad():
             for n, t in weights.items():
                 current[n].copy_(t)
-        scheduler.load_state_dict(state["scheduler"])
+        try:
+            scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ScaleOTError(f"--resume: checkpoint {ckpt} has a damaged scheduler state ({e})") from None
         step, epoch, micro_done = state["step"], state["epoch"], state["micro_done"]
         validation, best = state["validation"], state["best"]
         if (run_dir / "best.safetensors").is_file():

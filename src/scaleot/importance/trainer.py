@@ -227,19 +227,27 @@ class ImportanceTrainer:
             return False
         weights, state = load_checkpoint(ckpt, self.optimizer)
         from scaleot.validate.provenance import check_resume
+        from scaleot.validate.schemas import ImportanceStateDoc, validate_doc
 
+        validate_doc(ImportanceStateDoc, state, f"checkpoint state {ckpt / 'state.json'}")
         check_resume(state, getattr(self, "provenance", {}), ckpt)
         mine, theirs = self.config.to_dict(), state.get("options") or {}
         diff = [k for k in mine if k not in ImportanceConfig.RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
         if diff:
             raise ScaleOTError(f"cannot resume from {ckpt}: options differ ({', '.join(diff)}); use a new --out")
-        for i, h in self.stand_ins.items():
-            sd = {k.split(".", 2)[2]: v for k, v in weights.items() if k.startswith(f"harmonizer.{i}.")}
-            if sd:
-                h.load_state_dict(sd)
-        self.scores = weights["scores"].to(torch.float64).clone()
-        self.sample_gen.set_state(weights["gen.sample"])
-        self.data_gen.set_state(weights["gen.data"])
+        try:
+            for i, h in self.stand_ins.items():
+                sd = {k.split(".", 2)[2]: v for k, v in weights.items() if k.startswith(f"harmonizer.{i}.")}
+                if sd:
+                    h.load_state_dict(sd)
+            scores = weights["scores"].to(torch.float64).clone()
+            if scores.shape != self.scores.shape or not torch.isfinite(scores).all():
+                raise ValueError("scores do not fit this run")
+            self.scores = scores
+            self.sample_gen.set_state(weights["gen.sample"])
+            self.data_gen.set_state(weights["gen.data"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise ScaleOTError(f"cannot resume from {ckpt}: damaged checkpoint ({str(e).splitlines()[0][:120]})") from None
         self.step, self.last, self.times = int(state["step"]), state.get("last", {}), state.get("times", self.times)
         return True
 

@@ -185,6 +185,33 @@ class CheckpointStateDoc(_Doc):
     optimizer: dict | None = None
 
 
+class BestDoc(_Doc):
+    val_acc: float
+    step: Annotated[int, Field(ge=0)]
+    epoch: Annotated[int, Field(ge=0)]
+
+
+class FinetuneStateDoc(CheckpointStateDoc):
+    """A fine-tuning checkpoint's ``state.json`` (:mod:`scaleot.finetune.loop`)."""
+
+    epoch: Annotated[int, Field(ge=0)]
+    micro_done: Annotated[int, Field(ge=0)]
+    validation: list[dict]
+    best: BestDoc
+    scheduler: dict
+    options: dict
+    provenance: dict
+
+
+class ImportanceStateDoc(CheckpointStateDoc):
+    """A stage-1 checkpoint's ``state.json`` (:mod:`scaleot.importance.trainer`)."""
+
+    options: dict
+    middle: list[Index]
+    last: dict = Field(default_factory=dict)
+    times: dict | None = None
+
+
 # ----------------------------------------------------------------------------- config.json
 class ModelConfigDoc(_Doc):
     """The ``config.json`` fields scaleot relies on (besides what transformers checks)."""
