@@ -41,7 +41,7 @@ def test_malformed_jsonl_and_non_mc_task(capsys, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"context": "a", "choices": ["x", "y"], "label": 0}\n{oops\n')
     code, _, err = run_cli(capsys, "evaluate", "--task", str(bad))
-    assert code == 2 and f"{bad}:2: malformed JSON" in err
+    assert code == 2 and f"{bad}:2: not valid JSON" in err
     one = tmp_path / "one.jsonl"
     one.write_text('{"context": "a", "choices": ["only"], "label": 0}\n')
     code, _, err = run_cli(capsys, "evaluate", "--task", str(one))

@@ -228,6 +228,11 @@ def test_plug_needs_the_emulator(tiny_world, adapters, tmp_path, capsys):  # noq
     assert cli_main(["plug", "--model", str(model_dir), "--adapter", str(adapters["lora"]),
                      "--out", str(tmp_path / "o")]) == 2
     assert "--emulator" in _one_error_line(capsys)
+    # --self-tuned is for the model owner's own full-model adapter, never a data owner's
+    assert cli_main(["plug", "--model", str(model_dir), "--adapter", str(adapters["lora"]), "--self-tuned",
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "tuned on an emulator" in _one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------- 3. non-finite numbers

@@ -139,14 +139,17 @@ class _FullNamed:
 
 
 def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = None,
-         emulator: str | Path | None = None, overwrite: bool = False) -> Path:
+         emulator: str | Path | None = None, overwrite: bool = False, self_tuned: bool = False) -> Path:
     """Load ``model``, plug ``adapter`` in, write a standard HF model folder to ``out``.
 
     The adapter may change only the adapter blocks of ``emulator``, the bundle it names
     (its fingerprint is recorded at tuning time and checked here): see
     :mod:`scaleot.validate.exchange`. The folder loads with
     ``AutoModelForCausalLM.from_pretrained``; ``plugin.json`` records the adapter and both
-    fingerprints; ``manifest.json`` has kind ``plugged-model``.
+    fingerprints; ``manifest.json`` has kind ``plugged-model``. ``self_tuned=True`` (no
+    emulator) is for the model owner's own adapter tuned on the full model
+    (``scaleot finetune --model``): it may change the blocks it lists, and an adapter
+    tuned on an emulator is refused.
 
     Raises:
         ScaleOTError: no ``emulator``; an adapter from another bundle or model, touching
@@ -158,13 +161,18 @@ def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = 
     from scaleot.validate.exchange import check_adapter_matches_bundle, check_finite_model
 
     t0 = time.perf_counter()
-    if emulator is None:
-        raise ScaleOTError("plug needs --emulator DIR: the bundle the adapter was tuned on "
-                           "(it says which blocks the adapter may change)")
+    if (emulator is None) == (not self_tuned):
+        raise ScaleOTError("plug needs --emulator DIR: the bundle the adapter was tuned on (it says which "
+                           "blocks the adapter may change); --self-tuned only for your own full-model adapter")
     check_output(out, PLUGGED_KIND, overwrite=overwrite, inputs=[adapter, emulator, local_path(model)])
     tuned = read_adapter(adapter)
-    bundle_info, bundle_fp = read_bundle_info(Path(emulator))
-    allowed = check_adapter_matches_bundle(tuned.info, bundle_info, bundle_fp, f"adapter {adapter}")
+    if self_tuned:
+        if tuned.info.get("emulator_fingerprint") is not None:
+            raise ScaleOTError(f"adapter {adapter} was tuned on an emulator: plug it with --emulator DIR")
+        allowed = tuned.sources
+    else:
+        bundle_info, bundle_fp = read_bundle_info(Path(emulator))
+        allowed = check_adapter_matches_bundle(tuned.info, bundle_info, bundle_fp, f"adapter {adapter}")
     full, tokenizer = load_model(model, device=device)
     base_fp = fingerprint_model(full)
     check_adapter_fits(full, tuned, base_fp)

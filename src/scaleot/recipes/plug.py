@@ -26,6 +26,8 @@ def command(
     model: Annotated[str, typer.Option(help="the full model: a known name or a local HF folder")] = "smollm2-135m",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing plug-in model at --out")] = False,
+    self_tuned: Annotated[bool, typer.Option("--self-tuned", help="your own adapter tuned on the full model "
+                                             "(scaleot finetune --model): no emulator")] = False,
 ) -> None:
-    path = plug(model, adapter, out, device=device, emulator=emulator, overwrite=overwrite)
+    path = plug(model, adapter, out, device=device, emulator=emulator, overwrite=overwrite, self_tuned=self_tuned)
     typer.echo(f"plug-in model written to {path}")
