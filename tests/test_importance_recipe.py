@@ -132,3 +132,25 @@ def test_two_processes_agree(tmp_path):
         t.train()
     assert (t.scores - r0["scores"]).abs().max() < 1e-3
     torch.testing.assert_close(t.stand_ins[2].up.weight.detach(), r0["2.up"], atol=1e-4, rtol=0)
+
+
+def test_resume_refuses_other_inputs(tiny, tmp_path, capsys):
+    """Issue 13: --resume on a finished or unfinished folder checks corpus, model and adapter split."""
+    model, corpus = tiny
+    out = tmp_path / "imp"
+    assert main(_args(tiny, out, "--steps", "2", "--adapter", "1,2", "--checkpoint-every", "1",
+                      "--keep-checkpoints")) == 0
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text()[::-1])
+    capsys.readouterr()
+    for extra, message in [(["--adapter", "2,1"], "adapter"), (["--corpus", str(other)], "corpus")]:
+        args = _args(tiny, out, "--steps", "2", "--adapter", "1,2", "--resume")
+        for i in range(0, len(extra), 2):  # later options override
+            args += extra[i:i + 2]
+        assert main(args) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("scaleot: error:") and message in err, err
+    # an unfinished run (checkpoints, no manifest) resumed on another corpus: refused by the checkpoint
+    (out / "manifest.json").unlink()
+    assert main([*_args(tiny, out, "--steps", "3", "--adapter", "1,2", "--resume"), "--corpus", str(other)]) == 2
+    assert "trained on other inputs: corpus" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from scaleot.emulator.bundle import FORMAT_VERSION, EmulatorBundle, find_leaks, 
 from scaleot.emulator.config import EmulatorConfig
 from scaleot.emulator.src_compress import compress_block
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import read_json, sha256_file, verify_manifest
+from scaleot.manifest import sha256_file, verify_manifest
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule, set_blocks, set_submodule
 from scaleot.models.fingerprint import fingerprint_model
 from scaleot.tuners.harmonizer import IdentityBlock, load_harmonizers
@@ -45,8 +45,10 @@ def read_importance(folder: str | Path, base_fingerprint: str, with_harmonizers:
         ``(importance.json dict, {block: Harmonizer} or None, record for emulator.json)``.
     """
     folder = Path(folder)
+    from scaleot.validate.artifacts import read_importance_info
+
     verify_manifest(folder, "importance")
-    info = read_json(folder / "importance.json", "importance.json")
+    info = read_importance_info(folder)  # schema: middle, ranking and scores consistent
     if info.get("model_fingerprint") != base_fingerprint:
         raise ScaleOTError(f"importance folder {folder} was computed on other weights "
                            f"({info.get('model_fingerprint')}, this model is {base_fingerprint})")

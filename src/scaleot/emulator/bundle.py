@@ -75,7 +75,10 @@ class EmulatorBundle:
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write the bundle atomically to ``path`` and set :attr:`fingerprint`."""
+        from scaleot.validate.exchange import check_finite_model
+
         path = Path(path)
+        check_finite_model(self.model, f"emulator {path}")
         with atomic_output_dir(path, overwrite=overwrite) as tmp:
             save_model(self.model, str(tmp / WEIGHTS), metadata={"format": "pt", "scaleot": "emulator"})
             self.model.config.to_json_file(str(tmp / "config.json"))

@@ -74,6 +74,10 @@ def load_harmonizers(path: str | Path) -> dict[int, Harmonizer]:
     path = Path(path)
     if not path.is_file():
         raise ScaleOTError(f"harmonizer file not found: {path}")
+    from scaleot.validate.exchange import check_finite_tensors
+    from scaleot.validate.files import check_safetensors
+
+    check_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -81,11 +85,12 @@ def load_harmonizers(path: str | Path) -> dict[int, Harmonizer]:
         config = HarmonizerConfig(**json.loads(meta["harmonizer_config"]))
         hidden = int(meta["hidden_size"])
         blocks = json.loads(meta["blocks"])
-    except (KeyError, ValueError, OSError) as e:
-        raise ScaleOTError(f"{path} is not a scaleot harmonizer file ({e})") from None
-    out = {}
-    for i in blocks:
-        h = Harmonizer(hidden, config)
-        h.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)})
-        out[int(i)] = h
+        out = {}
+        for i in blocks:
+            h = Harmonizer(hidden, config)
+            h.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)})
+            out[int(i)] = h
+    except (KeyError, ValueError, OSError, TypeError, RuntimeError, AttributeError) as e:
+        raise ScaleOTError(f"{path} is not a scaleot harmonizer file ({str(e).splitlines()[0][:160]})") from None
+    check_finite_tensors(tensors, f"harmonizer file {path}")
     return out
