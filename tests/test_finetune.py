@@ -128,3 +128,6 @@ def test_ist_method_tunes_sparse_lora_and_ships_its_importance(tiny_world, one_t
     assert set(record["scores"]) == {str(p) for p in recipe.positions}
     manifest = json.loads((path / "manifest.json").read_text())
     assert "ist_importance.json" in manifest["files"]
+    from scaleot.finetune.adapter_io import read_adapter
+
+    assert read_adapter(path).method == "ist"  # the closed-folder check accepts what IST ships

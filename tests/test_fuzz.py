@@ -1,9 +1,9 @@
 """Generated bad inputs at every trust boundary (issue 13), with hypothesis.
 
 Five targets, each a real artifact of the tiny world: an emulator bundle (read by
-``load_emulator``), a returned LoRA and full adapter (read by ``plug``), a checkpoint
-folder (read by ``finetune --resume``), a run YAML (``load_run_config``) and a task file
-(``load_jsonl_task``). Mutations: JSON type swaps, key deletions, NaN, truncation, bit
+``load_emulator``), a returned LoRA and full adapter (read by ``scaleot plug`` through the
+CLI: exit 0 or 2 with one line), a checkpoint folder (read by ``finetune --resume``), a
+run YAML (``load_run_config``) and a task file (``load_jsonl_task``). Mutations: JSON type swaps, key deletions, NaN, truncation, bit
 flips, links, unlisted files, wrong tensor shapes and dtypes, added modules and blocks;
 each with and without the manifest recomputed (a forger's move).
 
@@ -189,10 +189,11 @@ def base_state(tiny_world):  # noqa: F811
 
 @settings(max_examples=20, **SETTINGS)
 @given(data=st.data(), mutation=folder_mutation(), method=st.sampled_from(["lora", "full"]))
-def test_fuzz_returned_adapter(tiny_world, adapters, base_state, data, mutation, method):  # noqa: F811
+def test_fuzz_returned_adapter(tiny_world, adapters, base_state, capsys, data, mutation, method):  # noqa: F811
+    """Through the CLI: ``scaleot plug`` exits 0 or 2 with one line, never a traceback."""
     from transformers import AutoModelForCausalLM
 
-    from scaleot.plug import plug
+    from scaleot.cli import main as cli_main
 
     root, model_dir, task, emu = tiny_world
     op, recompute = mutation
@@ -202,18 +203,23 @@ def test_fuzz_returned_adapter(tiny_world, adapters, base_state, data, mutation,
                            else "blocks.2.mlp.up_proj.weight", (8, 32) if method == "lora" else (64, 32))}
     tmp, copy, digest = _fuzz_folder(adapters[method], data.draw, op, recompute, extra)
     out = tmp / "plugged"
+    capsys.readouterr()
     try:
-        plug(str(model_dir), copy, out, device="cpu", emulator=emu)
-    except ScaleOTError as e:
-        _count("adapter", "refused", e)
-        assert not out.exists()
-    else:
-        _count("adapter", "plugged")
-        plugged = AutoModelForCausalLM.from_pretrained(out).state_dict()
-        for k, v in plugged.items():
-            assert torch.isfinite(v).all(), k
-            if not torch.equal(v, base_state[k]):  # only the emulator's adapter blocks may change
-                assert k.startswith(("model.layers.0.", "model.layers.5.")), k
+        code = cli_main(["plug", "--model", str(model_dir), "--adapter", str(copy), "--emulator", str(emu),
+                         "--out", str(out), "--device", "cpu"])
+        err = [x for x in capsys.readouterr().err.splitlines() if x.strip() and "it/s]" not in x and "%|" not in x]
+        assert code in (0, 2), code
+        if code == 2:
+            assert len(err) == 1 and err[0].startswith("scaleot: error: "), err
+            _count("adapter", "refused")
+            assert not out.exists()
+        else:
+            _count("adapter", "plugged")
+            plugged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+            for k, v in plugged.items():
+                assert torch.isfinite(v).all(), k
+                if not torch.equal(v, base_state[k]):  # only the emulator's adapter blocks may change
+                    assert k.startswith(("model.layers.0.", "model.layers.5.")), k
     finally:
         assert folder_digest(copy) == digest
         shutil.rmtree(tmp)

@@ -21,7 +21,7 @@ from scaleot.validate.schemas import (
 )
 
 BUNDLE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model")
-ADAPTER_SUFFIXES = (".json", ".safetensors")
+ADAPTER_SUFFIXES = (".json", ".safetensors", ".png")  # IST ships its layer-importance plot
 
 
 def read_bundle_info(folder: Path) -> tuple[dict, str]:

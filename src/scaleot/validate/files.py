@@ -30,6 +30,7 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
                "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 TEXT_SUFFIXES = (".txt", ".jinja")
 PICKLE_OR_ZIP = (b"\x80", b"PK\x03\x04")
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _no_constants(name: str) -> Any:
@@ -148,6 +149,10 @@ def check_content(path: Path, rel: str, where: str) -> None:
         read_json_doc(path, f"{where}: {rel}")
     elif rel.endswith(".safetensors"):
         check_safetensors(path, f"{where}: {rel}")
+    elif rel.endswith(".png"):
+        with open(path, "rb") as f:
+            if f.read(8) != PNG:
+                raise ScaleOTError(f"{where}: {rel} is not a PNG image (refusing the folder)")
     else:
         with open(path, "rb") as f:
             head = f.read(4)
