@@ -20,7 +20,6 @@ int32 tensor, NaN) is refused with one line before the full model is touched.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -137,13 +136,3 @@ def check_finite_tensors(tensors: dict[str, torch.Tensor], where: str) -> None:
             raise ScaleOTError(f"{where}: {name} is NaN or infinite (diverged; try a lower --lr); "
                                "nothing was written")
 
-
-def bundle_identity(folder: str | Path) -> tuple[dict, str]:
-    """Verify an emulator bundle's manifest and ``emulator.json`` without loading the model.
-
-    Returns:
-        ``(emulator.json, fingerprint)``.
-    """
-    from scaleot.validate.artifacts import read_bundle_info
-
-    return read_bundle_info(Path(folder))
