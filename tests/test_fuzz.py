@@ -201,6 +201,7 @@ def test_fuzz_returned_adapter(tiny_world, adapters, base_state, capsys, data, m
                             (8, 32) if method == "lora" else (49152, 32)),
              "add_block": ("base_model.model.model.layers.2.mlp.up_proj.lora_A.weight" if method == "lora"
                            else "blocks.2.mlp.up_proj.weight", (8, 32) if method == "lora" else (64, 32))}
+    before = folder_digest(emu), folder_digest(adapters[method])
     tmp, copy, digest = _fuzz_folder(adapters[method], data.draw, op, recompute, extra)
     out = tmp / "plugged"
     capsys.readouterr()
@@ -222,6 +223,7 @@ def test_fuzz_returned_adapter(tiny_world, adapters, base_state, capsys, data, m
                     assert k.startswith(("model.layers.0.", "model.layers.5.")), k
     finally:
         assert folder_digest(copy) == digest
+        assert (folder_digest(emu), folder_digest(adapters[method])) == before
         shutil.rmtree(tmp)
 
 
@@ -246,6 +248,7 @@ def test_fuzz_checkpoint_folder(resumable, data, mutation):
     recipe, run_dir = resumable
     op, recompute = mutation
     extra = {"add_module": ("model.lm_head.weight", (4, 4)), "add_block": ("model.model.layers.3.x", (2,))}
+    before = folder_digest(run_dir)
     tmp, copy, digest = _fuzz_folder(run_dir / "checkpoints", data.draw, op, False, extra)
     recipe.run_dir, recipe.resume = copy.parent, True
     (copy.parent / "log.jsonl").touch()
@@ -257,7 +260,7 @@ def test_fuzz_checkpoint_folder(resumable, data, mutation):
     else:
         _count("checkpoint", "resumed")
     finally:
-        assert folder_digest(copy) == digest
+        assert folder_digest(copy) == digest and folder_digest(run_dir) == before
         shutil.rmtree(tmp)
 
 
