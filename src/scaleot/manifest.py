@@ -109,6 +109,8 @@ def verify_manifest(folder: str | Path, kind: str | None = None) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise ScaleOTError(f"not a folder: {folder}")
+    if not (folder / MANIFEST).is_file():
+        raise ScaleOTError(f"{folder} is not a scaleot {kind or 'artifact'} folder (no {MANIFEST})")
     manifest = read_json(folder / MANIFEST, "manifest")
     if manifest.get("format") != "scaleot-manifest":
         raise ScaleOTError(f"{folder} is not a scaleot artifact (foreign manifest)")
