@@ -144,6 +144,8 @@ class LoraConfigDoc(_Doc):
     rank_pattern: Annotated[dict, Field(max_length=0)] = Field(default_factory=dict)
     alpha_pattern: Annotated[dict, Field(max_length=0)] = Field(default_factory=dict)
     use_dora: Literal[False] = False
+    layer_replication: None = None
+    lora_bias: Literal[False] = False
 
 
 # ----------------------------------------------------------------------------- importance.json
