@@ -208,11 +208,16 @@ def train(
         step, epoch, micro_done = state["step"], state["epoch"], state["micro_done"]
         validation, best = state["validation"], state["best"]
         if (run_dir / "best.safetensors").is_file():
-            from safetensors.torch import load_file
+            from scaleot.validate.files import load_safetensors
 
-            best_weights = load_file(str(run_dir / "best.safetensors"))
+            best_weights = load_safetensors(run_dir / "best.safetensors")
+            if set(best_weights) != set(names):
+                raise ScaleOTError(f"--resume: {run_dir / 'best.safetensors'} holds other weights than this run trains")
         if step_controller is not None and "controller" in state:
-            step_controller.load_state_dict(state["controller"])
+            try:
+                step_controller.load_state_dict(state["controller"])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+                raise ScaleOTError(f"--resume: checkpoint {ckpt} has a damaged IST state ({e})") from None
 
     main = accelerator.is_main_process
     writer = SummaryWriter(str(run_dir / "tb")) if main else None

@@ -230,7 +230,7 @@ class ImportanceTrainer:
         from scaleot.validate.schemas import ImportanceStateDoc, validate_doc
 
         validate_doc(ImportanceStateDoc, state, f"checkpoint state {ckpt / 'state.json'}")
-        check_resume(state, getattr(self, "provenance", {}), ckpt)
+        check_resume(state, getattr(self, "provenance", None) or {}, ckpt)
         mine, theirs = self.config.to_dict(), state.get("options") or {}
         diff = [k for k in mine if k not in ImportanceConfig.RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
         if diff:

@@ -158,7 +158,7 @@ def train(run: ImportanceRun, model, train_blocks, heldout_blocks,
     out = Path(run.out)
     trainer = ImportanceTrainer(model, train_blocks, heldout_blocks, run.options, run_dir=out,
                                 progress=run.progress)
-    trainer.provenance = run_provenance
+    trainer.provenance = run_provenance or {}
     resumed = trainer.resume() if run.resume else False
     log = MetricsLog(out, trainer.middle, trainer.step if resumed else None) if trainer.rank == 0 else None
     trainer.log = log
