@@ -449,3 +449,23 @@ def test_documented_success_still_works(tiny_world, adapters, tmp_path):  # noqa
     plug(str(model_dir), adapters["lora"], out, device="cpu", emulator=emu, overwrite=True)
     assert (out / "manifest.json").is_file()
     shutil.rmtree(out)
+
+
+def test_importance_json_schema_names_every_problem():
+    from scaleot.validate.schemas import ImportanceDoc, validate_doc
+
+    doc = {"format_version": 1, "model_fingerprint": "sha256:" + "0" * 64, "num_blocks": 6,
+           "adapter": {"n_bottom": 1, "n_top": 1}, "middle": [1, 2, 3, 4], "ranking": [2, 1, 3, 4],
+           "scores": {str(i): {"logit": 0.1, "keep_prob": 0.5} for i in (1, 2, 3, 4)}, "harmonizer": {}, "steps": 3}
+    validate_doc(ImportanceDoc, doc, "importance.json")
+    bad = json.loads(json.dumps(doc))
+    bad["ranking"] = [2, 2, 9]
+    with pytest.raises(ScaleOTError, match="ranking"):
+        validate_doc(ImportanceDoc, bad, "importance.json")
+    bad = json.loads(json.dumps(doc))
+    bad["scores"]["1"]["keep_prob"] = 2.0
+    del bad["model_fingerprint"]
+    with pytest.raises(ScaleOTError) as e:
+        validate_doc(ImportanceDoc, bad, "importance.json x")
+    assert "scores.1.keep_prob" in str(e.value) and "model_fingerprint" in str(e.value)
+    assert "importance.json x" in str(e.value)
