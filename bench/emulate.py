@@ -10,7 +10,7 @@ Usage::
     python bench/emulate.py --importance DIR [--loo] [--kd-steps 40] [--limit 200] [--out bench/results/emulate.json]
 
 ``--loo`` also writes an importance folder whose ranking is the leave-one-out perplexity
-increase (METHOD.md section 6) with the harmonizers of ``--importance``, and benchmarks
+increase (docs/method.md section 6) with the harmonizers of ``--importance``, and benchmarks
 ``scaleot``/``drop`` from it (a deterministic stand-in where stage 1 ran only briefly).
 """
 

@@ -69,7 +69,7 @@ def worker(name: str, steps: int, batch: int, max_length: int) -> dict:
 
     base, splits = _data(steps * batch, max_length)
     opts = dict(epochs=1, max_steps=steps, batch_size=batch, max_length=max_length, n_train=steps * batch,
-                n_val=2, n_test=400, val_limit=2, bf16=True, device="cpu", warmup_ratio=0.0)
+                n_val=2, n_test=400, val_limit=2, autocast="bf16", device="cpu", warmup_ratio=0.0)
     model, tok = load_model("smollm2-135m", device="cpu")
     encoded = [encode_example(ex, tok, max_length) for ex in splits.train]
     answer = sum(sum(1 for y in e["labels"] if y != -100) for e in encoded)

@@ -1,4 +1,4 @@
-"""Emulator: layer maps, SRC against a reference SVD, config validation (METHOD.md section 3, 5)."""
+"""Emulator: layer maps, SRC against a reference SVD, config validation (docs/method.md section 3, 5)."""
 
 from __future__ import annotations
 

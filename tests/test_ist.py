@@ -1,4 +1,4 @@
-"""IST (METHOD.md section 4): selection, importance learning, sparsity, suppression, resume."""
+"""IST (docs/method.md section 4): selection, importance learning, sparsity, suppression, resume."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """scaleot: privacy-preserving offsite-tuning of LLMs (ScaleOT, IST and baselines).
 
-See README.md for the workflow and ``../shared/docs/METHOD.md`` for the algorithms.
+See README.md for the workflow and ``docs/method.md`` for the algorithms.
 """
 
 from __future__ import annotations

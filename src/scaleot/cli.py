@@ -35,13 +35,8 @@ COMMANDS = [
     ("fetch", "scaleot.recipes.fetch"),
 ]
 
-for _name, _module in COMMANDS:
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _e:  # a workflow step not built yet
-        if _e.name != _module:
-            raise
-        continue
+for _name, _module in COMMANDS:  # an import error here is a bug: let it surface
+    _mod = importlib.import_module(_module)
     app.command(_name, help=(_mod.__doc__ or "").strip().splitlines()[0])(_mod.command)
 
 

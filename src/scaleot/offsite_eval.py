@@ -1,4 +1,4 @@
-"""The five evaluation rows of offsite-tuning, and ``Delta = Plug-in - Emu FT`` (METHOD.md section 1).
+"""The five evaluation rows of offsite-tuning, and ``Delta = Plug-in - Emu FT`` (docs/method.md section 1).
 
 | row     | model        | built from                                   |
 |---------|--------------|----------------------------------------------|

@@ -1,4 +1,4 @@
-"""Plug a tuned adapter into the full model: ``[A', E]`` (METHOD.md section 1, step 4).
+"""Plug a tuned adapter into the full model: ``[A', E]`` (docs/method.md section 1, step 4).
 
 The model owner checks that the adapter was tuned on an emulator of *this* model (the
 adapter records the base model's fingerprint) and refuses anything else. ``full``

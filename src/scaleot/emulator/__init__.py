@@ -1,6 +1,6 @@
 """Emulators: ScaleOT's (N_a, alpha, beta) builder, SRC, the baselines, the exchange bundle.
 
-See METHOD.md sections 3 and 5. ``build_emulator(model, EmulatorConfig(...))`` returns an
+See docs/method.md sections 3 and 5. ``build_emulator(model, EmulatorConfig(...))`` returns an
 :class:`EmulatorBundle`; ``bundle.save(dir)`` writes it; ``load_emulator(dir)`` verifies
 and loads it as an ordinary transformers causal LM.
 """

@@ -1,6 +1,6 @@
 """Build an emulator from a full model: ``build_emulator(model, config) -> EmulatorBundle``.
 
-Methods (METHOD.md sections 3 and 5), all behind the same layer-map interface:
+Methods (docs/method.md sections 3 and 5), all behind the same layer-map interface:
 
 - ``scaleot``: the ``round(alpha · |E|)`` lowest-ranked middle blocks (stage 1's ranking)
   are replaced by their harmonizers; SRC with ``beta`` on the kept middle blocks; then,
@@ -211,7 +211,7 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> 
         "base_fingerprint": base_fp,
         "model_type": model.config.model_type,
         "num_blocks_full": len(blocks),
-        "adapter": {"n_bottom": config.n_bottom, "n_top": config.n_top},
+        "adapter": config.split.to_dict(),
         "layer_map": layer_map,
         "params": {"emulator": n_emu, "full": n_full, "ratio": round(n_emu / n_full, 4)},
         **extra,

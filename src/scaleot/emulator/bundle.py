@@ -1,4 +1,4 @@
-"""The emulator bundle: a safe, verifiable exchange folder (METHOD.md section 1, step 2).
+"""The emulator bundle: a safe, verifiable exchange folder (docs/method.md section 1, step 2).
 
 Folder layout::
 

@@ -1,4 +1,4 @@
-"""Configuration of an emulator build (METHOD.md sections 3 and 5).
+"""Configuration of an emulator build (docs/method.md sections 3 and 5).
 
 One dataclass for every method, validated at once in ``__post_init__``: every problem
 is reported in a single :class:`~scaleot.errors.ConfigError` line. Checks that need the
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from scaleot.errors import check
+from scaleot.errors import ScaleOTError, check
+from scaleot.models.device import AUTOCAST
+from scaleot.models.loading import DEFAULT_MODEL
+from scaleot.split import AdapterSplit
 
 METHODS = ("scaleot", "uniform", "uniform-kd", "crash", "drop")
 NEEDS_IMPORTANCE = ("scaleot", "drop")
@@ -28,7 +31,8 @@ class EmulatorConfig:
     """
 
     method: str = field(default="scaleot", metadata={"help": f"one of {METHODS}"})
-    model: str = field(default="smollm2-135m", metadata={"help": "base model name or path (as given)"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base model name or path (as given)",
+                                                         "run_level": True})
     n_bottom: int = field(default=2, metadata={"help": "adapter blocks at the bottom"})
     n_top: int = field(default=2, metadata={"help": "adapter blocks at the top"})
     alpha: float = field(default=0.5, metadata={"help": "fraction of middle blocks replaced, in [0, 1)"})
@@ -50,19 +54,21 @@ class EmulatorConfig:
     diagnostic_blocks: int = field(default=4, metadata={
         "help": "generic-text blocks for the transfer diagnostic in emulator.json (0 = skip)"})
     autocast: str = field(default="bf16", metadata={
-        "help": "uniform-kd and calibration forwards: bf16 autocast (fp32 master weights) or none"})
-    resume: bool = field(default=False, metadata={"help": "uniform-kd: resume from the newest checkpoint"})
+        "help": "uniform-kd and calibration forwards: bf16 autocast (fp32 master weights), none or auto"})
+    resume: bool = field(default=False, metadata={"help": "uniform-kd: resume from the newest checkpoint", "run_level": True})
     seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda"})
-    dtype: str | None = field(default=None, metadata={"help": "auto, float32, bfloat16"})
+    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda", "run_level": True})
+    dtype: str | None = field(default=None, metadata={"help": "auto, float32, bfloat16", "run_level": True})
 
     def __post_init__(self) -> None:
         self.method = str(self.method).lower()
         problems = []
         if self.method not in METHODS:
             problems.append(f"method must be one of {', '.join(METHODS)} (got {self.method!r})")
-        if self.n_bottom < 0 or self.n_top < 0:
-            problems.append(f"adapter sizes must be >= 0 (got {self.n_bottom},{self.n_top})")
+        try:
+            self.split  # noqa: B018 (validates n_bottom, n_top)
+        except ScaleOTError as e:
+            problems.append(str(e))
         if not 0.0 <= self.alpha < 1.0:
             problems.append(f"alpha must be in [0, 1) (got {self.alpha})")
         if not 0.0 <= self.beta < 1.0:
@@ -75,8 +81,8 @@ class EmulatorConfig:
             problems.append(f"calibrate_steps must be >= 0 (got {self.calibrate_steps})")
         if self.calibrate_steps and self.method != "scaleot":
             problems.append(f"calibrate_steps applies to method 'scaleot' only (got {self.method!r})")
-        if self.autocast not in ("bf16", "none"):
-            problems.append(f"autocast must be 'bf16' or 'none' (got {self.autocast!r})")
+        if self.autocast not in AUTOCAST:
+            problems.append(f"autocast must be one of {', '.join(AUTOCAST)} (got {self.autocast!r})")
         if self.calibrate_lr <= 0:
             problems.append(f"calibrate_lr must be > 0 (got {self.calibrate_lr})")
         if self.diagnostic_blocks < 0:
@@ -88,17 +94,17 @@ class EmulatorConfig:
             problems.append(f"kd_lr must be > 0 (got {self.kd_lr})")
         check("emulator config", problems)
 
+    @property
+    def split(self) -> AdapterSplit:
+        """The adapter split ``N_a`` (``--adapter``)."""
+        return AdapterSplit(self.n_bottom, self.n_top)
+
     def check_for(self, num_blocks: int) -> list[int]:
         """Validate against a model with ``num_blocks`` blocks; return the middle block indices."""
-        n_mid = num_blocks - self.n_bottom - self.n_top
-        problems = []
-        if n_mid < 1:
-            problems.append(
-                f"adapter {self.n_bottom},{self.n_top} leaves no middle blocks in a {num_blocks}-block model")
-        elif self.method in NEEDS_KEEP and self.keep is not None and self.keep > n_mid:
-            problems.append(f"keep must be <= the {n_mid} middle blocks (got {self.keep})")
-        check("emulator config", problems)
-        return list(range(self.n_bottom, num_blocks - self.n_top))
+        middle = self.split.middle(num_blocks)
+        if self.method in NEEDS_KEEP and self.keep is not None and self.keep > len(middle):
+            check("emulator config", [f"keep must be <= the {len(middle)} middle blocks (got {self.keep})"])
+        return middle
 
     def resolved_keep(self, n_middle: int) -> int:
         """Middle blocks kept by uniform / uniform-kd / crash."""

@@ -1,4 +1,4 @@
-"""CRaSh baseline: cluster adjacent middle blocks by linear CKA, keep one per cluster (METHOD.md section 5).
+"""CRaSh baseline: cluster adjacent middle blocks by linear CKA, keep one per cluster (docs/method.md section 5).
 
 1. Run the full model on ``calib_blocks`` blocks of generic text and record each middle
    block's output ``X_i [n_tokens, d]`` (a scoped forward hook, removed afterwards).

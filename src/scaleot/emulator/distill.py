@@ -2,10 +2,10 @@
 
 Two users, one loop:
 
-- OT with distillation (``uniform-kd``, METHOD.md section 5): the kept middle blocks of
+- OT with distillation (``uniform-kd``, docs/method.md section 5): the kept middle blocks of
   the uniform emulator train (``kinds=("kept",)``).
 - ScaleOT's stage-2 harmonizer calibration (``scaleot`` with ``calibrate_steps > 0``, our
-  option; METHOD.md section 7 leaves the harmonizers' training open): only the harmonizers
+  option; docs/method.md section 8 leaves the harmonizers' training open): only the harmonizers
   standing in for the replaced blocks train (``kinds=("harmonizer",)``), for the one
   configuration that ships, instead of the random configurations of stage 1.
 
@@ -38,7 +38,7 @@ from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from scaleot.data.text import corpus_splits
 from scaleot.errors import ScaleOTError
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule
-from scaleot.models.device import autocast_used, bf16_autocast
+from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
 
 
 def _trainable(student: nn.Module, layer_map: list[dict], kinds: tuple[str, ...]) -> dict[str, nn.Parameter]:
@@ -91,8 +91,9 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     """
     run_dir = Path(config.kd_run_dir) if config.kd_run_dir else Path(tempfile.mkdtemp(prefix="scaleot-kd-"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    n_mid_emu = sum(e["kind"] != "adapter" for e in layer_map)
-    n_mid_full = len(get_blocks(teacher)) - config.n_bottom - config.n_top
+    # the boundary: where the top adapter starts, in the full model and in the emulator
+    top_full = config.split.top_start(len(get_blocks(teacher)))
+    top_emu = config.split.top_start(len(layer_map))
     steps = config.kd_steps if steps is None else steps
     lr = config.kd_lr if lr is None else lr
     params = _trainable(student, layer_map, kinds)
@@ -109,7 +110,7 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     device = next(student.parameters()).device
 
     def amp():
-        return bf16_autocast(config.autocast == "bf16", device)
+        return bf16_autocast(wants_bf16(config.autocast, device), device)
 
     step = 0
     if config.resume:
@@ -131,9 +132,9 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     while step < steps:
         idx = torch.arange(step * config.kd_batch, (step + 1) * config.kd_batch) % len(train)
         ids = train[idx].to(device)
-        with amp(), torch.no_grad(), boundary_input(teacher, config.n_bottom + n_mid_full) as target:
+        with amp(), torch.no_grad(), boundary_input(teacher, top_full) as target:
             teacher(input_ids=ids)
-        with amp(), boundary_input(student, config.n_bottom + n_mid_emu) as h:
+        with amp(), boundary_input(student, top_emu) as h:
             out = student(input_ids=ids, labels=ids)
         l_h = nmse(h[0].float(), target[0].float())
         loss = l_h + config.kd_lm_weight * out.loss
@@ -159,4 +160,4 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     return {"steps": steps, "trains": list(kinds), "params_trained": sum(p.numel() for p in params.values()),
             "resumed": bool(config.resume), "seconds": round(time.perf_counter() - t0, 2),
             "run_dir": str(run_dir), "first": first, "final": last,
-            "autocast": autocast_used(config.autocast == "bf16", device)}
+            "autocast": autocast_used(wants_bf16(config.autocast, device), device)}

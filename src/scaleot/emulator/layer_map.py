@@ -1,4 +1,4 @@
-"""The layer map: what each emulator position holds (METHOD.md sections 3 and 5).
+"""The layer map: what each emulator position holds (docs/method.md sections 3 and 5).
 
 A layer map is a list of entries, one per emulator block position, in order::
 
@@ -16,6 +16,7 @@ method's map is testable without a model.
 from __future__ import annotations
 
 from scaleot.errors import ScaleOTError
+from scaleot.split import AdapterSplit
 
 KINDS = ("adapter", "kept", "harmonizer", "identity", "shared")
 
@@ -26,8 +27,8 @@ def entry(position: int, kind: str, source: int, shares: int | None = None) -> d
 
 def split_blocks(num_blocks: int, n_bottom: int, n_top: int) -> tuple[list[int], list[int], list[int]]:
     """The sandwich split: ``(bottom adapter, middle, top adapter)`` block indices."""
-    return (list(range(n_bottom)), list(range(n_bottom, num_blocks - n_top)),
-            list(range(num_blocks - n_top, num_blocks)))
+    split = AdapterSplit(n_bottom, n_top)
+    return split.bottom(), split.middle(num_blocks), split.top(num_blocks)
 
 
 def _assemble(num_blocks: int, n_bottom: int, n_top: int, middle_entries: list[tuple]) -> list[dict]:

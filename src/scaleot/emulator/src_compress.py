@@ -1,4 +1,4 @@
-"""Selective Rank Compression (SRC): low-rank attention projections (METHOD.md section 3).
+"""Selective Rank Compression (SRC): low-rank attention projections (docs/method.md section 3).
 
 Each attention projection ``W [d_out, d_in]`` of a kept middle block is replaced by its
 rank-``r`` SVD truncation ``W_r = U_r S_r V_r^T`` with ``r = ceil((1 - beta) · min(d_out, d_in))``.

@@ -1,4 +1,4 @@
-"""The tuned adapter folder: what the data owner sends back (METHOD.md section 1, step 3).
+"""The tuned adapter folder: what the data owner sends back (docs/method.md section 1, step 3).
 
 Layout (``manifest.json`` of kind ``"adapter"`` holds the sha256 of every file)::
 

@@ -1,87 +1,82 @@
-"""Options of task fine-tuning (the data owner's step, and the FT row). METHOD.md section 1."""
+"""Options of task fine-tuning (the data owner's step, and the FT row). docs/method.md section 1.
+
+Every field carries its ``--help`` text in ``metadata["help"]``: ``scaleot finetune``'s
+options and the ``finetune:``/``ft:`` sections of the run YAML are generated from this
+dataclass (:mod:`scaleot.recipes.options`), under the same names.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import asdict, dataclass, field
 
 from scaleot.errors import check
+from scaleot.finetune.methods import TUNING_METHODS
+from scaleot.models.device import AUTOCAST
+from scaleot.tuners.ist.config import ISTConfig
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
-def available_methods() -> tuple[str, ...]:
-    """``full`` and ``lora`` always; ``ist`` once :mod:`scaleot.tuners.ist` exists."""
-    methods = ("full", "lora")
-    try:
-        has_ist = importlib.util.find_spec("scaleot.tuners.ist") is not None
-    except ModuleNotFoundError:
-        has_ist = False
-    return methods + ("ist",) if has_ist else methods
+def _opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class FinetuneConfig:
     """Everything that shapes a fine-tuning run; recorded in ``adapter.json``.
 
-    Attributes:
-        method: ``full`` (every weight of the trainable blocks), ``lora`` (peft LoRA on the
-            attention and MLP projections of the trainable blocks) or ``ist`` (sparse LoRA,
-            METHOD.md section 4; needs :mod:`scaleot.tuners.ist`).
-        lr: peak learning rate; ``None`` = 1e-4 for ``full``, 1e-3 for ``lora``/``ist``.
-        epochs: passes over the training split.
-        max_steps: cap on optimizer steps (``None`` = no cap).
-        batch_size: examples per micro-batch (per process under data parallel).
-        grad_accum: micro-batches per optimizer step.
-        max_length: tokens per example (context truncated from the left).
-        schedule: ``transformers.get_scheduler`` name.
-        warmup_ratio: fraction of the optimizer steps spent warming up.
-        weight_decay: AdamW weight decay.
-        max_grad_norm: gradient clipping (0 = off).
-        seed: seed of the data order and of LoRA initialisation.
-        n_train / n_val / n_test / split_seed: the task split (see ``scaleot.data.SplitConfig``).
-        val_limit: at most this many validation examples scored per epoch (``None`` = all).
-        eval_batch_size: examples per batch when scoring validation accuracy.
-        checkpoint_every: save a resumable checkpoint every N optimizer steps (0 = per epoch only).
-        lora_rank / lora_alpha / lora_dropout: LoRA shape.
-        bf16: bf16 autocast for forward/backward (fp32 master weights and optimizer state).
-        device: ``auto``, ``cpu``, ``cuda``...
+    ``method`` names an entry of :data:`scaleot.finetune.methods.TUNING_METHODS`;
+    ``ist`` (an :class:`~scaleot.tuners.ist.ISTConfig`, or a dict of its fields) shapes
+    ``method: ist`` and defaults to ``ISTConfig(seed=seed)`` for it; it must stay unset
+    for the other methods. ``n_train``/``n_val``/``n_test``/``split_seed`` are the task
+    split (:class:`scaleot.data.SplitConfig`); ``seed`` is the data order and LoRA init.
     """
 
-    method: str = "full"
-    lr: float | None = None
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 256
-    schedule: str = "linear"
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    n_train: int | None = None
-    n_val: int = 100
-    n_test: int = 500
-    split_seed: int = 0
-    val_limit: int | None = None
-    eval_batch_size: int = 16
-    checkpoint_every: int = 0
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    bf16: bool = False
-    device: str | None = None
-    extra: dict = field(default_factory=dict)
+    method: str = _opt("full", "tuning method: " + ", ".join(TUNING_METHODS))
+    lr: float | None = _opt(None, "peak learning rate (default: 1e-4 full, 1e-3 lora/ist)")
+    epochs: int = _opt(1, "passes over the training split")
+    max_steps: int | None = _opt(None, "cap on optimizer steps (default: none)", aliases=("--steps",))
+    batch_size: int = _opt(8, "examples per micro-batch (per process under data parallel)")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    max_length: int = _opt(256, "tokens per example (context truncated from the left)")
+    schedule: str = _opt("linear", "learning-rate schedule: " + ", ".join(SCHEDULES))
+    warmup_ratio: float = _opt(0.06, "fraction of the optimizer steps spent warming up")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = off)")
+    seed: int = _opt(0, "seed of the data order and of LoRA initialisation")
+    n_train: int | None = _opt(None, "training examples (default: all left after test and validation)")
+    n_val: int = _opt(100, "validation examples (pick the best epoch)")
+    n_test: int = _opt(500, "test examples held out (never trained on)")
+    split_seed: int = _opt(0, "seed of the task split")
+    val_limit: int | None = _opt(None, "at most this many validation examples scored per epoch (default: all)")
+    eval_batch_size: int = _opt(16, "examples per batch when scoring validation accuracy")
+    checkpoint_every: int = _opt(0, "save a resumable checkpoint every N optimizer steps (0 = per epoch)")
+    lora_rank: int = _opt(8, "LoRA rank r (lora, ist)")
+    lora_alpha: float | None = _opt(None, "LoRA alpha (default: 2 x lora_rank)")
+    lora_dropout: float = _opt(0.0, "LoRA dropout")
+    autocast: str = _opt("none", "bf16 autocast of forward/backward (fp32 master weights): "
+                         + ", ".join(AUTOCAST) + " (auto = bf16 where it is fast)")
+    device: str | None = _opt(None, "auto, cpu, cuda", run_level=True)
+    ist: ISTConfig | None = _opt(None, "IST options (method ist; default: ISTConfig with seed = seed)")
 
     def __post_init__(self) -> None:
         problems = []
-        methods = available_methods()
-        if self.method not in methods:
-            problems.append(f"method must be one of {', '.join(methods)} (got {self.method!r})")
-        if self.lr is None:
-            self.lr = 1e-4 if self.method == "full" else 1e-3
-        if self.lr <= 0:
+        if isinstance(self.ist, dict):
+            self.ist = ISTConfig(**dict({"seed": self.seed}, **self.ist))
+        if self.method not in TUNING_METHODS:
+            problems.append(f"method must be one of {', '.join(TUNING_METHODS)} (got {self.method!r})")
+        elif self.method == "ist" and self.ist is None:
+            self.ist = ISTConfig(seed=self.seed)
+        elif self.method != "ist" and self.ist is not None:
+            problems.append(f"ist options apply to method 'ist' only (got method {self.method!r})")
+        if self.lr is None and self.method in TUNING_METHODS:
+            self.lr = TUNING_METHODS[self.method].default_lr
+        if self.lora_alpha is None:
+            self.lora_alpha = 2.0 * self.lora_rank
+        self.autocast = str(self.autocast).lower()
+        if self.autocast not in AUTOCAST:
+            problems.append(f"autocast must be one of {', '.join(AUTOCAST)} (got {self.autocast!r})")
+        if self.lr is not None and self.lr <= 0:
             problems.append(f"lr must be > 0 (got {self.lr})")
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1 (got {self.epochs})")
@@ -100,10 +95,14 @@ class FinetuneConfig:
             problems.append(f"n_test must be >= 1 (got {self.n_test})")
         if self.n_train is not None and self.n_train < 1:
             problems.append(f"n_train must be >= 1 (got {self.n_train})")
+        if self.val_limit is not None and self.val_limit < 1:
+            problems.append(f"val_limit must be >= 1 (got {self.val_limit})")
         if self.checkpoint_every < 0:
             problems.append(f"checkpoint_every must be >= 0 (got {self.checkpoint_every})")
         if not 0 <= self.lora_dropout < 1:
             problems.append(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            problems.append("max_grad_norm and weight_decay must be >= 0")
         check("finetune config", problems)
 
     def to_dict(self) -> dict:

@@ -8,7 +8,7 @@ data parallel through ``accelerate`` (run under ``accelerate launch``), a tqdm b
 TensorBoard + JSONL logs, validation accuracy after each epoch with the best weights
 kept, and pickle-free checkpoints (:mod:`scaleot.checkpoint`) for ``--resume``.
 
-A *step controller* (IST, METHOD.md section 4) can steer which weights train: any object
+A *step controller* (IST, docs/method.md section 4) can steer which weights train: any object
 with ``before_step(step)``, ``after_backward(step)``, ``after_step(step)``,
 ``state_dict() -> dict`` and ``load_state_dict(dict)``; its state is checkpointed. If it
 has ``bind(optimizer=..., loss_model=..., splits=...)`` the loop calls it once the optimizer
@@ -35,7 +35,7 @@ from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, TaskSplits, encod
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
-from scaleot.models.device import autocast_used, bf16_autocast
+from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
 
 
 class StepController(Protocol):
@@ -153,6 +153,7 @@ def train(
     run_dir = Path(run_dir)
     accelerator = Accelerator(cpu=config.device == "cpu")
     device = accelerator.device
+    bf16 = wants_bf16(config.autocast, device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -224,7 +225,7 @@ def train(
     def validate() -> None:
         nonlocal best, best_weights
         acc = mc_accuracy(model, tokenizer, splits.val[: config.val_limit], batch_size=config.eval_batch_size,
-                          bf16=config.bf16)
+                          bf16=bf16)
         validation.append({"epoch": epoch, "step": step, "val_acc": acc})
         log({"step": step, "epoch": epoch, "val_acc": float(acc)})
         if acc > best["val_acc"]:
@@ -248,7 +249,7 @@ def train(
             t0 = time.perf_counter()
             batch = collate([encoded[i] for i in micro[micro_done][rank::world]] or [encoded[0]])
             batch = {k: v.to(device) for k, v in batch.items()}
-            with bf16_autocast(config.bf16, device):
+            with bf16_autocast(bf16, device):
                 loss = loss_model(**batch) / config.grad_accum
             accelerator.backward(loss)
             tokens += int(batch["attention_mask"].sum()) * world
@@ -284,7 +285,7 @@ def train(
     timing = {"train_seconds": round(train_time, 3), "tokens": tokens,
               "tokens_per_second": round(tokens / train_time, 1) if train_time else None,
               "peak_memory_mb": round(_peak_memory_mb(device), 1), "processes": world,
-              "autocast": autocast_used(config.bf16, device)}
+              "autocast": autocast_used(bf16, device)}
     with torch.no_grad():
         current = dict(model.named_parameters())
         for n in names:

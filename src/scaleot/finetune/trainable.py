@@ -1,4 +1,4 @@
-"""Which weights train: the adapter blocks only (full), or LoRA on them (lora). METHOD.md section 1.
+"""Which weights train: the adapter blocks only (full), or LoRA on them (lora). docs/method.md section 1.
 
 Everything else (embeddings, final norm, LM head, the emulator's middle) is frozen with
 ``requires_grad=False``, so autograd computes no weight gradient for it and AdamW keeps
@@ -20,11 +20,6 @@ from torch import nn
 
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_blocks
-
-
-def sandwich_positions(num_blocks: int, n_bottom: int, n_top: int) -> list[int]:
-    """Positions of the first ``n_bottom`` and last ``n_top`` blocks."""
-    return list(range(n_bottom)) + list(range(num_blocks - n_top, num_blocks))
 
 
 def freeze_all_but_blocks(model: nn.Module, positions: list[int]) -> list[str]:

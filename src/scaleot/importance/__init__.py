@@ -1,4 +1,4 @@
-"""ScaleOT stage 1: Dynamic LayerReplace (block importance + harmonizers), METHOD.md section 2."""
+"""ScaleOT stage 1: Dynamic LayerReplace (block importance + harmonizers), docs/method.md section 2."""
 
 from scaleot.importance.config import ImportanceConfig
 from scaleot.importance.leave_one_out import leave_one_out, spearman

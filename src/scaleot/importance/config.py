@@ -1,4 +1,4 @@
-"""Options of Dynamic LayerReplace (METHOD.md section 2), with their defaults.
+"""Options of Dynamic LayerReplace (docs/method.md section 2), with their defaults.
 
 Every knob of the method is a field here; ``ImportanceConfig.to_dict()`` is written
 verbatim into ``importance.json["options"]``. The config checks itself on construction
@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from scaleot.errors import check
+from scaleot.errors import ScaleOTError, check
+from scaleot.models.device import AUTOCAST
+from scaleot.split import AdapterSplit
 from scaleot.tuners.harmonizer import HarmonizerConfig
 
 VARIANTS = ("replace", "drop")
 REWARDS = ("normalized", "neg_loss", "exp")
-AUTOCAST = ("none", "bf16")
 
 
 @dataclass
 class ImportanceConfig:
     """Dynamic LayerReplace / LayerDrop options.
 
-    Reward scaling (the ``reward`` field; METHOD.md section 6 explains why the paper's
+    Reward scaling (the ``reward`` field; docs/method.md section 6 explains why the paper's
     raw ``exp(-loss)`` does not separate scores in a short run):
 
     - ``normalized`` (default): ``r_j = -l_j``, ``a_j = (r_j - mean r) / (std r + 1e-6)``.
@@ -52,17 +53,22 @@ class ImportanceConfig:
     heldout_fraction: float = field(default=0.05, metadata={"help": "last part of the corpus kept for scoring"})
     max_train_blocks: int = field(default=4096, metadata={"help": "cap on training sequences read"})
     max_heldout_blocks: int = field(default=256, metadata={"help": "cap on held-out sequences read"})
-    autocast: str = field(default="bf16", metadata={"help": f"one of {AUTOCAST}: forward precision on CPU"})
+    autocast: str = field(default="bf16", metadata={"help": f"one of {AUTOCAST}: bf16 autocast of the forwards (auto = where it is fast)"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, data order and harmonizer init"})
     checkpoint_every: int = field(default=20, metadata={"help": "steps between checkpoints (0 = never)"})
-    harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig)
+    harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig,
+                                         metadata={"help": "the harmonizers' shape"})
 
     def __post_init__(self) -> None:
         if isinstance(self.harmonizer, dict):
             self.harmonizer = HarmonizerConfig(**self.harmonizer)
         self.variant, self.reward, self.autocast = self.variant.lower(), self.reward.lower(), self.autocast.lower()
         p = []
-        for name in ("n_bottom", "n_top", "checkpoint_every", "max_heldout_blocks"):
+        try:
+            self.split  # noqa: B018 (validates n_bottom, n_top)
+        except ScaleOTError as e:
+            p.append(str(e))
+        for name in ("checkpoint_every", "max_heldout_blocks"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0 (got {getattr(self, name)})")
         for name in ("steps", "group_size", "n_configs", "score_every", "batch_size", "score_batch_size",
@@ -85,16 +91,18 @@ class ImportanceConfig:
             p.append(f"heldout_fraction must be in (0, 1) (got {self.heldout_fraction})")
         check("importance config", p)
 
+    @property
+    def split(self) -> AdapterSplit:
+        """The adapter split ``N_a`` (``--adapter``)."""
+        return AdapterSplit(self.n_bottom, self.n_top)
+
     def middle(self, num_blocks: int) -> list[int]:
         """Indices of the middle (scored) blocks of a model with ``num_blocks`` blocks.
 
         Raises:
             ConfigError: the adapter leaves no middle block.
         """
-        if self.n_bottom + self.n_top >= num_blocks:
-            check("importance config", [f"adapter {self.n_bottom},{self.n_top} leaves no middle block in a "
-                                        f"model with {num_blocks} blocks"])
-        return list(range(self.n_bottom, num_blocks - self.n_top))
+        return self.split.middle(num_blocks)
 
     def to_dict(self) -> dict:
         return asdict(self)

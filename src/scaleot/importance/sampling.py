@@ -1,4 +1,4 @@
-"""Grouped configuration sampling (METHOD.md section 2).
+"""Grouped configuration sampling (docs/method.md section 2).
 
 The middle blocks are split into consecutive groups of ``N_g``. In each group we draw
 ``u_i ~ Uniform(0, p_i)`` and keep the blocks with the larger half of ``u``; the others

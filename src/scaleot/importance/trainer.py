@@ -1,4 +1,4 @@
-"""Dynamic LayerReplace trainer: harmonizer steps + REINFORCE score steps (METHOD.md section 2).
+"""Dynamic LayerReplace trainer: harmonizer steps + REINFORCE score steps (docs/method.md section 2).
 
 One :class:`ImportanceTrainer` owns a frozen causal LM whose middle blocks are wrapped
 in :class:`~scaleot.tuners.harmonizer.SwitchableBlock` s, one logit per middle block
@@ -39,7 +39,7 @@ from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
 from scaleot.importance.sampling import sample_configuration
 from scaleot.models.arch import get_blocks
-from scaleot.models.device import bf16_autocast
+from scaleot.models.device import bf16_autocast, wants_bf16
 from scaleot.tuners.harmonizer import (
     Harmonizer,
     IdentityBlock,
@@ -118,7 +118,7 @@ class ImportanceTrainer:
         return torch.sigmoid(self.scores)
 
     def _autocast(self):
-        return bf16_autocast(self.config.autocast == "bf16", self.device)
+        return bf16_autocast(wants_bf16(self.config.autocast, self.device), self.device)
 
     def _batch(self, blocks: torch.Tensor, size: int) -> torch.Tensor:
         """This rank's slice of a global batch drawn from the shared data generator."""

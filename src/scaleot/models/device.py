@@ -13,6 +13,8 @@ import torch
 
 from scaleot.errors import ScaleOTError
 
+AUTOCAST = ("none", "bf16", "auto")  # the one spelling of forward precision (--autocast)
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -63,6 +65,14 @@ def use_bf16(requested: bool, device: torch.device) -> bool:
         warnings.warn("bf16 autocast requested but this CPU has no native bf16 (AVX512-BF16/AMX): running "
                       "in fp32, about 20x faster here (set SCALEOT_CPU_BF16=1 to force bf16)", stacklevel=2)
     return False
+
+
+def wants_bf16(autocast: str, device: torch.device) -> bool:
+    """An ``--autocast`` value (:data:`AUTOCAST`) as a bf16 request: ``auto`` asks only where
+    :func:`bf16_is_fast`; ``bf16`` always asks (and may fall back, see :func:`use_bf16`)."""
+    if autocast not in AUTOCAST:
+        raise ScaleOTError(f"autocast must be one of {', '.join(AUTOCAST)} (got {autocast!r})")
+    return autocast == "bf16" or (autocast == "auto" and bf16_is_fast(device))
 
 
 def autocast_used(requested: bool, device: torch.device) -> str:

@@ -2,7 +2,7 @@
 
 Recipe shape: ``setup -> train -> save``.
 
-- ``--emulator DIR``: the data owner's step (METHOD.md section 1, step 3). Only the
+- ``--emulator DIR``: the data owner's step (docs/method.md section 1, step 3). Only the
   emulator's adapter blocks train; embeddings, final norm, head and the emulator's middle
   are frozen. The output adapter names its tensors by full-model block index and records
   the emulator's and the base model's fingerprints, so ``scaleot plug`` can check it.
@@ -19,6 +19,7 @@ checkpoint.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -26,23 +27,20 @@ import typer
 
 from scaleot.data import load_task
 from scaleot.errors import ScaleOTError
-from scaleot.finetune import (
-    FinetuneConfig,
-    apply_lora,
-    freeze_all_but_blocks,
-    sandwich_positions,
-    train,
-)
+from scaleot.finetune import FinetuneConfig, train
 from scaleot.finetune.adapter_io import write_adapter
+from scaleot.finetune.methods import TUNING_METHODS
 from scaleot.finetune.trainable import count_params
 from scaleot.models import fingerprint_model, load_model, num_blocks
+from scaleot.recipes.options import config_command
+from scaleot.split import AdapterSplit
 
 
 class FinetuneRecipe:
     """One fine-tuning job; ``run()`` = ``setup()``, ``train()``, ``save()``."""
 
     def __init__(self, out: str | Path, task: str, config: FinetuneConfig, emulator: str | Path | None = None,
-                 model: str | None = None, blocks: str = "all", n_bottom: int = 2, n_top: int = 2,
+                 model: str | None = None, blocks: str = "all", adapter: AdapterSplit | str = "2,2",
                  run_dir: str | Path | None = None, resume: bool = False, progress: bool = True):
         if (emulator is None) == (model is None):
             raise ScaleOTError("give exactly one of --emulator DIR (data owner) or --model M (FT row)")
@@ -50,7 +48,7 @@ class FinetuneRecipe:
             raise ScaleOTError(f"--blocks must be all or sandwich (got {blocks!r})")
         self.out, self.task, self.config = Path(out), task, config
         self.emulator, self.model_name = emulator, model
-        self.blocks, self.n_bottom, self.n_top = blocks, n_bottom, n_top
+        self.blocks, self.split = blocks, AdapterSplit.parse(adapter)
         self.run_dir = Path(run_dir) if run_dir else self.out.with_name(self.out.name + ".run")
         self.resume, self.progress = resume, progress
 
@@ -71,31 +69,14 @@ class FinetuneRecipe:
         else:
             self.model, self.tokenizer = load_model(self.model_name, device=self.config.device)
             n = num_blocks(self.model)
-            if self.blocks == "sandwich":
-                if self.n_bottom + self.n_top > n:
-                    raise ScaleOTError(f"adapter {self.n_bottom}+{self.n_top} exceeds the model's {n} blocks")
-                self.positions = sandwich_positions(n, self.n_bottom, self.n_top)
-            else:
-                self.positions = list(range(n))
+            self.positions = self.split.positions(n) if self.blocks == "sandwich" else list(range(n))
             self.sources = list(self.positions)
             self.identity = {"base_model": self.model_name, "base_fingerprint": fingerprint_model(self.model),
                              "emulator_fingerprint": None, "emulator_method": None,
-                             "adapter": {"n_bottom": self.n_bottom, "n_top": self.n_top}
+                             "adapter": self.split.to_dict()
                              if self.blocks == "sandwich" else {"all_blocks": len(self.positions)}}
-        self.peft_model = None
-        if self.config.method == "full":
-            freeze_all_but_blocks(self.model, self.positions)
-        else:  # lora, and ist (sparse LoRA) whose controller the IST package provides
-            self.peft_model = apply_lora(self.model, self.positions, self.config)
-        self.controller = None
-        if self.config.method == "ist":
-            from scaleot.tuners import ist
-
-            make = getattr(ist, "make_controller", None)
-            if make is None:
-                raise ScaleOTError("--method ist is not wired into scaleot finetune yet "
-                                   "(scaleot.tuners.ist.make_controller is missing)")
-            self.controller = make(self.peft_model, self.positions, self.config, tokenizer=self.tokenizer)
+        method = TUNING_METHODS[self.config.method]
+        self.peft_model, self.controller = method.prepare(self.model, self.positions, self.config, self.tokenizer)
         self.params = count_params(self.model)
         self.setup_seconds = time.perf_counter() - t0
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,40 +111,20 @@ def run_finetune(out: str | Path, task: str, config: FinetuneConfig | None = Non
     return FinetuneRecipe(out, task, config or FinetuneConfig(), **kwargs).run()
 
 
+@config_command(FinetuneConfig)
 def command(
     task: Annotated[str, typer.Option(help="task: bigbench:<name>[/<sub>] or a .jsonl file")],
     out: Annotated[Path, typer.Option(help="output adapter folder")],
+    config: FinetuneConfig,
     emulator: Annotated[Path | None, typer.Option(help="emulator bundle (data owner: tune its adapter)")] = None,
     model: Annotated[str | None, typer.Option(help="full model to tune directly (the FT row)")] = None,
-    method: Annotated[str, typer.Option(help="full, lora (or ist once installed)")] = "full",
-    epochs: Annotated[int, typer.Option(help="passes over the training split")] = 1,
-    steps: Annotated[int | None, typer.Option(help="cap on optimizer steps")] = None,
-    lr: Annotated[float | None, typer.Option(help="peak learning rate (default 1e-4 full, 1e-3 lora)")] = None,
-    batch_size: Annotated[int, typer.Option(help="examples per micro-batch")] = 8,
-    grad_accum: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
-    max_length: Annotated[int, typer.Option(help="max tokens per example")] = 256,
-    schedule: Annotated[str, typer.Option(help="linear, cosine, constant, constant_with_warmup")] = "linear",
-    warmup_ratio: Annotated[float, typer.Option(help="warmup fraction of the steps")] = 0.06,
-    n_train: Annotated[int | None, typer.Option(help="training examples (default: all left)")] = None,
-    n_val: Annotated[int, typer.Option(help="validation examples")] = 100,
-    n_test: Annotated[int, typer.Option(help="test examples held out (never trained on)")] = 500,
-    split_seed: Annotated[int, typer.Option(help="seed of the task split")] = 0,
-    seed: Annotated[int, typer.Option(help="seed of data order and LoRA init")] = 0,
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
-    bf16: Annotated[bool, typer.Option(help="bf16 autocast (fp32 master weights)")] = False,
-    blocks: Annotated[str, typer.Option(help="with --model: all or sandwich")] = "all",
-    n_bottom: Annotated[int, typer.Option(help="with --blocks sandwich: bottom adapter blocks")] = 2,
-    n_top: Annotated[int, typer.Option(help="with --blocks sandwich: top adapter blocks")] = 2,
-    checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch)")] = 0,
+    blocks: Annotated[str, typer.Option(help="with --model: all, or sandwich (the --adapter blocks)")] = "all",
+    adapter: Annotated[str, typer.Option(help="with --blocks sandwich: adapter blocks N_BOTTOM,N_TOP")] = "2,2",
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and logs (default OUT.run)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
 ) -> None:
-    config = FinetuneConfig(method=method, lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size,
-                            grad_accum=grad_accum, max_length=max_length, schedule=schedule,
-                            warmup_ratio=warmup_ratio, n_train=n_train, n_val=n_val, n_test=n_test,
-                            split_seed=split_seed, seed=seed, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank,
-                            bf16=bf16, checkpoint_every=checkpoint_every, device=device)
-    path = run_finetune(out, task, config, emulator=emulator, model=model, blocks=blocks, n_bottom=n_bottom,
-                        n_top=n_top, run_dir=run_dir, resume=resume)
+    config = replace(config, device=device)
+    path = run_finetune(out, task, config, emulator=emulator, model=model, blocks=blocks,
+                        adapter=AdapterSplit.parse(adapter), run_dir=run_dir, resume=resume)
     typer.echo(f"adapter written to {path}")

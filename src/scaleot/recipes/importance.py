@@ -1,7 +1,7 @@
 """Learn which middle blocks matter and train their harmonizers (ScaleOT stage 1).
 
 Recipe shape: ``setup -> train -> save``. Features: Dynamic LayerReplace or LayerDrop
-(``--variant``), every METHOD.md section 2 knob as an option, a tqdm bar, JSONL +
+(``--variant``), every docs/method.md section 2 knob as an option, a tqdm bar, JSONL +
 TensorBoard logs, checkpoints every ``--checkpoint-every`` steps and ``--resume`` (also
 to extend ``--steps``), data parallel under ``accelerate launch`` (on CPU-only machines:
 ``accelerate launch --multi_gpu --num_processes 2 -m scaleot.cli importance ...``, which
@@ -41,8 +41,8 @@ from scaleot.models import (
     load_model,
     resolve_model_path,
 )
-from scaleot.models.device import autocast_used
-from scaleot.recipes.options import parse_adapter
+from scaleot.models.device import autocast_used, wants_bf16
+from scaleot.recipes.options import config_command
 from scaleot.tuners.harmonizer import Harmonizer, save_harmonizers
 
 FORMAT_VERSION = 1
@@ -130,7 +130,7 @@ def train(run: ImportanceRun, model, train_blocks, heldout_blocks) -> tuple[Impo
     timing["step_over_full_fwd_bwd"] = round(per_step / reference, 3)
     timing["train_seconds_this_process"] = round(time.perf_counter() - t0, 1)
     timing["world_size"] = trainer.world
-    timing["autocast"] = autocast_used(run.options.autocast == "bf16", trainer.device)  # what ran
+    timing["autocast"] = autocast_used(wants_bf16(run.options.autocast, trainer.device), trainer.device)  # what ran
     return trainer, timing
 
 
@@ -145,7 +145,7 @@ def save(run: ImportanceRun, trainer: ImportanceTrainer, fingerprint: str, timin
     info = {
         "format_version": FORMAT_VERSION, "model": run.model, "model_fingerprint": fingerprint,
         "model_type": trainer.model.config.model_type, "num_blocks": n_blocks,
-        "adapter": {"n_bottom": o.n_bottom, "n_top": o.n_top}, "middle": trainer.middle,
+        "adapter": o.split.to_dict(), "middle": trainer.middle,
         "scores": {str(i): {"logit": round(s, 8), "keep_prob": round(float(torch.sigmoid(torch.tensor(s))), 8)}
                    for i, s in zip(trainer.middle, logits, strict=True)},
         "ranking": trainer.ranking(), "variant": o.variant, "harmonizer": o.harmonizer.to_dict(),
@@ -184,26 +184,12 @@ def run_importance(run: ImportanceRun) -> Path:
         trainer.close()
 
 
+@config_command(ImportanceConfig, name="options")
 def command(
     out: Annotated[Path, typer.Option("--out", help="output folder (importance folder)")],
+    options: ImportanceConfig,
     model: Annotated[str, typer.Option(help="model name or HF folder")] = DEFAULT_MODEL,
     corpus: Annotated[str, typer.Option(help="generic text: kjv, or a .txt/.jsonl file")] = "kjv",
-    steps: Annotated[int, typer.Option(help="harmonizer steps")] = ImportanceConfig.steps,
-    adapter: Annotated[str, typer.Option(help="adapter blocks N_BOTTOM,N_TOP (never scored)")] = "2,2",
-    variant: Annotated[str, typer.Option(help="replace (harmonizers) or drop (identity)")] = "replace",
-    eta: Annotated[float, typer.Option(help="score learning rate")] = ImportanceConfig.eta,
-    reward: Annotated[str, typer.Option(help="normalized, neg_loss or exp")] = ImportanceConfig.reward,
-    group_size: Annotated[int, typer.Option(help="N_g, blocks per sampling group")] = ImportanceConfig.group_size,
-    n_configs: Annotated[int, typer.Option(help="N_c, configurations per score step")] = ImportanceConfig.n_configs,
-    score_every: Annotated[int, typer.Option(help="T, score step every T steps")] = ImportanceConfig.score_every,
-    lr: Annotated[float, typer.Option(help="harmonizer AdamW learning rate")] = ImportanceConfig.lr,
-    batch_size: Annotated[int, typer.Option(help="sequences per harmonizer step")] = ImportanceConfig.batch_size,
-    score_batch_size: Annotated[int, typer.Option(help="sequences per score step")] = ImportanceConfig.score_batch_size,
-    block_size: Annotated[int, typer.Option(help="tokens per sequence")] = ImportanceConfig.block_size,
-    rank: Annotated[int, typer.Option(help="harmonizer rank")] = 64,
-    autocast: Annotated[str, typer.Option(help="bf16 or none")] = ImportanceConfig.autocast,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints, 0 = never")] = 20,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out")] = False,
     keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="keep checkpoints")] = False,
@@ -211,14 +197,6 @@ def command(
     dtype: Annotated[str | None, typer.Option(help="weights dtype: auto, float32, bfloat16")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    from scaleot.tuners.harmonizer import HarmonizerConfig
-
-    n_bottom, n_top = parse_adapter(adapter)
-    options = ImportanceConfig(
-        n_bottom=n_bottom, n_top=n_top, variant=variant, steps=steps, group_size=group_size, n_configs=n_configs,
-        score_every=score_every, eta=eta, reward=reward, lr=lr, batch_size=batch_size,
-        score_batch_size=score_batch_size, block_size=block_size, autocast=autocast, seed=seed,
-        checkpoint_every=checkpoint_every, harmonizer=HarmonizerConfig(rank=rank))
     folder = run_importance(ImportanceRun(out=out, model=model, corpus=corpus, options=options, device=device,
                                           dtype=dtype, resume=resume, overwrite=overwrite,
                                           keep_checkpoints=keep_checkpoints, progress=progress))

@@ -1,14 +1,175 @@
-"""Option parsing shared by several commands."""
+"""Command-line options generated from the config dataclasses: one source of truth per option.
+
+A config dataclass (:class:`~scaleot.importance.config.ImportanceConfig`,
+:class:`~scaleot.emulator.config.EmulatorConfig`,
+:class:`~scaleot.finetune.config.FinetuneConfig`) declares each option once: its name,
+type, default and ``metadata["help"]``. :func:`config_command` turns those fields into
+typer options (``snake_case`` -> ``--kebab-case``, booleans as ``--x/--no-x``, nested
+dataclasses flattened as ``--<field>-<subfield>``, the pair ``n_bottom``/``n_top`` as
+``--adapter N_BOTTOM,N_TOP``) beside the command's own run-level options (``--out``,
+``--resume``, ``--device`` ...), and :func:`config_from_section` reads a run YAML section
+into the same dataclass under the same names. Field metadata the generator reads:
+
+- ``help``: the ``--help`` text;
+- ``aliases``: extra flag spellings kept for old command lines (``--steps``);
+- ``run_level``: the command declares this field itself (``device``, ``model``...).
+"""
 
 from __future__ import annotations
 
-from scaleot.errors import ScaleOTError
+import functools
+import inspect
+import typing
+from dataclasses import MISSING, fields, is_dataclass
+from typing import Annotated, Any
+
+import typer
+
+from scaleot.errors import ScaleOTError, check
+from scaleot.split import AdapterSplit
+
+SPLIT_FIELDS = ("n_bottom", "n_top")
+SEP = "__"  # python parameter name of a nested field: <field>__<subfield>
 
 
-def parse_adapter(text: str) -> tuple[int, int]:
-    """``"2,2"`` -> ``(2, 2)``: the sandwich adapter split ``n_bottom,n_top``."""
+def _default(f) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise TypeError(f"config field {f.name} needs a default")
+
+
+def _dataclass_in(tp) -> type | None:
+    """The dataclass inside ``tp`` (``X`` or ``X | None``), if any."""
+    for t in (tp, *typing.get_args(tp)):
+        if isinstance(t, type) and is_dataclass(t):
+            return t
+    return None
+
+
+def flag_name(path: str) -> str:
+    """``ist__n_update`` -> ``--ist-n-update`` (case kept: ``--ist-T``)."""
+    return "--" + path.replace(SEP, "-").replace("_", "-")
+
+
+def config_flags(cls: type, prefix: str = "") -> dict[str, str]:
+    """``{field path: flag}`` for every field of ``cls`` reached through the generated options
+    (nested fields as ``parent__child``; ``n_bottom``/``n_top`` -> ``--adapter``)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        path = prefix + f.name
+        inner = _dataclass_in(hints[f.name])
+        if inner is not None:
+            out.update(config_flags(inner, path + SEP))
+        elif f.name in SPLIT_FIELDS:
+            out[path] = "--adapter"
+        else:
+            out[path] = flag_name(path)
+    return out
+
+
+def _parameters(cls: type, prefix: str = "", nested: bool = False) -> list[inspect.Parameter]:
+    """typer parameters for the fields of ``cls`` (``run_level`` fields left to the command)."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in fields(cls):
+        if f.metadata.get("run_level"):
+            continue
+        path, tp, default = prefix + f.name, hints[f.name], _default(f)
+        inner = _dataclass_in(tp)
+        if inner is not None:
+            params += _parameters(inner, path + SEP, nested=True)
+            continue
+        if f.name in SPLIT_FIELDS:
+            if f.name == "n_bottom":
+                split = AdapterSplit(_default(f), _default(next(g for g in fields(cls) if g.name == "n_top")))
+                option = typer.Option("--adapter", help="adapter blocks N_BOTTOM,N_TOP (the sandwich split N_a)")
+                params.append(inspect.Parameter(prefix + "adapter", inspect.Parameter.KEYWORD_ONLY,
+                                                default=str(split), annotation=Annotated[str, option]))
+            continue
+        help_text = f.metadata.get("help", "")
+        if nested:  # unset = the nested config's own default (or what its parent derives)
+            help_text += f" [default: {default}]" if f.name != "seed" else " [default: the run's seed]"
+            default, tp = None, tp | None
+        flag = flag_name(path)
+        decls = [f"{flag}/--no-{flag[2:]}"] if tp in (bool, bool | None) else [flag]
+        decls += list(f.metadata.get("aliases", ()))
+        option = typer.Option(*decls, help=help_text, show_default=not nested)
+        params.append(inspect.Parameter(path, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[tp, option]))
+    return params
+
+
+def _collect(cls: type, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Generated option values -> constructor keyword arguments of ``cls`` (nested as dicts)."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        path = prefix + f.name
+        inner = _dataclass_in(hints[f.name])
+        if inner is not None:
+            sub = _collect(inner, values, path + SEP)
+            if sub:
+                kwargs[f.name] = sub
+        elif f.name in SPLIT_FIELDS:
+            if prefix + "adapter" in values:
+                kwargs[f.name] = getattr(AdapterSplit.parse(values[prefix + "adapter"]), f.name)
+        elif path in values and not (prefix and values[path] is None):
+            kwargs[f.name] = values[path]
+    return kwargs
+
+
+def config_command(cls: type, name: str = "config"):
+    """Decorate a command ``fn(..., config: cls)``: its options become the command's own
+    (run-level) parameters plus one generated option per field of ``cls``; the decorated
+    function receives ``config=cls(**options)``."""
+
+    def wrap(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != name]
+        generated = _parameters(cls)
+        clash = {p.name for p in own} & {p.name for p in generated}
+        if clash:
+            raise TypeError(f"{fn.__qualname__}: options {sorted(clash)} are both hand-written and generated")
+        names = {p.name for p in generated}
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            values = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return fn(**kwargs, **{name: cls(**_collect(cls, values))})
+
+        command.__signature__ = inspect.Signature(own + generated)
+        command.__annotations__ = {}
+        del command.__wrapped__  # typer must read __signature__, not fn's
+        return command
+
+    return wrap
+
+
+def config_from_section(cls: type, section: dict | None, where: str, extra: tuple[str, ...] = (),
+                        **fixed) -> dict:
+    """Check a run-YAML section against ``cls``: known names only (``adapter:`` or
+    ``n_bottom``/``n_top``), values valid; returns the section's keyword arguments
+    (``adapter`` expanded, ``extra`` keys kept); ``fixed`` are defaults for the check only.
+
+    Raises:
+        ConfigError: unknown keys, or what ``cls`` itself rejects (all at once).
+    """
+    section = dict(section or {})
+    names = {f.name for f in fields(cls)}
+    known = names | ({"adapter"} if set(SPLIT_FIELDS) <= names else set()) | set(extra)
+    unknown = sorted(set(section) - known)
+    check(where, [f"unknown options {unknown} (known: {sorted(known - set(extra))})"] if unknown else [])
+    if "adapter" in section:
+        if set(SPLIT_FIELDS) & set(section):
+            raise ScaleOTError(f"{where}: give adapter or n_bottom/n_top, not both")
+        section.update(AdapterSplit.parse(section.pop("adapter"), name=f"{where}: adapter").to_dict())
+    kwargs = {k: v for k, v in section.items() if k not in extra}  # what cls itself must accept
     try:
-        bottom, top = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ScaleOTError(f"--adapter must be 'N_BOTTOM,N_TOP', e.g. 2,2 (got {text!r})") from None
-    return bottom, top
+        cls(**dict(fixed, **kwargs))
+    except TypeError as e:
+        raise ScaleOTError(f"{where}: {e}") from None
+    except ScaleOTError as e:
+        raise ScaleOTError(f"{where}: {e}") from None
+    return section

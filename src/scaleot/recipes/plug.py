@@ -1,6 +1,6 @@
 """Plug a tuned adapter into the full model and write a standard HF model folder.
 
-The model owner's step (METHOD.md section 1, step 4): the adapter must have been tuned on
+The model owner's step (docs/method.md section 1, step 4): the adapter must have been tuned on
 an emulator of this very model (checked by fingerprint), otherwise it is refused. LoRA
 adapters are merged, so ``AutoModelForCausalLM.from_pretrained(OUT)`` loads the result.
 """

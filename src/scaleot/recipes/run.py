@@ -30,12 +30,42 @@ from typing import Annotated
 import typer
 import yaml
 
+from scaleot.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
 from scaleot.errors import ScaleOTError, check
 from scaleot.finetune import FinetuneConfig
+from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
+from scaleot.models.loading import DEFAULT_MODEL
+from scaleot.recipes.options import config_from_section
+from scaleot.split import AdapterSplit
 
-SECTIONS = {"model", "tasks", "device", "importance", "emulators", "finetune", "ft", "evaluate", "report"}
+SECTIONS = {"model", "adapter", "tasks", "device", "importance", "emulators", "finetune", "ft", "evaluate",
+            "report"}
 EVALUATE_OPTIONS = {"limit", "batch_size", "autocast", "scorer"}  # evaluate_offsite's keyword arguments
+JOB_KEYS = ("model", "device")  # job-level: every step uses the same model and device
+SECTION_CONFIGS = {"importance": ImportanceConfig, "emulators": EmulatorConfig, "finetune": FinetuneConfig,
+                   "ft": FinetuneConfig}
+SECTION_EXTRAS = {"importance": ("corpus", "from"), "emulators": ("name",), "finetune": (), "ft": ()}
+
+
+def section_keys(section: str) -> set[str]:
+    """The keys a section accepts: its config's fields (less the job-level ones), ``adapter``, extras."""
+    names = {f.name for f in fields(SECTION_CONFIGS[section])}
+    split = {"adapter"} if {"n_bottom", "n_top"} <= names else set()
+    return (names - set(JOB_KEYS)) | split | set(SECTION_EXTRAS[section])
+
+
+def _section(section: str, values: dict | None, where: str, split: AdapterSplit | None, **fixed) -> dict:
+    """Check one section (or emulator entry) against its dataclass; fill the job's ``adapter:``."""
+    values = dict(values or {})
+    bad = sorted(set(values) & set(JOB_KEYS))
+    if bad:
+        raise ScaleOTError(f"{where}: {bad} are set once for the whole job (top level)")
+    cls = SECTION_CONFIGS[section]
+    if split is not None and "n_bottom" in {f.name for f in fields(cls)} and \
+            not ({"adapter", "n_bottom", "n_top"} & set(values)):
+        values["adapter"] = str(split)
+    return config_from_section(cls, values, where, extra=SECTION_EXTRAS[section], **fixed)
 
 
 def task_dir(task: str) -> str:
@@ -66,14 +96,26 @@ def load_run_config(path: str | Path) -> dict:
         problems.append("emulators: a list of {name, method, ...} entries is needed")
     elif len({e["name"] for e in emus}) != len(emus):
         problems.append("emulators: names must be unique")
-    ft_fields = {f.name for f in fields(FinetuneConfig)}
-    for sec in ("finetune", "ft"):
-        bad = sorted(set(cfg.get(sec) or {}) - ft_fields)
-        if bad:
-            problems.append(f"{sec}: unknown options {bad}")
     problems += evaluate_problems(cfg.get("evaluate"))
     check(f"run config {path}", problems)
-    cfg.setdefault("model", "smollm2-135m")
+    cfg.setdefault("model", DEFAULT_MODEL)
+    split = AdapterSplit.parse(cfg["adapter"], name="adapter") if "adapter" in cfg else None
+    imp = cfg.get("importance") or {}
+    if "from" not in imp:
+        cfg["importance"] = _section("importance", imp, "importance", split)
+    for i, entry in enumerate(cfg["emulators"]):
+        where = f"emulators[{entry['name']}]"
+        ranked = entry.get("method", "scaleot") in NEEDS_IMPORTANCE
+        cfg["emulators"][i] = entry = _section("emulators", entry, where, split,
+                                               **({"importance": "importance"} if ranked else {}))
+        if ranked and "from" not in imp:
+            mine = AdapterSplit(entry.get("n_bottom", 2), entry.get("n_top", 2))
+            theirs = ImportanceConfig(**{k: v for k, v in cfg["importance"].items() if k != "corpus"}).split
+            if mine != theirs:
+                raise ScaleOTError(f"{where}: adapter {mine} differs from the importance section's {theirs} "
+                                   "(stage 1 scores exactly the middle blocks of one split)")
+    cfg["finetune"] = _section("finetune", cfg.get("finetune"), "finetune", None)
+    cfg["ft"] = _section("ft", cfg.get("ft"), "ft", None, **cfg["finetune"])
     return cfg
 
 
@@ -124,7 +166,6 @@ class RunRecipe:
     def importance(self) -> Path | None:
         if not any(e.get("method", "scaleot") in ("scaleot", "drop") for e in self.cfg["emulators"]):
             return None
-        from scaleot.importance.config import ImportanceConfig
         from scaleot.recipes.importance import ImportanceRun, run_importance
 
         opts = dict(self.cfg.get("importance") or {})
@@ -146,7 +187,6 @@ class RunRecipe:
                          lambda: run_importance(run))
 
     def emulate(self, importance: Path | None) -> dict[str, Path]:
-        from scaleot.emulator import EmulatorConfig
         from scaleot.recipes.emulate import run_emulate
 
         out = {}

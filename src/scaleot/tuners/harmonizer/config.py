@@ -1,4 +1,4 @@
-"""Configuration of a harmonizer (METHOD.md section 2)."""
+"""Configuration of a harmonizer (docs/method.md section 2)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class HarmonizerConfig:
     a fresh harmonizer is the identity (the same as dropping the block).
     """
 
-    rank: int = field(default=64, metadata={"help": "bottleneck width of the low-rank MLP"})
+    rank: int = field(default=64, metadata={"help": "bottleneck width of the low-rank MLP", "aliases": ("--rank",)})
     activation: str = field(default="gelu", metadata={"help": f"one of {ACTIVATIONS}"})
     use_norm: bool = field(default=True, metadata={"help": "RMS-normalise the input of the branch"})
 

@@ -1,6 +1,6 @@
 """Switchable blocks: a frozen decoder block and its stand-in behind one explicit flag.
 
-Dynamic LayerReplace (METHOD.md section 2) runs the model many times with different
+Dynamic LayerReplace (docs/method.md section 2) runs the model many times with different
 sets of middle blocks replaced. Instead of patching ``forward`` or rebuilding the block
 list every step, each middle block is wrapped once in a :class:`SwitchableBlock`; a
 configuration is applied by setting the wrappers' ``replaced`` flags

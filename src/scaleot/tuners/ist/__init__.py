@@ -1,4 +1,4 @@
-"""IST: importance-aware sparse tuning for any per-layer PEFT (METHOD.md section 4).
+"""IST: importance-aware sparse tuning for any per-layer PEFT (docs/method.md section 4).
 
 Laid out like a peft tuner: :mod:`config` (``ISTConfig``), :mod:`layer` (PEFT modules by
 block, response suppression, LoRA targets from the architecture table),

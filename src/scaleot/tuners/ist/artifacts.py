@@ -1,4 +1,4 @@
-"""IST scores saved beside a tuned adapter, and their plot (METHOD.md section 4).
+"""IST scores saved beside a tuned adapter, and their plot (docs/method.md section 4).
 
 Files written into an adapter folder (next to peft's ``adapter_config.json`` +
 ``adapter_model.safetensors``):

@@ -1,4 +1,4 @@
-"""Configuration of IST, importance-aware sparse tuning (METHOD.md section 4)."""
+"""Configuration of IST, importance-aware sparse tuning (docs/method.md section 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ISTController: layer scores, per-step selection, importance updates (METHOD.md section 4).
+"""ISTController: layer scores, per-step selection, importance updates (docs/method.md section 4).
 
 A small object any training loop can drive through hooks::
 

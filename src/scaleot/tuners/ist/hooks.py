@@ -4,7 +4,7 @@ The loop calls ``bind(optimizer=, loss_model=, splits=)`` once, then per optimiz
 ``before_step(step)``, ``after_backward(step)``, ``after_step(step)`` (``step`` counts the
 steps done before this one, from 0), and checkpoints ``state_dict()`` in its JSON state.
 :class:`ISTStepController` adapts :class:`ISTController` to that protocol: it builds the
-probe batches from the validation split (held out, METHOD.md section 4) and runs the
+probe batches from the validation split (held out, docs/method.md section 4) and runs the
 importance update itself after every ``T``-th step.
 """
 
@@ -97,14 +97,12 @@ def make_controller(peft_model: nn.Module, positions: Sequence[int], config, tok
     Args:
         peft_model: LoRA already injected on the trainable blocks (``positions``).
         positions: the trainable block positions (checked against the LoRA layout).
-        config: the loop's ``FinetuneConfig`` (``seed``, ``batch_size``, ``max_length``; an
-            optional ``ist`` dict of :class:`ISTConfig` fields).
+        config: the loop's ``FinetuneConfig`` (``batch_size``, ``max_length``, ``seed``, ``ist``).
         tokenizer: the model's tokenizer (for the probe batches).
+        ist_config: the IST options (default: ``config.ist``, else ``ISTConfig(seed=config.seed)``).
     """
     if ist_config is None:
-        fields = dict(getattr(config, "ist", None) or {})
-        fields.setdefault("seed", getattr(config, "seed", 0))
-        ist_config = ISTConfig(**fields)
+        ist_config = getattr(config, "ist", None) or ISTConfig(seed=getattr(config, "seed", 0))
     hooks = ISTStepController(peft_model, ist_config, tokenizer, getattr(config, "batch_size", 8),
                               getattr(config, "max_length", 256))
     if not set(hooks.controller.blocks) <= set(positions):

@@ -1,4 +1,4 @@
-"""PEFT modules grouped by decoder block, and response suppression (METHOD.md section 4).
+"""PEFT modules grouped by decoder block, and response suppression (docs/method.md section 4).
 
 IST works on upstream peft: LoRA and DoRA layers are found as ``peft``'s
 :class:`~peft.tuners.lora.LoraLayer` instances inside each decoder block (the blocks

@@ -1,4 +1,4 @@
-"""Where unselected layers' optimizer state lives (METHOD.md section 4, "Memory").
+"""Where unselected layers' optimizer state lives (docs/method.md section 4, "Memory").
 
 IST uses one ordinary ``torch.optim.AdamW`` over every PEFT parameter. Three facts make
 it sparse without a custom optimizer:

@@ -1,4 +1,4 @@
-"""A small LoRA / IST / RST training loop around :class:`ISTController` (METHOD.md section 4).
+"""A small LoRA / IST / RST training loop around :class:`ISTController` (docs/method.md section 4).
 
 :class:`SparseTuner` owns one peft model, one AdamW and (for IST/RST) one controller,
 and runs one step at a time (so a benchmark can interleave methods side by side);
