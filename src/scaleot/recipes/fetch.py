@@ -12,9 +12,10 @@ from typing import Annotated
 import typer
 
 from scaleot.data.bigbench import DEFAULT_TASKS
+from scaleot.models.loading import DEFAULT_MODEL
 
 
-def fetch(model: str = "smollm2-135m", tasks: list[str] | None = None) -> dict[str, float]:
+def fetch(model: str = DEFAULT_MODEL, tasks: list[str] | None = None) -> dict[str, float]:
     """Convert/cache the model and extract the tasks; returns seconds per item."""
     from scaleot.data import load_task_examples
     from scaleot.data.bigbench import archive_path
@@ -36,7 +37,7 @@ def fetch(model: str = "smollm2-135m", tasks: list[str] | None = None) -> dict[s
 
 
 def command(
-    model: Annotated[str, typer.Option(help="known model name to convert into the cache")] = "smollm2-135m",
+    model: Annotated[str, typer.Option(help="known model name to convert into the cache")] = DEFAULT_MODEL,
     task: Annotated[list[str], typer.Option(help="tasks to extract (default: the candidate BIG-bench tasks)")] = None,
 ) -> None:
     """Fetch the default model and data into the cache (no hub needed)."""

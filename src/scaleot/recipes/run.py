@@ -97,26 +97,54 @@ def load_run_config(path: str | Path) -> dict:
     elif len({e["name"] for e in emus}) != len(emus):
         problems.append("emulators: names must be unique")
     problems += evaluate_problems(cfg.get("evaluate"))
+    if "adapter" in cfg:
+        try:
+            AdapterSplit.parse(cfg["adapter"], name="adapter")
+        except ScaleOTError as e:
+            problems.append(str(e))
+    if not problems:
+        _check_sections(cfg, problems)
+    else:  # the sections' own problems too, where they can be read
+        for sec in ("finetune", "ft"):
+            _collect(problems, _section, sec, cfg.get(sec), sec, None)
     check(f"run config {path}", problems)
+    return cfg
+
+
+def _collect(problems: list[str], fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or None with its one-line error added to ``problems``."""
+    try:
+        return fn(*args, **kwargs)
+    except ScaleOTError as e:
+        problems.append(str(e))
+        return None
+
+
+def _check_sections(cfg: dict, problems: list[str]) -> None:
+    """Check every section against its dataclass and normalise it in place (``adapter`` expanded)."""
     cfg.setdefault("model", DEFAULT_MODEL)
     split = AdapterSplit.parse(cfg["adapter"], name="adapter") if "adapter" in cfg else None
     imp = cfg.get("importance") or {}
     if "from" not in imp:
-        cfg["importance"] = _section("importance", imp, "importance", split)
+        imp = cfg["importance"] = _collect(problems, _section, "importance", imp, "importance", split) or imp
     for i, entry in enumerate(cfg["emulators"]):
         where = f"emulators[{entry['name']}]"
         ranked = entry.get("method", "scaleot") in NEEDS_IMPORTANCE
-        cfg["emulators"][i] = entry = _section("emulators", entry, where, split,
-                                               **({"importance": "importance"} if ranked else {}))
+        entry = _collect(problems, _section, "emulators", entry, where, split,
+                         **({"importance": "importance"} if ranked else {}))
+        if entry is None:
+            continue
+        cfg["emulators"][i] = entry
         if ranked and "from" not in imp:
             mine = AdapterSplit(entry.get("n_bottom", 2), entry.get("n_top", 2))
-            theirs = ImportanceConfig(**{k: v for k, v in cfg["importance"].items() if k != "corpus"}).split
+            theirs = AdapterSplit(imp.get("n_bottom", 2), imp.get("n_top", 2))
             if mine != theirs:
-                raise ScaleOTError(f"{where}: adapter {mine} differs from the importance section's {theirs} "
-                                   "(stage 1 scores exactly the middle blocks of one split)")
-    cfg["finetune"] = _section("finetune", cfg.get("finetune"), "finetune", None)
-    cfg["ft"] = _section("ft", cfg.get("ft"), "ft", None, **cfg["finetune"])
-    return cfg
+                problems.append(f"{where}: adapter {mine} differs from the importance section's {theirs} "
+                                "(stage 1 scores exactly the middle blocks of one split)")
+    base = _collect(problems, _section, "finetune", cfg.get("finetune"), "finetune", None)
+    if base is not None:
+        cfg["finetune"] = base
+        cfg["ft"] = _collect(problems, _section, "ft", cfg.get("ft"), "ft", None, **base) or cfg.get("ft")
 
 
 def evaluate_problems(section) -> list[str]:
