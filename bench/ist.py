@@ -26,16 +26,11 @@ import time
 from pathlib import Path
 
 import torch
+from ist_loop import SparseTuner, TrainOptions  # bench/ist_loop.py (run as python bench/ist.py)
 
 from scaleot.data import SplitConfig, load_task
 from scaleot.models import load_model
-from scaleot.tuners.ist import (
-    ISTConfig,
-    SparseTuner,
-    TrainOptions,
-    lora_config_for,
-    optimizer_state_bytes,
-)
+from scaleot.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 
 METHODS = {"lora": None, "ist": ISTConfig(), "rst": ISTConfig(sampling="rst")}
 

@@ -7,19 +7,17 @@ import math
 
 import pytest
 import torch
+from bench.ist_loop import SparseTuner, TrainOptions, train_ist
 
 from scaleot.errors import ConfigError
 from scaleot.tuners.ist import (
     ISTConfig,
     ISTController,
     ISTStepController,
-    SparseTuner,
-    TrainOptions,
     lora_config_for,
     peft_layers_by_block,
     save_importance,
     suppressed,
-    train_ist,
 )
 from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
 
@@ -84,8 +82,10 @@ def test_selection_frequencies_follow_scores(sampling):
 
 def _train_only_block(model, tok, examples, block: int, steps: int = 80, lr: float = 3e-2):
     """Train LoRA of one block (all others exactly zero) so it carries all the signal."""
+    from bench.ist_loop import answer_loss
+
     from scaleot.data import PadCollator, encode_example
-    from scaleot.tuners.ist import answer_loss, peft_parameters
+    from scaleot.tuners.ist import peft_parameters
 
     with torch.no_grad():  # random tiny embeddings are too small for confident logits
         model.get_output_embeddings().weight.mul_(20)
@@ -112,7 +112,7 @@ def test_signal_layer_becomes_most_important(seed):
     model.train()
     tok, examples = CharTokenizer(), tiny_examples(8)
     batch, loss = _train_only_block(model, tok, examples, block=2, steps=40, lr=0.1)
-    from scaleot.tuners.ist import answer_loss
+    from bench.ist_loop import answer_loss
 
     # gamma = 0: after the final RMSNorm a large learned delta is nearly scale-free, so
     # the test removes the suppressed adapters outright to make block 2's role unambiguous.
@@ -154,8 +154,9 @@ def test_unselected_layers_untouched_and_stateless(model_type, dora):
 
 def test_unselected_branch_saves_no_activations():
     """The autograd graph keeps no tensor for unselected layers' LoRA branches."""
+    from bench.ist_loop import answer_loss
+
     from scaleot.data import PadCollator, encode_example
-    from scaleot.tuners.ist import answer_loss
 
     tok = CharTokenizer()
     batch = PadCollator(0)([encode_example(e, tok) for e in tiny_examples(4)])

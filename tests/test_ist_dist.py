@@ -27,7 +27,9 @@ def _free_port() -> int:
 
 
 def _run(rank: int, world: int, sync: bool) -> dict:
-    from scaleot.tuners.ist import ISTConfig, SparseTuner, TrainOptions, lora_config_for
+    from bench.ist_loop import SparseTuner, TrainOptions
+
+    from scaleot.tuners.ist import ISTConfig, lora_config_for
     from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
 
     model = tiny_model("llama")

@@ -26,9 +26,9 @@ import math
 import time
 from pathlib import Path
 
+from scaleot.adapter import TunedAdapter, read_adapter
 from scaleot.data import SplitConfig, load_task
 from scaleot.errors import ScaleOTError
-from scaleot.finetune.adapter_io import TunedAdapter, read_adapter
 from scaleot.plug import check_adapter_fits, plug_into
 
 ROWS = ("Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in")

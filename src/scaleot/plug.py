@@ -18,9 +18,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from scaleot.adapter import TunedAdapter, read_adapter, rename_blocks
 from scaleot.errors import ScaleOTError
-from scaleot.finetune.adapter_io import TunedAdapter, read_adapter
-from scaleot.finetune.trainable import rename_blocks
 from scaleot.manifest import atomic_output_dir, read_json, write_json_atomic, write_manifest
 from scaleot.models import (
     arch_spec,

@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from scaleot.data.example import MCExample
 from scaleot.errors import ScaleOTError
 from scaleot.paths import scaleot_home
 
@@ -123,8 +124,6 @@ def extract_task_json(task: str, archive: Path | None = None) -> dict:
 
 def task_to_examples(task: str, spec: dict) -> list:
     """Turn a BIG-bench task dict into :class:`MCExample` records."""
-    from scaleot.data.tasks import MCExample
-
     examples = spec.get("examples") or []
     if not examples:
         subs = ", ".join(f"{task}/{s['name'].split(':')[-1]}" for s in spec.get("subtasks", []) if isinstance(s, dict))

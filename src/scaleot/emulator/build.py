@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from pathlib import Path
 
 from torch import nn
 
@@ -30,32 +29,12 @@ from scaleot.emulator.bundle import FORMAT_VERSION, EmulatorBundle, find_leaks, 
 from scaleot.emulator.config import EmulatorConfig
 from scaleot.emulator.src_compress import compress_block
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import read_json, sha256_file, verify_manifest
+from scaleot.importance.folder import read_importance
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule, set_blocks, set_submodule
 from scaleot.models.fingerprint import fingerprint_model
-from scaleot.tuners.harmonizer import IdentityBlock, load_harmonizers
+from scaleot.tuners.harmonizer import IdentityBlock
 
 log = logging.getLogger(__name__)
-
-
-def read_importance(folder: str | Path, base_fingerprint: str, with_harmonizers: bool):
-    """Verify an importance folder and check it belongs to this model.
-
-    Returns:
-        ``(importance.json dict, {block: Harmonizer} or None, record for emulator.json)``.
-    """
-    folder = Path(folder)
-    verify_manifest(folder, "importance")
-    info = read_json(folder / "importance.json", "importance.json")
-    if info.get("model_fingerprint") != base_fingerprint:
-        raise ScaleOTError(f"importance folder {folder} was computed on other weights "
-                           f"({info.get('model_fingerprint')}, this model is {base_fingerprint})")
-    if not isinstance(info.get("ranking"), list):
-        raise ScaleOTError(f"{folder}/importance.json has no ranking")
-    harmonizers = load_harmonizers(folder / "harmonizers.safetensors") if with_harmonizers else None
-    record = {"path": str(folder), "importance_sha256": "sha256:" + sha256_file(folder / "importance.json"),
-              "variant": info.get("variant"), "steps": info.get("steps"), "timing": info.get("timing")}
-    return info, harmonizers, record
 
 
 def _blockless_copy(model: nn.Module) -> nn.Module:

@@ -16,16 +16,15 @@ The adapter blocks, embeddings and head stay frozen. The loss at each step is::
 
 where ``h`` is the hidden state at the emulator boundary (the output of the last middle
 position = the input of the top adapter), ``[B, T, d]``. Progress bar, JSONL and
-TensorBoard logs, and pickle-free checkpoints (:mod:`scaleot.checkpoint`) every
+TensorBoard logs, and pickle-free checkpoints (:mod:`scaleot.run_folder`) every
 ``kd_checkpoint_every`` steps; ``resume=True`` continues from the newest one, restoring
-weights, optimizer and RNG. Batches are a function of the step, so a resumed run sees the
+weights, optimizer and RNG, and refuses one made with other options. Batches are a function of the step, so a resumed run sees the
 same data as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -34,11 +33,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scaleot.data.text import corpus_splits
 from scaleot.errors import ScaleOTError
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
+from scaleot.run_folder import RunFolder
 
 
 def _trainable(student: nn.Module, layer_map: list[dict], kinds: tuple[str, ...]) -> dict[str, nn.Parameter]:
@@ -112,20 +111,17 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     def amp():
         return bf16_autocast(wants_bf16(config.autocast, device), device)
 
+    options = dict(config.options(), label=label, kinds=list(kinds), steps=steps, lr=lr)
+    folder = RunFolder(run_dir, options, may_change=("steps", "kd_steps", "calibrate_steps", "kd_checkpoint_every",
+                                                     "kd_run_dir"))
     step = 0
     if config.resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise ScaleOTError(f"--resume: no checkpoint in {run_dir}")
-        weights, state = load_checkpoint(ckpt, optimizer)
+        weights, state = folder.resume(optimizer)
         with torch.no_grad():
             for k, v in weights.items():
                 params[k].copy_(v)
         step = state["step"]
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tb"))
-    log = (run_dir / "log.jsonl").open("a")
+    folder.open_log(step if config.resume else None)
     t0, first, last = time.perf_counter(), None, None
     student.train()
     bar = tqdm(total=steps, initial=step, desc=label, leave=False)
@@ -144,16 +140,13 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
         step += 1
         last = {"step": step, "loss": loss.item(), "nmse": l_h.item(), "lm": out.loss.item()}
         first = first or last
-        log.write(json.dumps(last) + "\n")
-        for k in ("loss", "nmse", "lm"):
-            writer.add_scalar(f"kd/{k}", last[k], step)
+        folder.log(last, {f"kd/{k}": last[k] for k in ("loss", "nmse", "lm")})
         bar.update(1)
         bar.set_postfix(nmse=f"{last['nmse']:.3f}", lm=f"{last['lm']:.3f}")
         if step % config.kd_checkpoint_every == 0 or step == steps:
-            save_checkpoint(run_dir, step, {k: p for k, p in params.items()}, optimizer, {"kind": label})
+            folder.save(step, dict(params), optimizer, {"kind": label})
     bar.close()
-    log.close()
-    writer.close()
+    folder.close()
     student.eval()
     for p in student.parameters():
         p.requires_grad_(True)

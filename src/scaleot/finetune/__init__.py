@@ -1,12 +1,11 @@
 """Task fine-tuning: the data owner's adapter tuning on an emulator, and the FT row."""
 
-from scaleot.finetune.adapter_io import TunedAdapter, read_adapter, write_adapter
+from scaleot.adapter import TunedAdapter, block_state, read_adapter, write_adapter
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.finetune.loop import AnswerLoss, StepController, TrainResult, mc_accuracy, train
 from scaleot.finetune.methods import TUNING_METHODS, TuningMethod
 from scaleot.finetune.trainable import (
     apply_lora,
-    block_state,
     freeze_all_but_blocks,
     lora_target_names,
 )

@@ -6,7 +6,8 @@ loss on answer tokens only with the LM head applied at answer positions only (th
 vocabulary head is the largest single matmul of a small model), optional bf16 autocast,
 data parallel through ``accelerate`` (run under ``accelerate launch``), a tqdm bar,
 TensorBoard + JSONL logs, validation accuracy after each epoch with the best weights
-kept, and pickle-free checkpoints (:mod:`scaleot.checkpoint`) for ``--resume``.
+kept, and pickle-free checkpoints for ``--resume`` (:mod:`scaleot.run_folder`: a resume
+made with other options is refused).
 
 A *step controller* (IST, docs/method.md section 4) can steer which weights train: any object
 with ``before_step(step)``, ``after_backward(step)``, ``after_step(step)``,
@@ -17,7 +18,6 @@ exists (IST keeps unselected layers' optimizer state off the device and probes a
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import time
@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, TaskSplits, encode_example
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
+from scaleot.run_folder import RunFolder
 
 
 class StepController(Protocol):
@@ -118,6 +118,149 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+class _Run:
+    """The state of one fine-tuning run; :func:`train` drives it (setup -> epochs -> validate -> save)."""
+
+    def __init__(self, model: nn.Module, tokenizer, splits: TaskSplits, config: FinetuneConfig,
+                 run_dir: str | Path, controller: StepController | None, progress: bool):
+        from accelerate import Accelerator
+        from transformers import get_scheduler
+
+        self.model, self.tokenizer, self.splits, self.config = model, tokenizer, splits, config
+        self.controller, self.progress = controller, progress
+        self.accelerator = Accelerator(cpu=config.device == "cpu")
+        self.device = self.accelerator.device
+        self.bf16 = wants_bf16(config.autocast, self.device)
+        model.to(self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        if not self.params:
+            raise ScaleOTError("nothing to train: no parameter requires a gradient")
+        self.encoded = [encode_example(ex, tokenizer, config.max_length) for ex in splits.train]
+        self.collate = PadCollator(tokenizer.pad_token_id)
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.global_batch = config.batch_size * self.world
+        micro_per_epoch = math.ceil(len(self.encoded) / self.global_batch)
+        self.steps_per_epoch = max(1, micro_per_epoch // config.grad_accum)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = get_scheduler(config.schedule, optimizer,
+                                       num_warmup_steps=int(config.warmup_ratio * self.total_steps),
+                                       num_training_steps=self.total_steps)
+        self.loss_model, self.optimizer = self.accelerator.prepare(AnswerLoss(model), optimizer)
+        if controller is not None and hasattr(controller, "bind"):
+            controller.bind(optimizer=self.optimizer, loss_model=self.loss_model, splits=splits)
+        self.step, self.epoch, self.micro_done, self.validation = 0, 0, 0, []
+        self.best = {"val_acc": -1.0, "step": 0, "epoch": 0}
+        self.best_weights = _trainable_state(model)
+        self.folder = RunFolder(run_dir, config.to_dict(), may_change=("device", "checkpoint_every"),
+                                main=self.accelerator.is_main_process)
+        self.tokens, self.train_time = 0, 0.0
+
+    def resume(self) -> None:
+        """Continue from the newest checkpoint (weights, optimizer, schedule, RNG, controller)."""
+        weights, state = self.folder.resume(self.optimizer)
+        current = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, t in weights.items():
+                current[n].copy_(t)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.micro_done = state["step"], state["epoch"], state["micro_done"]
+        self.validation, self.best = state["validation"], state["best"]
+        if (self.folder.path / "best.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            self.best_weights = load_file(str(self.folder.path / "best.safetensors"))
+        if self.controller is not None and "controller" in state:
+            self.controller.load_state_dict(state["controller"])
+
+    def checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        state = {"epoch": self.epoch, "micro_done": self.micro_done, "validation": self.validation,
+                 "best": self.best, "scheduler": self.scheduler.state_dict()}
+        if self.controller is not None:
+            state["controller"] = self.controller.state_dict()
+        if self.folder.main:
+            self.folder.save(self.step, _trainable_state(self.model), self.optimizer, state)
+
+    def validate(self) -> None:
+        """Validation accuracy; the best weights so far are kept (and written for resume)."""
+        cfg = self.config
+        acc = mc_accuracy(self.model, self.tokenizer, self.splits.val[: cfg.val_limit],
+                          batch_size=cfg.eval_batch_size, bf16=self.bf16)
+        self.validation.append({"epoch": self.epoch, "step": self.step, "val_acc": acc})
+        self.folder.log({"step": self.step, "epoch": self.epoch, "val_acc": float(acc)})
+        if acc > self.best["val_acc"]:
+            self.best = {"val_acc": acc, "step": self.step, "epoch": self.epoch}
+            self.best_weights = _trainable_state(self.model)
+            if self.folder.main:
+                from safetensors.torch import save_file
+
+                save_file(self.best_weights, str(self.folder.path / "best.safetensors"))
+
+    def micro_step(self, indices: list[int]) -> torch.Tensor:
+        """Forward and backward of one micro-batch (this process's share); returns the loss."""
+        if self.micro_done % self.config.grad_accum == 0 and self.controller is not None:
+            self.controller.before_step(self.step)
+        batch = self.collate([self.encoded[i] for i in indices[self.rank::self.world]] or [self.encoded[0]])
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with bf16_autocast(self.bf16, self.device):
+            loss = self.loss_model(**batch) / self.config.grad_accum
+        self.accelerator.backward(loss)
+        self.tokens += int(batch["attention_mask"].sum()) * self.world
+        self.micro_done += 1
+        return loss
+
+    def optimizer_step(self, loss: torch.Tensor, bar) -> None:
+        cfg = self.config
+        if self.controller is not None:
+            self.controller.after_backward(self.step)
+        if cfg.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.controller is not None:
+            self.controller.after_step(self.step)
+        self.step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item() * cfg.grad_accum:.3f}")
+        self.folder.log({"step": self.step, "epoch": self.epoch, "loss": loss.item() * cfg.grad_accum,
+                         "lr": self.scheduler.get_last_lr()[0]})
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+            self.checkpoint()
+
+    def epoch_batches(self) -> list[list[int]]:
+        """This epoch's micro-batches (global indices): a permutation seeded by ``seed + epoch``."""
+        gen = torch.Generator().manual_seed(self.config.seed + self.epoch)
+        order = torch.randperm(len(self.encoded), generator=gen).tolist()
+        micro = [order[i:i + self.global_batch] for i in range(0, len(order), self.global_batch)]
+        return micro[: self.steps_per_epoch * self.config.grad_accum]
+
+    def run_epoch(self, bar) -> None:
+        micro = self.epoch_batches()
+        while self.micro_done < len(micro) and self.step < self.total_steps:
+            t0 = time.perf_counter()
+            loss = self.micro_step(micro[self.micro_done])
+            if self.micro_done % self.config.grad_accum == 0:
+                self.optimizer_step(loss, bar)
+            self.train_time += time.perf_counter() - t0
+
+    def result(self) -> TrainResult:
+        """Put the best weights back into the model; what the run produced."""
+        timing = {"train_seconds": round(self.train_time, 3), "tokens": self.tokens,
+                  "tokens_per_second": round(self.tokens / self.train_time, 1) if self.train_time else None,
+                  "peak_memory_mb": round(_peak_memory_mb(self.device), 1), "processes": self.world,
+                  "autocast": autocast_used(self.bf16, self.device)}
+        with torch.no_grad():
+            current = dict(self.model.named_parameters())
+            for n in self.names:
+                current[n].copy_(self.best_weights[n])
+        return TrainResult(self.best_weights, self.validation, self.best, self.step, timing)
+
+
 def train(
     model: nn.Module,
     tokenizer,
@@ -130,13 +273,18 @@ def train(
 ) -> TrainResult:
     """Fine-tune the trainable weights of ``model`` on ``splits.train``; score ``splits.val``.
 
+    Setup, then per epoch: the micro-batches of a seeded permutation, an optimizer step
+    every ``grad_accum`` of them, validation accuracy and a checkpoint at the end; then
+    the best-validation weights go back into ``model``.
+
     Args:
         model: a causal LM whose trainable parameters (``requires_grad``) are already chosen
             (see :mod:`scaleot.finetune.trainable`); LoRA layers already injected.
         tokenizer: its tokenizer (with a pad token).
         splits: the task; only ``train`` and ``val`` are read.
         config: the options.
-        run_dir: where checkpoints, ``log.jsonl`` and ``tb/`` go (never the adapter folder).
+        run_dir: the run folder (:class:`scaleot.run_folder.RunFolder`: checkpoints,
+            ``log.jsonl``, ``tb/``, ``best.safetensors``; never the adapter folder).
         resume: continue from the newest checkpoint in ``run_dir``.
         step_controller: optional IST-style hooks (see module docstring).
 
@@ -146,148 +294,23 @@ def train(
     Raises:
         ScaleOTError: ``resume`` with no checkpoint, or a checkpoint from other options.
     """
-    from accelerate import Accelerator
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers import get_scheduler
-
-    run_dir = Path(run_dir)
-    accelerator = Accelerator(cpu=config.device == "cpu")
-    device = accelerator.device
-    bf16 = wants_bf16(config.autocast, device)
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    if not params:
-        raise ScaleOTError("nothing to train: no parameter requires a gradient")
-    encoded = [encode_example(ex, tokenizer, config.max_length) for ex in splits.train]
-    collate = PadCollator(tokenizer.pad_token_id)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    global_batch = config.batch_size * world
-    micro_per_epoch = math.ceil(len(encoded) / global_batch)
-    steps_per_epoch = max(1, micro_per_epoch // config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    loss_model = AnswerLoss(model)
-    loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
-    if step_controller is not None and hasattr(step_controller, "bind"):
-        step_controller.bind(optimizer=optimizer, loss_model=loss_model, splits=splits)
-
-    step, epoch, micro_done, validation, best = 0, 0, 0, [], {"val_acc": -1.0, "step": 0, "epoch": 0}
-    best_weights = _trainable_state(model)
-    options = {k: v for k, v in config.to_dict().items() if k not in ("device", "checkpoint_every")}
+    run = _Run(model, tokenizer, splits, config, run_dir, step_controller, progress)
     if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise ScaleOTError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-        weights, state = load_checkpoint(ckpt, optimizer)
-        if state.get("options") != json.loads(json.dumps(options)):
-            raise ScaleOTError(f"--resume: checkpoint {ckpt} was made with other options")
-        current = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, t in weights.items():
-                current[n].copy_(t)
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, micro_done = state["step"], state["epoch"], state["micro_done"]
-        validation, best = state["validation"], state["best"]
-        if (run_dir / "best.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            best_weights = load_file(str(run_dir / "best.safetensors"))
-        if step_controller is not None and "controller" in state:
-            step_controller.load_state_dict(state["controller"])
-
-    main = accelerator.is_main_process
-    writer = SummaryWriter(str(run_dir / "tb")) if main else None
-    log_file = open(run_dir / "log.jsonl", "a") if main else None  # noqa: SIM115
-
-    def log(record: dict) -> None:
-        if main:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-            for k, v in record.items():
-                if isinstance(v, float) and k not in ("step", "epoch"):
-                    writer.add_scalar(k, v, record.get("step", step))
-
-    def checkpoint() -> None:
-        accelerator.wait_for_everyone()
-        if main:
-            state = {"epoch": epoch, "micro_done": micro_done, "validation": validation, "best": best,
-                     "scheduler": scheduler.state_dict(), "options": options}
-            if step_controller is not None:
-                state["controller"] = step_controller.state_dict()
-            save_checkpoint(run_dir, step, _trainable_state(model), optimizer, state)
-
-    def validate() -> None:
-        nonlocal best, best_weights
-        acc = mc_accuracy(model, tokenizer, splits.val[: config.val_limit], batch_size=config.eval_batch_size,
-                          bf16=bf16)
-        validation.append({"epoch": epoch, "step": step, "val_acc": acc})
-        log({"step": step, "epoch": epoch, "val_acc": float(acc)})
-        if acc > best["val_acc"]:
-            best = {"val_acc": acc, "step": step, "epoch": epoch}
-            best_weights = _trainable_state(model)
-            if main:
-                from safetensors.torch import save_file
-
-                save_file(best_weights, str(run_dir / "best.safetensors"))
-
-    tokens, train_time = 0, 0.0
-    bar = tqdm(total=total_steps, initial=step, desc="finetune", disable=not (progress and main), unit="step")
+        run.resume()
+    run.folder.open_log(run.step if resume else None)
+    bar = tqdm(total=run.total_steps, initial=run.step, desc="finetune",
+               disable=not (progress and run.folder.main), unit="step")
     model.train()
-    while step < total_steps and epoch < config.epochs:
-        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-        micro = [order[i:i + global_batch] for i in range(0, len(order), global_batch)]
-        micro = micro[: steps_per_epoch * config.grad_accum]
-        while micro_done < len(micro) and step < total_steps:
-            if micro_done % config.grad_accum == 0 and step_controller is not None:
-                step_controller.before_step(step)
-            t0 = time.perf_counter()
-            batch = collate([encoded[i] for i in micro[micro_done][rank::world]] or [encoded[0]])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with bf16_autocast(bf16, device):
-                loss = loss_model(**batch) / config.grad_accum
-            accelerator.backward(loss)
-            tokens += int(batch["attention_mask"].sum()) * world
-            micro_done += 1
-            if micro_done % config.grad_accum == 0:
-                if step_controller is not None:
-                    step_controller.after_backward(step)
-                if config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if step_controller is not None:
-                    step_controller.after_step(step)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item() * config.grad_accum:.3f}")
-                log({"step": step, "epoch": epoch, "loss": loss.item() * config.grad_accum,
-                     "lr": scheduler.get_last_lr()[0]})
-                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-                    checkpoint()
-            train_time += time.perf_counter() - t0
-        validate()
-        epoch += 1
-        micro_done = 0
-        checkpoint()
-    bar.close()
-    if not validation or validation[-1]["step"] != step:
-        validate()
-    if main:
-        writer.close()
-        log_file.close()
-    timing = {"train_seconds": round(train_time, 3), "tokens": tokens,
-              "tokens_per_second": round(tokens / train_time, 1) if train_time else None,
-              "peak_memory_mb": round(_peak_memory_mb(device), 1), "processes": world,
-              "autocast": autocast_used(bf16, device)}
-    with torch.no_grad():
-        current = dict(model.named_parameters())
-        for n in names:
-            current[n].copy_(best_weights[n])
-    return TrainResult(best_weights, validation, best, step, timing)
+    try:
+        while run.step < run.total_steps and run.epoch < config.epochs:
+            run.run_epoch(bar)
+            run.validate()
+            run.epoch += 1
+            run.micro_done = 0
+            run.checkpoint()
+        bar.close()
+        if not run.validation or run.validation[-1]["step"] != run.step:
+            run.validate()
+    finally:
+        run.folder.close()
+    return run.result()

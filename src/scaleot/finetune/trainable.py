@@ -7,19 +7,21 @@ roles of the trainable blocks only, named by their full dotted path so no other 
 can match.
 
 Names inside a model follow *positions* (where a block sits in this model); names in a
-tuned adapter follow *sources* (the block's index in the full model). :func:`rename_blocks`
-maps one to the other.
+tuned adapter follow *sources* (the block's index in the full model):
+:func:`scaleot.adapter.rename_blocks` maps one to the other.
 """
 
 from __future__ import annotations
 
-import re
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_blocks
+
+if TYPE_CHECKING:  # the config holds the registry that calls back into this module
+    from scaleot.finetune.config import FinetuneConfig
 
 
 def freeze_all_but_blocks(model: nn.Module, positions: list[int]) -> list[str]:
@@ -59,27 +61,6 @@ def apply_lora(model: nn.Module, positions: list[int], config: FinetuneConfig):
     )
     torch.manual_seed(config.seed)
     return get_peft_model(model, lora)
-
-
-def rename_blocks(name: str, blocks_path: str, mapping: dict[int, int]) -> str:
-    """Rewrite ``<blocks_path>.<i>.`` in ``name`` to ``<blocks_path>.<mapping[i]>.``."""
-    pattern = re.compile(rf"(^|\.){re.escape(blocks_path)}\.(\d+)(\.|$)")
-
-    def sub(m: re.Match) -> str:
-        i = int(m.group(2))
-        return f"{m.group(1)}{blocks_path}.{mapping.get(i, i)}{m.group(3)}"
-
-    return pattern.sub(sub, name, count=1)
-
-
-def block_state(model: nn.Module, positions: list[int], sources: list[int]) -> dict[str, torch.Tensor]:
-    """Weights of the blocks at ``positions`` named ``blocks.<source>.<param>`` (the ``full`` format)."""
-    blocks = get_blocks(model)
-    out = {}
-    for pos, src in zip(positions, sources, strict=True):
-        for name, t in blocks[pos].state_dict().items():
-            out[f"blocks.{src}.{name}"] = t.detach().cpu().contiguous()
-    return out
 
 
 def count_params(model: nn.Module) -> dict[str, int]:

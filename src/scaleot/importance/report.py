@@ -1,8 +1,7 @@
-"""Training log (JSONL + TensorBoard) and the ``importance.png`` bar chart."""
+"""Stage 1's TensorBoard scalars and the ``importance.png`` bar chart."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -12,45 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
-class MetricsLog:
-    """Append one record per step to ``log.jsonl`` and TensorBoard events under ``tb/``.
-
-    On resume (``resume_step`` given) records after that step are dropped from the
-    JSONL file and TensorBoard purges them, so the log reads like one run.
-
-    Args:
-        folder: the run folder.
-        middle: middle block indices (names of the per-block score curves).
-        resume_step: the step a resumed run continues from, or None.
-    """
-
-    def __init__(self, folder: str | Path, middle: list[int], resume_step: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.folder, self.middle = Path(folder), middle
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / "log.jsonl"
-        if resume_step is not None and path.is_file():
-            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in kept))
-        elif path.exists():
-            path.unlink()
-        self.file = open(path, "a")  # noqa: SIM115
-        self.tb = SummaryWriter(str(self.folder / "tb"), purge_step=None if resume_step is None else resume_step + 1)
-
-    def __call__(self, rec: dict) -> None:
-        self.file.write(json.dumps(rec) + "\n")
-        self.file.flush()
-        step = rec["step"]
-        for key in ("harmonizer_loss", "score_loss_mean"):
-            if key in rec:
-                self.tb.add_scalar(f"loss/{key}", rec[key], step)
-        for i, s in zip(self.middle, rec.get("logits", []), strict=False):
-            self.tb.add_scalar(f"score/block_{i:02d}", s, step)
-
-    def close(self) -> None:
-        self.file.close()
-        self.tb.close()
+def tb_scalars(rec: dict, middle: list[int]) -> dict[str, float]:
+    """TensorBoard scalars of one stage-1 log record: losses and one score curve per middle block."""
+    out = {f"loss/{k}": rec[k] for k in ("harmonizer_loss", "score_loss_mean") if k in rec}
+    out.update({f"score/block_{i:02d}": s for i, s in zip(middle, rec.get("logits", []), strict=False)})
+    return out
 
 
 def plot_importance(path: str | Path, middle: list[int], logits: list[float], num_blocks: int,

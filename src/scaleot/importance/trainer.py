@@ -18,7 +18,8 @@ through :class:`accelerate.Accelerator`), every rank draws the same batch indice
 configurations from generators with the same seed, takes its slice of each batch,
 averages harmonizer gradients and losses with ``all_reduce``, and so holds bit-identical
 scores. Checkpoints (rank 0 writes, all ranks read) hold harmonizers, optimizer,
-scores, generator states and the step; resuming gives the same result as not stopping.
+scores, generator states and the step (:mod:`scaleot.run_folder`); resuming gives the same
+result as not stopping.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,12 +34,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
+from scaleot.importance.report import tb_scalars
 from scaleot.importance.sampling import sample_configuration
 from scaleot.models.arch import get_blocks
 from scaleot.models.device import bf16_autocast, wants_bf16
+from scaleot.run_folder import RunFolder
 from scaleot.tuners.harmonizer import (
     Harmonizer,
     IdentityBlock,
@@ -76,16 +77,17 @@ class ImportanceTrainer:
         train_blocks: ``[n, T]`` token ids of generic text for harmonizer steps.
         heldout_blocks: ``[m, T]`` token ids for score steps and the final losses.
         config: the options.
-        run_dir: where checkpoints go (``run_dir/checkpoints``); None = no checkpoints.
-        log: called on rank 0 with one dict per step (for JSONL / TensorBoard).
+        run_dir: the run folder (:class:`~scaleot.run_folder.RunFolder`: checkpoints, and
+            ``log.jsonl`` + ``tb/`` once :meth:`RunFolder.open_log` is called); None = neither.
         progress: show a tqdm bar on rank 0.
     """
 
     def __init__(self, model: nn.Module, train_blocks: torch.Tensor, heldout_blocks: torch.Tensor,
-                 config: ImportanceConfig, run_dir: str | Path | None = None,
-                 log: Callable[[dict], None] | None = None, progress: bool = True):
-        self.model, self.config, self.run_dir, self.log, self.progress = model, config, run_dir, log, progress
+                 config: ImportanceConfig, run_dir: str | Path | None = None, progress: bool = True):
+        self.model, self.config, self.progress = model, config, progress
         self.rank, self.world = _dist()
+        self.folder = None if run_dir is None else RunFolder(
+            run_dir, config.to_dict(), may_change=ImportanceConfig.RESUMABLE_CHANGES, main=self.rank == 0)
         for name, size in (("batch_size", config.batch_size), ("score_batch_size", config.score_batch_size)):
             if size % self.world:
                 raise ScaleOTError(f"{name} {size} is not divisible by the {self.world} data-parallel processes")
@@ -189,13 +191,13 @@ class ImportanceTrainer:
                 rec["score_loss_mean"] = float(losses.mean())
             rec["logits"] = [round(float(v), 6) for v in self.scores]
             self.last.update({k: v for k, v in rec.items() if isinstance(v, float)})
-            if self.rank == 0 and self.log is not None:
-                self.log(rec)
+            if self.folder is not None:
+                self.folder.log(rec, tb_scalars(rec, self.middle))
             p = self.keep_prob
             bar.set_postfix(loss=f"{self.last.get('harmonizer_loss', self.last.get('score_loss_mean', 0)):.3f}",
                             p=f"{float(p.min()):.2f}-{float(p.max()):.2f}")
             bar.update(1)
-            if self.run_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            if self.folder is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
 
@@ -208,28 +210,22 @@ class ImportanceTrainer:
         return w
 
     def save_checkpoint(self) -> None:
-        if self.rank == 0:
-            save_checkpoint(self.run_dir, self.step, self._weights(), self.optimizer,
-                            {"options": self.config.to_dict(), "middle": self.middle, "last": self.last,
-                             "times": self.times})
+        self.folder.save(self.step, self._weights(), self.optimizer,
+                         {"middle": self.middle, "last": self.last, "times": self.times})
         if self.world > 1:
             dist.barrier()
 
     def resume(self) -> bool:
-        """Load the newest checkpoint in ``run_dir``, if any; True if one was loaded.
+        """Load the newest checkpoint in the run folder, if any; True if one was loaded.
 
         Raises:
             ScaleOTError: the checkpoint was made with different options (other than
                 ``steps`` / ``checkpoint_every``).
         """
-        ckpt = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
-        if ckpt is None:
+        loaded = self.folder.resume(self.optimizer, required=False) if self.folder is not None else None
+        if loaded is None:
             return False
-        weights, state = load_checkpoint(ckpt, self.optimizer)
-        mine, theirs = self.config.to_dict(), state["options"]
-        diff = [k for k in mine if k not in ImportanceConfig.RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
-        if diff:
-            raise ScaleOTError(f"cannot resume from {ckpt}: options differ ({', '.join(diff)}); use a new --out")
+        weights, state = loaded
         for i, h in self.stand_ins.items():
             sd = {k.split(".", 2)[2]: v for k, v in weights.items() if k.startswith(f"harmonizer.{i}.")}
             if sd:

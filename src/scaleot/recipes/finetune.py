@@ -9,7 +9,7 @@ Recipe shape: ``setup -> train -> save``.
 - ``--model M``: the FT row, the same loop on the full model (all blocks train, or the
   sandwich with ``--blocks sandwich``).
 
-Writes ``OUT/`` (the tuned adapter, see :mod:`scaleot.finetune.adapter_io`) and keeps
+Writes ``OUT/`` (the tuned adapter, see :mod:`scaleot.adapter`) and keeps
 checkpoints, ``log.jsonl`` and TensorBoard events in ``--run-dir`` (default ``OUT.run``).
 Runs under ``accelerate launch`` for data parallel. Raises :class:`ScaleOTError` for a
 missing/tampered emulator, unknown task or method, bad options, or ``--resume`` without a
@@ -25,10 +25,10 @@ from typing import Annotated
 
 import typer
 
+from scaleot.adapter import write_adapter
 from scaleot.data import load_task
 from scaleot.errors import ScaleOTError
 from scaleot.finetune import FinetuneConfig, train
-from scaleot.finetune.adapter_io import write_adapter
 from scaleot.finetune.methods import TUNING_METHODS
 from scaleot.finetune.trainable import count_params
 from scaleot.models import fingerprint_model, load_model, num_blocks

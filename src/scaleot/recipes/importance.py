@@ -30,9 +30,10 @@ from scaleot.data import corpus_splits, read_corpus
 from scaleot.data.text import KNOWN_CORPORA
 from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
-from scaleot.importance.report import MetricsLog, plot_importance
+from scaleot.importance.folder import FORMAT_VERSION, KIND, read_importance_info, write_importance
+from scaleot.importance.report import plot_importance
 from scaleot.importance.trainer import ImportanceTrainer
-from scaleot.manifest import manifest_matches, read_json, write_json_atomic, write_manifest
+from scaleot.manifest import manifest_matches
 from scaleot.models import (
     DEFAULT_MODEL,
     arch_spec,
@@ -43,9 +44,7 @@ from scaleot.models import (
 )
 from scaleot.models.device import autocast_used, wants_bf16
 from scaleot.recipes.options import config_command
-from scaleot.tuners.harmonizer import Harmonizer, save_harmonizers
-
-FORMAT_VERSION = 1
+from scaleot.tuners.harmonizer import Harmonizer
 
 
 @dataclass
@@ -114,16 +113,14 @@ def train(run: ImportanceRun, model, train_blocks, heldout_blocks) -> tuple[Impo
     trainer = ImportanceTrainer(model, train_blocks, heldout_blocks, run.options, run_dir=out,
                                 progress=run.progress)
     resumed = trainer.resume() if run.resume else False
-    log = MetricsLog(out, trainer.middle, trainer.step if resumed else None) if trainer.rank == 0 else None
-    trainer.log = log
+    trainer.folder.open_log(trainer.step if resumed else None)
     t0 = time.perf_counter()
     try:
         reference = trainer.last.get("full_forward_backward_s") or trainer.full_step_seconds()
         trainer.last["full_forward_backward_s"] = reference  # checkpointed with the rest
         trainer.train()
     finally:
-        if log is not None:
-            log.close()
+        trainer.folder.close()
     timing = trainer.timing()
     timing["full_forward_backward_s"] = round(reference, 4)
     per_step = timing.get("harmonizer_step_s", 0) + timing.get("score_step_s", 0) / run.options.score_every
@@ -160,20 +157,20 @@ def save(run: ImportanceRun, trainer: ImportanceTrainer, fingerprint: str, timin
     else:  # identity stand-ins, written as fresh (exactly identity) harmonizers to keep one file format
         hidden = trainer.model.config.get_text_config().hidden_size
         harmonizers = {i: Harmonizer(hidden, o.harmonizer) for i in trainer.middle}
-    save_harmonizers(out / "harmonizers.safetensors", harmonizers)
-    write_json_atomic(out / "importance.json", info)
-    plot_importance(out / "importance.png", trainer.middle, logits, n_blocks, (o.n_bottom, o.n_top),
-                    title=f"{run.model}: {o.variant}, {trainer.step} steps, seed {o.seed}")
-    if not run.keep_checkpoints:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    write_manifest(out, "importance", {"model_fingerprint": fingerprint, "ranking": info["ranking"]})
-    return out
+
+    def chart_and_cleanup(folder: Path) -> None:
+        plot_importance(folder / "importance.png", trainer.middle, logits, n_blocks, (o.n_bottom, o.n_top),
+                        title=f"{run.model}: {o.variant}, {trainer.step} steps, seed {o.seed}")
+        if not run.keep_checkpoints:
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+
+    return write_importance(out, info, harmonizers, extra_writer=chart_and_cleanup)
 
 
 def run_importance(run: ImportanceRun) -> Path:
     """The whole recipe; returns the importance folder (skips work if already complete)."""
-    if run.resume and manifest_matches(run.out, "importance"):
-        done = read_json(Path(run.out) / "importance.json", "importance file")
+    if run.resume and manifest_matches(run.out, KIND):
+        done = read_importance_info(run.out)
         if done.get("steps", 0) >= run.options.steps:  # finished; more --steps continue from a kept checkpoint
             return Path(run.out)
     model, fingerprint, train_blocks, heldout_blocks = setup(run)

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
+from scaleot.adapter import read_adapter
 from scaleot.errors import ScaleOTError
-from scaleot.finetune.adapter_io import read_adapter
 from scaleot.plug import check_adapter_fits, plug, plug_into
 
 __all__ = ["command", "plug", "plug_into", "check_adapter_fits"]

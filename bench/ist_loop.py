@@ -1,4 +1,9 @@
-"""A small LoRA / IST / RST training loop around :class:`ISTController` (docs/method.md section 4).
+"""A small LoRA / IST / RST training loop around :class:`ISTController`, for benchmarks (docs/method.md section 4).
+
+The product trains IST through the one fine-tuning loop (``scaleot finetune --method ist``,
+:mod:`scaleot.finetune.loop` with :class:`scaleot.tuners.ist.ISTStepController`); this
+loop stays here because ``bench/ist.py`` interleaves LoRA, IST and RST step by step on the
+same batches to compare their memory and speed, which the product loop does not do.
 
 :class:`SparseTuner` owns one peft model, one AdamW and (for IST/RST) one controller,
 and runs one step at a time (so a benchmark can interleave methods side by side);
@@ -12,7 +17,6 @@ positions whose next token is a label (``logits_to_keep``), which keeps the
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +28,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from tqdm import tqdm
 
-from scaleot.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, encode_example
 from scaleot.errors import ScaleOTError
 from scaleot.models.device import bf16_autocast
+from scaleot.run_folder import RunFolder
 from scaleot.tuners.ist.config import ISTConfig
 from scaleot.tuners.ist.controller import ISTController
 from scaleot.tuners.ist.layer import lora_config_for
@@ -150,15 +154,15 @@ class SparseTuner:
         return record
 
     # ----- state -----------------------------------------------------------------------
-    def checkpoint(self, run_dir: Path, step: int) -> Path:
+    def checkpoint(self, folder: RunFolder, step: int) -> Path | None:
         weights = {n: p for n, p in zip(self.names, self.trainable, strict=True)}
         if self.controller:
             weights.update(self.controller.state_dict())
-        return save_checkpoint(run_dir, step, weights, self.optimizer, {"options": self.options.__dict__})
+        return folder.save(step, weights, self.optimizer)
 
-    def restore(self, path: Path) -> int:
-        """Load a checkpoint (weights, optimizer, RNG, IST state); returns its step."""
-        weights, state = load_checkpoint(path, self.optimizer)
+    def restore(self, folder: RunFolder) -> int:
+        """Load the newest checkpoint (weights, optimizer, RNG, IST state); returns its step."""
+        weights, state = folder.resume(self.optimizer)
         with torch.no_grad():
             for n, p in zip(self.names, self.trainable, strict=True):
                 p.copy_(weights[n])
@@ -187,31 +191,21 @@ def train_ist(model: nn.Module, tokenizer, train_examples: Sequence[MCExample], 
     tuner = SparseTuner(model, tokenizer, train_examples, probe_examples, ist_config, lora_config, options)
     opts = tuner.options
     start = 1
-    writer = log = None
+    folder = None
     if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(run_dir, dict(vars(opts), ist=ist_config.to_dict() if ist_config else None),
+                           may_change=("steps", "checkpoint_every", "log_every"))
         if resume:
-            ckpt = latest_checkpoint(run_dir)
-            if ckpt is None:
-                raise ScaleOTError(f"--resume: no checkpoint in {run_dir}")
-            start = tuner.restore(ckpt) + 1
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"))
-        log = (run_dir / "log.jsonl").open("a" if resume else "w")
+            start = tuner.restore(folder) + 1
+        folder.open_log(start - 1 if resume else None)
     for step in tqdm(range(start, opts.steps + 1), disable=not progress, desc="ist" if ist_config else "lora"):
         record = tuner.train_step(step)
-        if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            writer.add_scalar("train/loss", record["loss"], step)
-            writer.add_scalar("train/step_s", record["step_s"], step)
-            for block, score in record.get("scores", {}).items():
-                writer.add_scalar(f"ist/score_block_{block}", score, step)
-        if run_dir is not None and opts.checkpoint_every and step % opts.checkpoint_every == 0:
-            tuner.checkpoint(run_dir, step)
-    if writer is not None:
-        writer.close()
-        log.close()
+        if folder is not None:
+            scalars = {"train/loss": record["loss"], "train/step_s": record["step_s"]}
+            scalars.update({f"ist/score_block_{b}": s for b, s in record.get("scores", {}).items()})
+            folder.log(record, scalars)
+            if opts.checkpoint_every and step % opts.checkpoint_every == 0:
+                tuner.checkpoint(folder, step)
+    if folder is not None:
+        folder.close()
     return tuner

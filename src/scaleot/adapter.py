@@ -1,4 +1,8 @@
-"""The tuned adapter folder: what the data owner sends back (docs/method.md section 1, step 3).
+"""The tuned adapter format: what the data owner sends back (docs/method.md section 1, step 3).
+
+A peer of :mod:`scaleot.emulator.bundle`: the data owner's fine-tuning writes it
+(:func:`write_adapter`), the model owner's ``plug`` and the evaluation read it
+(:func:`read_adapter`), and neither side needs the other's code.
 
 Layout (``manifest.json`` of kind ``"adapter"`` holds the sha256 of every file)::
 
@@ -15,6 +19,7 @@ example is ever written here: only weights, sizes and accuracies.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +28,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from scaleot.errors import ScaleOTError
-from scaleot.finetune.trainable import block_state, rename_blocks
 from scaleot.manifest import (
     atomic_output_dir,
     read_json,
@@ -31,7 +35,7 @@ from scaleot.manifest import (
     write_json_atomic,
     write_manifest,
 )
-from scaleot.models import arch_spec
+from scaleot.models import arch_spec, get_blocks
 
 FORMAT_VERSION = 1
 KIND = "adapter"
@@ -55,6 +59,27 @@ class TunedAdapter:
     def full_weights(self) -> dict[str, torch.Tensor]:
         """``blocks.<i>.<param>`` tensors (``full`` method only)."""
         return load_file(str(self.path / "adapter.safetensors"))
+
+
+def rename_blocks(name: str, blocks_path: str, mapping: dict[int, int]) -> str:
+    """Rewrite ``<blocks_path>.<i>.`` in ``name`` to ``<blocks_path>.<mapping[i]>.``."""
+    pattern = re.compile(rf"(^|\.){re.escape(blocks_path)}\.(\d+)(\.|$)")
+
+    def sub(m: re.Match) -> str:
+        i = int(m.group(2))
+        return f"{m.group(1)}{blocks_path}.{mapping.get(i, i)}{m.group(3)}"
+
+    return pattern.sub(sub, name, count=1)
+
+
+def block_state(model: nn.Module, positions: list[int], sources: list[int]) -> dict[str, torch.Tensor]:
+    """Weights of the blocks at ``positions`` named ``blocks.<source>.<param>`` (the ``full`` format)."""
+    blocks = get_blocks(model)
+    out = {}
+    for pos, src in zip(positions, sources, strict=True):
+        for name, t in blocks[pos].state_dict().items():
+            out[f"blocks.{src}.{name}"] = t.detach().cpu().contiguous()
+    return out
 
 
 def write_adapter(
