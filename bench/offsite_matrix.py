@@ -124,6 +124,7 @@ def matrix_config(scale: dict, model: str | None = None, tasks: list[str] | None
             if (a, b) != (m["alpha"], 0.0):
                 emus.append({"name": sweep_name(a, b), "method": "scaleot", **adapter, "alpha": a, "beta": b})
     cfg["emulators"] = emus
+    cfg["plug"] = ["scaleot"]  # one plug-in model on disk is enough; every row is scored in memory
     return cfg
 
 

@@ -43,7 +43,8 @@ def test_run_produces_every_file_and_skips_done_steps(tmp_path, one_thread):  # 
         "importance/manifest.json", "emulators/scaleot/emulator.json", "emulators/scaleot/model.safetensors",
         "emulators/uniform/manifest.json", f"adapters/scaleot/{t}/adapter.json",
         f"adapters/scaleot/{t}/adapter.safetensors", f"adapters/uniform/{t}/manifest.json",
-        f"ft/{t}/adapter.json", f"plugged/{t}/config.json", f"plugged/{t}/model.safetensors",
+        f"ft/{t}/adapter.json", f"plugged/scaleot/{t}/config.json", f"plugged/scaleot/{t}/model.safetensors",
+        f"plugged/uniform/{t}/model.safetensors",
         "eval/scaleot.json", "eval/scaleot.md", "eval/uniform.json", "report.md", "privacy_utility.png",
         "steps.json",
     ]

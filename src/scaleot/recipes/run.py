@@ -6,7 +6,7 @@ Steps and where they write (inside ``--out DIR``)::
     emulators/<name>/              one bundle per entry of ``emulators``
     adapters/<name>/<task>/        the data owner's tuned adapter, per emulator and task
     ft/<task>/                     the FT row: the full model tuned directly
-    plugged/<task>/                the plug-in model of the first emulator (HF folder)
+    plugged/<name>/<task>/         the plug-in model of each emulator in ``plug:`` (default: all; HF folder)
     eval/<name>.json, .md          the five rows + Delta per emulator
     report.md, *.png               the report (:mod:`scaleot.report`)
     steps.json                     config digest, seconds and peak memory of each step
@@ -39,8 +39,8 @@ from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.recipes.options import config_from_section
 from scaleot.split import AdapterSplit
 
-SECTIONS = {"model", "adapter", "tasks", "device", "importance", "emulators", "finetune", "ft", "evaluate",
-            "report"}
+SECTIONS = {"model", "adapter", "tasks", "device", "importance", "emulators", "finetune", "ft", "plug",
+            "evaluate", "report"}
 EVALUATE_OPTIONS = {"limit", "batch_size", "autocast", "scorer"}  # evaluate_offsite's keyword arguments
 JOB_KEYS = ("model", "device")  # job-level: every step uses the same model and device
 SECTION_CONFIGS = {"importance": ImportanceConfig, "emulators": EmulatorConfig, "finetune": FinetuneConfig,
@@ -96,6 +96,8 @@ def load_run_config(path: str | Path) -> dict:
         problems.append("emulators: a list of {name, method, ...} entries is needed")
     elif len({e["name"] for e in emus}) != len(emus):
         problems.append("emulators: names must be unique")
+    elif "plug" in cfg and (not isinstance(cfg["plug"], list) or set(cfg["plug"]) - {e["name"] for e in emus}):
+        problems.append(f"plug: a list of emulator names is needed (got {cfg['plug']!r})")
     problems += evaluate_problems(cfg.get("evaluate"))
     if "adapter" in cfg:
         try:
@@ -255,12 +257,14 @@ class RunRecipe:
     def plug(self, adapters: dict) -> None:
         from scaleot.plug import PLUGGED_KIND, plug
 
-        first = self.cfg["emulators"][0]["name"]
-        for task, adapter in adapters[first].items():
-            folder = self.out / "plugged" / task_dir(task)
-            self.step(f"plug/{task_dir(task)}", folder, PLUGGED_KIND,
-                      [self.steps.get(f"finetune/{first}/{task_dir(task)}", {}).get("digest")],
-                      lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
+        names = self.cfg.get("plug")
+        for name in [e["name"] for e in self.cfg["emulators"]] if names is None else names:
+            for task, adapter in adapters[name].items():
+                where = f"{name}/{task_dir(task)}"
+                folder = self.out / "plugged" / name / task_dir(task)
+                self.step(f"plug/{where}", folder, PLUGGED_KIND,
+                          [self.steps.get(f"finetune/{where}", {}).get("digest")],
+                          lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
 
     def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
         from scaleot.offsite_eval import evaluate_offsite, offsite_table, scorers_of
