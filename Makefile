@@ -25,7 +25,7 @@ fetch: $(STAMP)
 # 2) the whole offsite-tuning job (importance -> emulate -> finetune -> plug -> five rows -> report).
 demo: fetch
 	$(BIN)/scaleot evaluate --model smollm2-135m --task bigbench:social_iqa \
-		--task bigbench:goal_step_wikihow/goal_inference --n-test 500 --autocast bfloat16 --batch-size 32
+		--task bigbench:goal_step_wikihow/goal_inference --n-test 500 --autocast auto --batch-size 32
 	$(BIN)/scaleot run $(CONFIG) --out runs/$(basename $(notdir $(CONFIG)))
 	@echo "report: runs/$(basename $(notdir $(CONFIG)))/report.md"
 	@echo "full job (hours on 2 CPU cores): make demo CONFIG=configs/default.yaml"

@@ -44,6 +44,7 @@ from scaleot.finetune import FinetuneConfig, apply_lora, freeze_all_but_blocks, 
 from scaleot.finetune.loop import AnswerLoss
 from scaleot.manifest import read_json, write_json_atomic, write_manifest
 from scaleot.models import get_blocks, load_model, num_blocks
+from scaleot.split import AdapterSplit
 
 TASKS = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
 N_VAL = 50  # validation examples (scored on the tuned model each epoch; the best epoch is kept)
@@ -74,7 +75,7 @@ def derived_importance(src: Path, n_bottom: int, n_top: int, n_blocks: int, root
     if (dst / "manifest.json").is_file():
         return dst
     info = read_json(src / "importance.json", "importance.json")
-    middle = list(range(n_bottom, n_blocks - n_top))
+    middle = AdapterSplit(n_bottom, n_top).middle(n_blocks)
     unscored = [i for i in middle if i not in info["ranking"]]
     info["ranking"] = unscored + [i for i in info["ranking"] if i in middle]
     info["options"] = dict(info["options"], n_bottom=n_bottom, n_top=n_top)
@@ -109,7 +110,7 @@ class Lab:
     def emulator(self, spec: dict):
         if spec["method"] == "reference":  # the full model itself: the plug-in ceiling
             model = copy.deepcopy(self.full)
-            positions = list(range(spec["nb"])) + list(range(self.n - spec["nt"], self.n))
+            positions = AdapterSplit(spec["nb"], spec["nt"]).positions(self.n)
             layer_map = [{"position": i, "kind": "adapter" if i in positions else "kept", "source": i}
                          for i in range(self.n)]
             return model, layer_map

@@ -75,6 +75,14 @@ def wants_bf16(autocast: str, device: torch.device) -> bool:
     return autocast == "bf16" or (autocast == "auto" and bf16_is_fast(device))
 
 
+def lm_eval_autocast(autocast: str | None, device: str | torch.device | None = None) -> str | None:
+    """An ``--autocast`` value as lm-eval's ``mixed_precision_dtype``: ``"bfloat16"`` or None."""
+    if autocast in (None, "none"):
+        return None
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return "bfloat16" if use_bf16(wants_bf16(autocast, dev), dev) else None
+
+
 def autocast_used(requested: bool, device: torch.device) -> str:
     """``"bf16"`` or ``"none"``: what a bf16 request really runs as on ``device`` (for run records)."""
     return "bf16" if use_bf16(requested, device) else "none"

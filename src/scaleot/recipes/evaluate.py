@@ -18,23 +18,25 @@ from typing import Annotated
 
 import typer
 
-from scaleot.errors import check
+from scaleot.errors import ScaleOTError, check
+from scaleot.models.device import AUTOCAST, lm_eval_autocast
+from scaleot.models.loading import DEFAULT_MODEL
 
 
 @dataclass
 class EvaluateConfig:
     """What to evaluate and how."""
 
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     tasks: list[str] = field(default_factory=lambda: ["bigbench:social_iqa"])
     limit: int | None = None
-    seed: int = 0
+    split_seed: int = 0
     n_test: int = 500
     n_val: int = 100
     batch_size: int = 16
     device: str | None = None
     dtype: str | None = None
-    autocast: str | None = None
+    autocast: str = "none"
     scorer: str = "fast"  # scaleot.evaluation.DEFAULT_SCORER (not imported here: it pulls in torch)
     perplexity_corpus: str | None = None
     perplexity_blocks: int = 32
@@ -52,6 +54,8 @@ class EvaluateConfig:
 
         if self.scorer not in SCORERS:
             problems.append(f"--scorer must be one of {', '.join(SCORERS)} (got {self.scorer!r})")
+        if self.autocast not in AUTOCAST:
+            problems.append(f"--autocast must be one of {', '.join(AUTOCAST)} (got {self.autocast!r})")
         if self.perplexity_blocks <= 0:
             problems.append(f"--ppl-blocks must be > 0 (got {self.perplexity_blocks})")
         check("evaluate options", problems)
@@ -65,7 +69,7 @@ def setup(cfg: EvaluateConfig):
     if cfg.model not in KNOWN_MODELS:  # fail fast on a bad name or path (known names convert later)
         resolve_model_path(cfg.model)
 
-    split = SplitConfig(seed=cfg.seed, n_test=cfg.n_test, n_val=cfg.n_val)
+    split = SplitConfig(seed=cfg.split_seed, n_test=cfg.n_test, n_val=cfg.n_val)
     splits = [load_task(t, split) for t in cfg.tasks]
     model, tokenizer = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     return model, tokenizer, splits
@@ -78,7 +82,8 @@ def run(cfg: EvaluateConfig, model, tokenizer, splits) -> dict:
 
     t0 = time.perf_counter()
     results = evaluate_mc(model, tokenizer, splits, limit=cfg.limit, batch_size=cfg.batch_size,
-                          autocast_dtype=cfg.autocast, scorer=cfg.scorer)
+                          autocast_dtype=lm_eval_autocast(cfg.autocast, next(model.parameters()).device),
+                          scorer=cfg.scorer)
     seconds = time.perf_counter() - t0
     n = sum(r["n"] for r in results.values())
     doc = {"format_version": 1, "kind": "evaluation", "model": cfg.model,
@@ -117,10 +122,10 @@ def evaluate(cfg: EvaluateConfig) -> tuple[dict, str]:
 
 
 def command(
-    model: Annotated[str, typer.Option(help="model name (smollm2-135m), local HF folder or hub id")] = "smollm2-135m",
+    model: Annotated[str, typer.Option(help="model name (smollm2-135m), local HF folder or hub id")] = DEFAULT_MODEL,
     task: Annotated[list[str], typer.Option(help="task: bigbench:<task>[/<subtask>], a .jsonl file, hf:<dataset>; repeatable")] = None,
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N test examples of each task")] = None,
-    seed: Annotated[int, typer.Option(help="split seed")] = 0,
+    split_seed: Annotated[int, typer.Option(help="seed of the task split")] = 0,
     n_test: Annotated[int, typer.Option(help="test split size")] = 500,
     n_val: Annotated[int, typer.Option(help="validation split size (held out from train)")] = 100,
     batch_size: Annotated[int, typer.Option(help="lm-eval batch size (the fast scorer batches by tokens)")] = 16,
@@ -128,7 +133,8 @@ def command(
                                              "(the reference); both give lm-eval's numbers")] = "fast",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")] = None,
-    autocast: Annotated[str | None, typer.Option(help="run forward passes under autocast, e.g. bfloat16")] = None,
+    autocast: Annotated[str, typer.Option(help="bf16 autocast of the forwards: none, bf16, auto "
+                                          "(auto = bf16 where it is fast)")] = "none",
     ppl_corpus: Annotated[str | None, typer.Option(help="also report perplexity on this corpus's held-out text (kjv, .txt, .jsonl)")] = None,
     ppl_blocks: Annotated[int, typer.Option(help="number of 128-token blocks for perplexity")] = 32,
     out: Annotated[str | None, typer.Option(help="write the results JSON here")] = None,
@@ -141,10 +147,12 @@ def command(
     if offsite:  # tasks and splits come from the adapters (scaleot.offsite_eval)
         from scaleot.offsite_eval import run_offsite_command
 
-        typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size, autocast, device, out,
-                                       scorer=scorer))
+        if autocast not in AUTOCAST:
+            raise ScaleOTError(f"--autocast must be one of {', '.join(AUTOCAST)} (got {autocast!r})")
+        typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size,
+                                       lm_eval_autocast(autocast, device), device, out, scorer=scorer))
         return
-    cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, seed=seed,
+    cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, split_seed=split_seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
                          autocast=autocast, scorer=scorer, perplexity_corpus=ppl_corpus,
                          perplexity_blocks=ppl_blocks, out=out)

@@ -35,6 +35,7 @@ from scaleot.errors import ScaleOTError, check
 from scaleot.finetune import FinetuneConfig
 from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
+from scaleot.models.device import lm_eval_autocast
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.recipes.options import config_from_section
 from scaleot.split import AdapterSplit
@@ -282,7 +283,8 @@ class RunRecipe:
             else:
                 t0 = time.perf_counter()
                 doc = evaluate_offsite(self.cfg["model"], emu, list(adapters[name].values()), list(fts.values()),
-                                       device=self.device, known=known, **opts)
+                                       device=self.device, known=known,
+                                       **dict(opts, autocast=lm_eval_autocast(opts.get("autocast"), self.device)))
                 write_json_atomic(target, doc)
                 (target.with_suffix(".md")).write_text(offsite_table(doc) + "\n")
                 self.steps[f"evaluate/{name}"] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2),
