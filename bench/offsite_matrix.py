@@ -61,12 +61,12 @@ SCALES: dict[str, dict] = {
         "tasks": _TASKS2,
         "device": "auto",
         "importance": {"corpus": "kjv", "n_bottom": 2, "n_top": 2, "steps": 60, "batch_size": 4,
-                       "score_batch_size": 4, "checkpoint_every": 20, "autocast": "bf16"},
+                       "score_batch_size": 4, "checkpoint_every": 20, "autocast": "auto"},
         # lr 3e-4: with few steps, 3e-4 beat 1e-4 both through the emulator and on the full
         # model (goal_inference plug-in 40.9 vs 39.6, adapter-on-full-model 45.8 vs 45.1;
         # bench/results/offsite_utility.md)
         "finetune": {"method": "full", "lr": 3e-4, "epochs": 1, "batch_size": 8, "max_length": 128,
-                     "n_train": 240, "n_val": 20, "n_test": 100, "split_seed": 0, "seed": 0, "bf16": True,
+                     "n_train": 240, "n_val": 20, "n_test": 100, "split_seed": 0, "seed": 0, "autocast": "auto",
                      "eval_batch_size": 32},
         "ft": {"lr": 5e-5},
         "evaluate": {"batch_size": 32, "autocast": "auto"},
@@ -80,9 +80,9 @@ SCALES: dict[str, dict] = {
         "tasks": _TASKS2 + ["bigbench:winowhy", "bigbench:strategyqa"],
         "device": "auto",
         "importance": {"corpus": "kjv", "n_bottom": 2, "n_top": 2, "steps": 200, "batch_size": 4,
-                       "score_batch_size": 4, "autocast": "bf16"},
+                       "score_batch_size": 4, "autocast": "auto"},
         "finetune": {"method": "full", "lr": 1e-4, "epochs": 2, "batch_size": 8, "max_length": 192,
-                     "n_train": 1500, "n_val": 100, "n_test": 500, "split_seed": 0, "seed": 0, "bf16": True,
+                     "n_train": 1500, "n_val": 100, "n_test": 500, "split_seed": 0, "seed": 0, "autocast": "auto",
                      "eval_batch_size": 32},
         "ft": {"lr": 5e-5},
         "evaluate": {"batch_size": 32, "autocast": "auto"},

@@ -63,7 +63,7 @@ def test_run_produces_every_file_and_skips_done_steps(tmp_path, one_thread):  # 
     for needle in ("Five rows", "Delta", "standard error (paired", "importance.png", "privacy_utility.png", "Costs", "published"):
         assert needle in report, needle
     steps = json.loads((out / "steps.json").read_text())
-    assert {"importance", "emulate/scaleot", "finetune/uniform/parity", "ft/parity", "plug/parity",
+    assert {"importance", "emulate/scaleot", "finetune/uniform/parity", "ft/parity", "plug/scaleot/parity", "plug/uniform/parity",
             "evaluate/scaleot"} <= set(steps)
     # a second run redoes nothing; a changed finetune option redoes only what depends on it
     kept = [p for p in expected if p not in ("report.md", "privacy_utility.png")]  # the report is redrawn
