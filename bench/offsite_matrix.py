@@ -43,8 +43,8 @@ from pathlib import Path
 import yaml
 
 from scaleot.errors import ScaleOTError
+from scaleot.evaluation.tables import short_task
 from scaleot.manifest import write_json_atomic
-from scaleot.offsite_eval import short_task
 
 MATRIX_METHODS = ("scaleot", "uniform", "uniform-kd", "crash", "drop")
 REFERENCE = "reference"  # the adapter tuned on the full model (uniform emulator keeping every block)
@@ -212,7 +212,7 @@ def _acc(records: dict, name: str, row: str) -> float | None:
 def paired_diff(records: dict, a: tuple[str, str], b: tuple[str, str]) -> str:
     """``" (paired standard error of the difference: X)"`` of row a[1] of emulator a[0] minus
     row b[1] of b[0], averaged over tasks, where both were scored per example; else ``""``."""
-    from scaleot.offsite_eval import paired_stderr
+    from scaleot.evaluation.offsite import paired_stderr
 
     ca, cb = records.get(a[0], {}).get("correct", {}), records.get(b[0], {}).get("correct", {})
     ses = []

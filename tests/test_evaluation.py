@@ -94,7 +94,8 @@ def _row(correct: list[int] | None, acc: float | None = None) -> dict:
 def test_delta_paired_stderr_matches_numpy():
     import numpy as np
 
-    from scaleot.offsite_eval import offsite_table, summarise
+    from scaleot.evaluation.offsite import summarise
+    from scaleot.evaluation.tables import offsite_table
 
     # Positively correlated: Emu FT gets right a subset of what Plug-in gets right.
     plug_a = [1, 1, 1, 0, 1, 1, 0, 1, 1, 0]
@@ -125,7 +126,8 @@ def test_delta_paired_stderr_matches_numpy():
 
 
 def test_delta_without_correct_falls_back_to_unpaired():
-    from scaleot.offsite_eval import offsite_table, summarise
+    from scaleot.evaluation.offsite import summarise
+    from scaleot.evaluation.tables import offsite_table
 
     old = {"Plug-in": _row(None, 0.6), "Emu FT": _row(None, 0.4)}  # saved before `correct` existed
     new = {"Plug-in": _row([1, 0] * 5), "Emu FT": _row([1, 0, 0, 0, 1] * 2)}

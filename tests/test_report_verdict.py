@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from scaleot.offsite_eval import paired_stderr, summarise
+from scaleot.evaluation.offsite import paired_stderr, summarise
 from scaleot.report.plots import label_layout
 from scaleot.report.verdict import difference, headline_table, verdict
 

@@ -121,6 +121,33 @@ def evaluate(cfg: EvaluateConfig) -> tuple[dict, str]:
     return doc, save(cfg, doc)
 
 
+def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | None, ft: list[str] | None,
+                        limit: int | None, batch_size: int, autocast: str | None, device: str | None,
+                        out: str | None, scorer: str | None = None) -> str:
+    """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table."""
+    from scaleot.evaluation.offsite import evaluate_offsite
+    from scaleot.evaluation.tables import offsite_table
+    from scaleot.manifest import write_json_atomic
+
+    problems = []
+    if not emulator:
+        problems.append("--offsite needs --emulator DIR")
+    if not adapters:
+        problems.append("--offsite needs at least one --adapter DIR (the data owner's, one per task)")
+    from scaleot.evaluation.mc import SCORERS
+
+    if scorer is not None and scorer not in SCORERS:
+        problems.append(f"--scorer must be one of {', '.join(SCORERS)} (got {scorer!r})")
+    check("evaluate --offsite options", problems)
+    doc = evaluate_offsite(model, emulator, adapters, ft, limit=limit, batch_size=batch_size,
+                           autocast=autocast, device=device, scorer=scorer)
+    table = offsite_table(doc)
+    if out:
+        write_json_atomic(Path(out), doc)
+        Path(out).with_suffix(".md").write_text(table + "\n")
+    return table
+
+
 def command(
     model: Annotated[str, typer.Option(help="model name (smollm2-135m), local HF folder or hub id")] = DEFAULT_MODEL,
     task: Annotated[list[str], typer.Option(help="task: bigbench:<task>[/<subtask>], a .jsonl file, hf:<dataset>; repeatable")] = None,
@@ -144,9 +171,7 @@ def command(
     ft: Annotated[list[str], typer.Option(help="--offsite: FT-row adapter per task; repeatable")] = None,
 ) -> None:
     """Evaluate a model zero-shot on multiple-choice tasks (lm-eval's acc / acc_norm)."""
-    if offsite:  # tasks and splits come from the adapters (scaleot.offsite_eval)
-        from scaleot.offsite_eval import run_offsite_command
-
+    if offsite:  # tasks and splits come from the adapters (scaleot.evaluation.offsite)
         if autocast not in AUTOCAST:
             raise ScaleOTError(f"--autocast must be one of {', '.join(AUTOCAST)} (got {autocast!r})")
         typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size,

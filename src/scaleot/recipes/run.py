@@ -35,7 +35,7 @@ from scaleot.errors import ScaleOTError, check
 from scaleot.finetune import FinetuneConfig
 from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
-from scaleot.models.device import lm_eval_autocast
+from scaleot.models.device import AUTOCAST, lm_eval_autocast
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.recipes.options import config_from_section
 from scaleot.split import AdapterSplit
@@ -162,6 +162,8 @@ def evaluate_problems(section) -> list[str]:
     bad = sorted(set(section) - EVALUATE_OPTIONS)
     if bad:
         problems.append(f"evaluate: unknown options {bad} (known: {sorted(EVALUATE_OPTIONS)})")
+    if section.get("autocast", "none") not in AUTOCAST:
+        problems.append(f"evaluate: autocast must be one of {', '.join(AUTOCAST)} (got {section['autocast']!r})")
     if "scorer" in section and section["scorer"] not in SCORERS:
         problems.append(f"evaluate: scorer must be one of {', '.join(SCORERS)} (got {section['scorer']!r})")
     return problems
@@ -268,7 +270,8 @@ class RunRecipe:
                           lambda a=adapter, f=folder: plug(self.cfg["model"], a, f, device=self.device))
 
     def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
-        from scaleot.offsite_eval import evaluate_offsite, offsite_table, scorers_of
+        from scaleot.evaluation.offsite import evaluate_offsite, scorers_of
+        from scaleot.evaluation.tables import offsite_table
 
         # an explicit `scorer:` is part of the digest; without one, results kept from before are not
         # redone (both scorers give the same numbers) and each row's `scorer` says which one ran

@@ -54,7 +54,7 @@ def costs_table(out: Path, steps: dict) -> str:
 
 
 def anchors_table(docs: dict[str, dict]) -> str:
-    from scaleot.offsite_eval import short_task
+    from scaleot.evaluation.tables import short_task
 
     lines = ["| source | method | emulator made by | Plug-in | Emu FT | Delta |", "|---|---|---|---|---|---|"]
     for method, how, plug, emu, delta in ANCHORS:
@@ -73,7 +73,8 @@ def anchors_table(docs: dict[str, dict]) -> str:
 def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
                  importance: Path | None = None) -> Path:
     """Write ``report.md`` (and ``privacy_utility.png``) into the run folder ``out``."""
-    from scaleot.offsite_eval import delta_stderr_kind, offsite_table, scorers_of, short_task
+    from scaleot.evaluation.offsite import scorers_of
+    from scaleot.evaluation.tables import delta_stderr_kind, offsite_table, short_task
 
     out = Path(out)
     for name, doc in docs.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from scaleot.offsite_eval import delta_of
+from scaleot.evaluation.offsite import delta_of
 
 # A difference is called real when it is at least this many standard errors from zero.
 SIGNIFICANT_SE = 2.0

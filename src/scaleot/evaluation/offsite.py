@@ -18,6 +18,9 @@ examples: ``std(c_plug - c_emu, ddof=1) / sqrt(n)`` over the per-example 0/1 ``c
 lists. Results saved without ``correct`` fall back to the unpaired
 ``sqrt(se_plug^2 + se_emu^2)`` (conservative: it ignores the positive correlation of the
 two rows); both are kept (``stderr``, ``stderr_unpaired``) and ``paired`` says which.
+
+The Markdown of these documents is :func:`scaleot.evaluation.tables.offsite_table`; the
+command line is ``scaleot evaluate --offsite`` (:mod:`scaleot.recipes.evaluate`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _split_of(adapter: TunedAdapter) -> tuple[str, SplitConfig]:
 
 
 def _score(build, splits, limit, batch_size, autocast, scorer) -> dict:
-    from scaleot.evaluation import evaluate_mc
+    from scaleot.evaluation.mc import evaluate_mc
 
     model, tokenizer = build()
     t0 = time.perf_counter()
@@ -114,7 +117,7 @@ def evaluate_offsite(
         return b.model, b.tokenizer
 
     rows: dict[str, dict] = {t: dict((known or {}).get(t, {})) for t in by_task}
-    from scaleot.evaluation import DEFAULT_SCORER
+    from scaleot.evaluation.mc import DEFAULT_SCORER
 
     kw = dict(limit=limit, batch_size=batch_size, autocast=autocast, scorer=scorer or DEFAULT_SCORER)
     todo = [splits[t] for t in by_task if "Full ZS" not in rows[t]]
@@ -194,64 +197,3 @@ def summarise(rows: dict[str, dict], meta: dict | None = None) -> dict:
                         "paired": all(d["paired"] for d in delta.values())}
     return {"format_version": 1, "kind": "offsite-evaluation", "tasks": list(rows), "rows": rows,
             "average": average, "delta": delta, "meta": meta or {}}
-
-
-def _cell(r: dict | None) -> str:
-    return "-" if r is None else f"{100 * r['acc']:.1f} ± {100 * r['acc_stderr']:.1f}"
-
-
-def short_task(task: str) -> str:
-    """A column title: ``bigbench:a/b`` -> ``a/b``; a file path -> its stem."""
-    return Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
-
-
-def delta_stderr_kind(*docs: dict) -> str:
-    """``"paired"`` when every doc's averaged Delta has a paired standard error, else
-    ``"conservative, unpaired"`` (results saved before per-example scores were kept)."""
-    paired = bool(docs) and all(d["delta"]["average"].get("paired") for d in docs)
-    return "paired" if paired else "conservative, unpaired"
-
-
-def offsite_table(doc: dict) -> str:
-    """Markdown: one row per evaluation row, one column per task plus the average (acc, %)."""
-    tasks = doc["tasks"]
-    head = "| row | " + " | ".join(short_task(t) for t in tasks) + " | average |"
-    lines = [head, "|---" * (len(tasks) + 2) + "|"]
-    for row in ROWS:
-        cells = [_cell(doc["rows"][t].get(row)) for t in tasks] + [_cell(doc["average"].get(row))]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    d = doc["delta"]
-    cells = [f"{100 * d[t]['acc']:+.1f} ± {100 * d[t]['stderr']:.1f}" for t in tasks + ["average"]]
-    lines.append("| **Delta** (Plug-in - Emu FT) | " + " | ".join(cells) + " |")
-    n = {t: doc["rows"][t]["Plug-in"]["n"] for t in tasks}
-    lines.append("")
-    lines.append(f"acc in %, ± one standard error ({delta_stderr_kind(doc)} for Delta); scorer: "
-                 f"{scorers_of(doc['rows'])}; test examples per task: "
-                 + ", ".join(f"{short_task(t)} {v}" for t, v in n.items()))
-    return "\n".join(lines)
-
-
-def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | None, ft: list[str] | None,
-                        limit: int | None, batch_size: int, autocast: str | None, device: str | None,
-                        out: str | None, scorer: str | None = None) -> str:
-    """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table."""
-    from scaleot.errors import check
-    from scaleot.manifest import write_json_atomic
-
-    problems = []
-    if not emulator:
-        problems.append("--offsite needs --emulator DIR")
-    if not adapters:
-        problems.append("--offsite needs at least one --adapter DIR (the data owner's, one per task)")
-    from scaleot.evaluation.mc import SCORERS
-
-    if scorer is not None and scorer not in SCORERS:
-        problems.append(f"--scorer must be one of {', '.join(SCORERS)} (got {scorer!r})")
-    check("evaluate --offsite options", problems)
-    doc = evaluate_offsite(model, emulator, adapters, ft, limit=limit, batch_size=batch_size,
-                           autocast=autocast, device=device, scorer=scorer)
-    table = offsite_table(doc)
-    if out:
-        write_json_atomic(Path(out), doc)
-        Path(out).with_suffix(".md").write_text(table + "\n")
-    return table
