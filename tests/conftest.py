@@ -47,6 +47,15 @@ class CharTokenizer:
     def __call__(self, text, add_special_tokens=False, **kw):
         return {"input_ids": [3 + (b % (VOCAB - 3)) for b in text.encode()]}
 
+    def encode(self, text, add_special_tokens=False, **kw) -> list[int]:
+        return self(text)["input_ids"]
+
+    def decode(self, ids, **kw) -> str:
+        """Inverse of ``__call__`` on ASCII text; special ids as their token strings."""
+        special = {self.pad_token_id: self.pad_token, self.bos_token_id: self.bos_token,
+                   self.eos_token_id: self.eos_token}
+        return "".join(special.get(i) or chr(i - 3) for i in ([ids] if isinstance(ids, int) else ids))
+
 
 @pytest.fixture
 def char_tokenizer():
