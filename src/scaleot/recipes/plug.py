@@ -4,7 +4,8 @@ The model owner's step (docs/method.md section 1, step 4): the adapter must have
 an emulator of this very model (checked by fingerprint), and may change only the adapter
 blocks of the emulator bundle it names (``--emulator``), otherwise it is refused.
 ``--model`` defaults to the base model recorded in the adapter's ``adapter.json`` (a
-known name; a local folder is recorded by its name only, so pass ``--model`` for it). LoRA
+known name or hub id; a local folder is recorded by its name only, so pass ``--model`` for
+it: :func:`recorded_base_model`). LoRA
 adapters are merged, so ``AutoModelForCausalLM.from_pretrained(OUT)`` loads the result.
 """
 
@@ -17,9 +18,29 @@ import typer
 
 from scaleot.adapter import read_adapter
 from scaleot.errors import ScaleOTError
+from scaleot.models import KNOWN_MODELS
 from scaleot.plug import check_adapter_fits, plug, plug_into
 
-__all__ = ["command", "plug", "plug_into", "check_adapter_fits"]
+__all__ = ["command", "plug", "plug_into", "check_adapter_fits", "recorded_base_model"]
+
+
+def recorded_base_model(info: dict, adapter: str | Path = "the adapter") -> str:
+    """The base model ``adapter.json`` records, as ``plug --model``'s default.
+
+    A known name (``smollm2-135m``) or a hub id is recorded as given; a local model folder
+    only by its name (artifacts that cross to the other party carry no local paths,
+    :mod:`scaleot.disclosure`), so for a local folder pass ``--model`` again.
+
+    Raises:
+        ScaleOTError: no base model recorded, or only a local folder's name.
+    """
+    model = info.get("base_model")
+    if not isinstance(model, str) or not model:
+        raise ScaleOTError(f"adapter {adapter} records no base model: pass --model")
+    if model not in KNOWN_MODELS and "/" not in model and not Path(model).expanduser().is_dir():
+        raise ScaleOTError(f"adapter {adapter} records the base model {model!r}, a local folder's name "
+                           "(local paths are not recorded): pass --model PATH")
+    return model
 
 
 def command(
@@ -35,8 +56,6 @@ def command(
                                              "(scaleot finetune --model): no emulator")] = False,
 ) -> None:
     if model is None:
-        model = read_adapter(adapter).info.get("base_model")
-        if not model:
-            raise ScaleOTError(f"adapter {adapter} records no base model: pass --model")
+        model = recorded_base_model(read_adapter(adapter).info, adapter)
     path = plug(model, adapter, out, device=device, emulator=emulator, overwrite=overwrite, self_tuned=self_tuned)
     typer.echo(f"plug-in model written to {path}")

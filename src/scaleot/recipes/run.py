@@ -93,7 +93,6 @@ def load_run_config(path: str | Path) -> dict:
     unknown = sorted(set(cfg) - SECTIONS)
     if unknown:
         problems.append(f"unknown sections {unknown} (known: {sorted(SECTIONS)})")
-    problems += job_problems(cfg)  # model, device, tasks (loaded), evaluate, report
     emus = cfg.get("emulators")
     if not emus or not isinstance(emus, list) or \
             not all(isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] for e in emus):
@@ -108,9 +107,14 @@ def load_run_config(path: str | Path) -> dict:
             AdapterSplit.parse(cfg["adapter"], name="adapter")
         except ScaleOTError as e:
             problems.append(str(e))
-    if not problems:
+    readable = not problems  # the emulators and the job's adapter split can be read
+    problems += job_problems(cfg)  # model, device, tasks (loaded), evaluate, report
+    if readable:
         _check_sections(cfg, problems)
     else:  # the sections' own problems too, where they can be read
+        imp = cfg.get("importance")
+        if isinstance(imp, dict) and "from" not in imp:
+            _collect(problems, _section, "importance", imp, "importance", None)
         for sec in ("finetune", "ft"):
             _collect(problems, _section, sec, cfg.get(sec), sec, None)
     check(f"run config {path}", problems)
@@ -159,6 +163,8 @@ def _check_sections(cfg: dict, problems: list[str]) -> None:
     if base is not None:
         cfg["finetune"] = base
         cfg["ft"] = _collect(problems, _section, "ft", cfg.get("ft"), "ft", None, **base) or cfg.get("ft")
+    else:  # ft's own problems too
+        _collect(problems, _section, "ft", cfg.get("ft"), "ft", None)
 
 
 def digest(obj) -> str:
