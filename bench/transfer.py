@@ -27,7 +27,6 @@ import copy
 import hashlib
 import inspect
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -42,9 +41,11 @@ from scaleot.emulator.diagnostic import gradient_alignment
 from scaleot.evaluation import evaluate_mc
 from scaleot.finetune import FinetuneConfig, apply_lora, freeze_all_but_blocks, train
 from scaleot.finetune.loop import AnswerLoss
-from scaleot.manifest import read_json, write_json_atomic, write_manifest
+from scaleot.importance.folder import read_importance_info, write_importance
+from scaleot.manifest import write_json_atomic
 from scaleot.models import get_blocks, load_model, num_blocks
 from scaleot.split import AdapterSplit
+from scaleot.tuners.harmonizer import load_harmonizers
 
 TASKS = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
 N_VAL = 50  # validation examples (scored on the tuned model each epoch; the best epoch is kept)
@@ -74,16 +75,14 @@ def derived_importance(src: Path, n_bottom: int, n_top: int, n_blocks: int, root
     dst = root / f"importance_{n_bottom}_{n_top}"
     if (dst / "manifest.json").is_file():
         return dst
-    info = read_json(src / "importance.json", "importance.json")
-    middle = AdapterSplit(n_bottom, n_top).middle(n_blocks)
+    info = read_importance_info(src)
+    middle = list(range(n_bottom, n_blocks - n_top))
     unscored = [i for i in middle if i not in info["ranking"]]
     info["ranking"] = unscored + [i for i in info["ranking"] if i in middle]
     info["options"] = dict(info["options"], n_bottom=n_bottom, n_top=n_top)
     info["derived_from"] = str(src)
     tmp = Path(tempfile.mkdtemp(dir=root))
-    shutil.copy(src / "harmonizers.safetensors", tmp / "harmonizers.safetensors")
-    write_json_atomic(tmp / "importance.json", info)
-    write_manifest(tmp, "importance", {})
+    write_importance(tmp, info, load_harmonizers(src / "harmonizers.safetensors"))
     tmp.rename(dst)
     return dst
 
