@@ -282,6 +282,58 @@ def spearman(x: list[float], y: list[float]) -> float:
     return num / den if den else float("nan")
 
 
+def pooled(per_task: list[tuple[float, float]]) -> tuple[float, float]:
+    """Mean over tasks of paired differences (points) and its standard error sqrt(sum se^2) / k."""
+    k = len(per_task)
+    return sum(m for m, _ in per_task) / k, (sum(se ** 2 for _, se in per_task) ** 0.5) / k
+
+
+CONDITIONS = (  # issue 14's "done when", on the pooled tasks: (name, difference, threshold, min standard errors)
+    ("Plug-in - Full ZS", ("plug_in", "full_zs"), 5.0, 3.0),
+    ("Plug-in - FT", ("plug_in", "ft"), -2.0, None),
+    ("Delta = Plug-in - Emu FT", ("plug_in", "emu_ft"), 3.0, 2.0),
+    ("Full ZS - Emu ZS", ("full_zs", "emu_zs"), 5.0, None),
+)
+
+
+def conditions(recs: list[dict], zs: dict, ft: dict) -> list[str]:
+    """The four conditions per configuration (method, split, alpha, beta, tuning, lr, seed), pooled
+    over every task that has the configuration's record, its zero-shot and (for the FT one) FT."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        s = r["spec"]
+        if s["row"] == "offsite" and s["method"] != "reference":
+            cfg = (s["method"], f"{s['nb']}+{s['nt']}", s["alpha"], s.get("beta", 0.0), s["tune"], s["lr"],
+                   s["seed"], s["n_train"], s["n_test"])
+            groups.setdefault(cfg, []).append(r)
+    lines = ["Issue 14's conditions, pooled over the tasks each configuration ran on (mean of per-task paired "
+             "differences, ± sqrt(sum se^2)/k; pass = the threshold, and the standard errors where asked):", "",
+             "| emulator | N_a | alpha | beta | tuning | lr | seed | tasks | "
+             + " | ".join(c[0] for c in CONDITIONS) + " |", "|---" * (8 + len(CONDITIONS)) + "|"]
+    for cfg, rows in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        cells = []
+        for _name, (a, b), thr, n_se in CONDITIONS:
+            diffs = []
+            for r in rows:
+                key = (r["spec"]["task"], r["spec"]["n_train"], r["spec"]["n_test"])
+                get = {"full_zs": zs.get(key), "ft": ft.get(key), **{k: r.get(k) for k in ("plug_in", "emu_ft",
+                                                                                         "emu_zs")}}
+                if get[a] is None or get[b] is None:
+                    diffs = []
+                    break
+                diffs.append(paired(get[a]["correct"], get[b]["correct"]))
+            if not diffs:
+                cells.append("-")
+                continue
+            m, se = pooled(diffs)
+            ok = m >= thr and (n_se is None or (se > 0 and m / se >= n_se))
+            cells.append(f"{m:+.1f} ± {se:.1f} {'pass' if ok else 'FAIL'}")
+        lines.append(f"| {cfg[0]} | {cfg[1]} | {cfg[2]} | {cfg[3]} | {cfg[4]} | {cfg[5]} | {cfg[6]} | {len(rows)} | "
+                     + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def report(out: Path) -> str:
     """One table row per offsite record: Emu ZS, Emu FT, Plug-in and the gains with paired se;
     then the diagnostic's rank correlation with the plug-in gain."""
@@ -318,6 +370,7 @@ def report(out: Path) -> str:
             + (f"{delta[0]:+.1f} ± {delta[1]:.1f}" if delta else "-") + " | "
             + (f"{100 * f['acc']:.1f}" if f else "-") + " |")
     lines.append("")
+    lines += conditions(recs, zs, ft)
     if len(xs) >= 3:
         lines.append(f"Transfer diagnostic (task-batch gradient cosine, all adapter weights) against the measured "
                      f"plug-in gain over {len(xs)} emulator-tuned records: Spearman rank correlation "
