@@ -1,0 +1,28 @@
+"""The run YAMLs shipped in configs/ are valid: `make demo` and the README commands use them."""
+
+from pathlib import Path
+
+import pytest
+
+from scaleot.recipes.run import load_run_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    assert {p.name for p in CONFIGS} >= {"default.yaml", "quick.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_loads(path):
+    cfg = load_run_config(path)
+    assert cfg["tasks"], f"{path.name} names no task"
+    assert cfg["emulators"], f"{path.name} builds no emulator"
+
+
+def test_demo_shows_the_default_emulator():
+    """The demo runs the default job's ScaleOT emulator (same alpha and beta), cut to one task."""
+    quick, default = (load_run_config(CONFIGS[0].parent / n) for n in ("quick.yaml", "default.yaml"))
+    pick = {k: v for k, v in default["emulators"][0].items() if k != "name"}
+    assert any({k: v for k, v in e.items() if k != "name"} == pick for e in quick["emulators"])
+    assert set(quick["tasks"]) <= set(default["tasks"])
