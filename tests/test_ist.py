@@ -19,7 +19,7 @@ from scaleot.tuners.ist import (
     save_importance,
     suppressed,
 )
-from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
+from tests.ist_helpers import CharTokenizer, plant_signal, tiny_examples, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -80,38 +80,11 @@ def test_selection_frequencies_follow_scores(sampling):
     assert freq == pytest.approx(ref, abs=0.04)
 
 
-def _train_only_block(model, tok, examples, block: int, steps: int = 80, lr: float = 3e-2):
-    """Train LoRA of one block (all others exactly zero) so it carries all the signal."""
-    from bench.ist_loop import answer_loss
-
-    from scaleot.data import PadCollator, encode_example
-    from scaleot.tuners.ist import peft_parameters
-
-    with torch.no_grad():  # random tiny embeddings are too small for confident logits
-        model.get_output_embeddings().weight.mul_(20)
-    layers = peft_layers_by_block(model)
-    for b, mods in layers.items():
-        for mod in mods:
-            for p in peft_parameters(mod):
-                p.requires_grad_(b == block)
-                if b != block:
-                    torch.nn.init.zeros_(p)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    batch = PadCollator(0)([encode_example(e, tok) for e in examples])
-    for _ in range(steps):
-        loss = answer_loss(model, batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return batch, loss.item()
-
-
 def test_signal_layer_becomes_most_important(seed):
     model = _peft()
     model.train()
     tok, examples = CharTokenizer(), tiny_examples(8)
-    batch, loss = _train_only_block(model, tok, examples, block=2, steps=40, lr=0.1)
+    batch, loss = plant_signal(model, tok, examples, block=2, steps=40, lr=0.1)
     from bench.ist_loop import answer_loss
 
     # gamma = 0: after the final RMSNorm a large learned delta is nearly scale-free, so

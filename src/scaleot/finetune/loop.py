@@ -14,6 +14,10 @@ with ``before_step(step)``, ``after_backward(step)``, ``after_step(step)``,
 ``state_dict() -> dict`` and ``load_state_dict(dict)``; its state is checkpointed. If it
 has ``bind(optimizer=..., loss_model=..., splits=...)`` the loop calls it once the optimizer
 exists (IST keeps unselected layers' optimizer state off the device and probes a held-out batch).
+If it has ``log_record() -> dict[str, float]`` the loop adds it to each step's log record
+(``log.jsonl`` and TensorBoard; IST's score trajectory). Under DDP a controller's
+unselected weights are left out of the step's graph, so the loop asks DDP to find unused
+parameters (they then keep no gradient).
 """
 
 from __future__ import annotations
