@@ -45,7 +45,7 @@ from scaleot.data import SplitConfig, load_task
 from scaleot.models import load_model
 from scaleot.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 
-DEFAULT_CONFIGS = ["lora", "ist", "ist-depth0.5", "floor0", "floor15", "floor22"]
+DEFAULT_CONFIGS = ["lora", "floor22", "floor0", "ist", "floor15", "ist-depth0.5"]
 
 
 def _status(key: str) -> int:
