@@ -42,7 +42,6 @@ from scaleot.data import SplitConfig, load_task
 from scaleot.finetune import FinetuneConfig, apply_lora, train
 from scaleot.manifest import write_json_atomic
 from scaleot.models import get_blocks, load_model, num_blocks
-from scaleot.split import AdapterSplit
 from scaleot.tuners.ist import ISTConfig, make_controller
 
 TASKS = ["bigbench:multiemo/all_sentence_en", "bigbench:goal_step_wikihow/step_inference"]

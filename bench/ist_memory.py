@@ -167,7 +167,7 @@ def report(out: Path) -> dict:
 def _interp(k: float, ks: list[int], vs: list[float]) -> float:
     if k <= ks[0]:
         return vs[0]
-    for (k0, v0), (k1, v1) in zip(zip(ks, vs), zip(ks[1:], vs[1:]), strict=False):
+    for (k0, v0), (k1, v1) in zip(zip(ks, vs, strict=True), zip(ks[1:], vs[1:], strict=True), strict=False):
         if k <= k1:
             return v0 + (v1 - v0) * (k - k0) / (k1 - k0)
     return vs[-1]

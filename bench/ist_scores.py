@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 
 import torch
-from ist_loop import SparseTuner, TrainOptions  # bench/ist_loop.py (run as python bench/ist_scores.py)
+from ist_loop import (  # bench/ist_loop.py (run as python bench/ist_scores.py)
+    SparseTuner,
+    TrainOptions,
+)
 
 from scaleot.data import SplitConfig, load_task
 from scaleot.models import load_model
