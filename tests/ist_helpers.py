@@ -7,7 +7,7 @@ import torch
 from scaleot.data import MCExample
 from tests.conftest import CharTokenizer
 
-__all__ = ["CharTokenizer", "tiny_examples", "tiny_model"]
+__all__ = ["CharTokenizer", "plant_signal", "tiny_examples", "tiny_model"]
 
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
 
@@ -45,3 +45,34 @@ def tiny_model(model_type: str):
     cfg = cls_cfg[0](hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                      num_key_value_heads=2, max_position_embeddings=256, **common)
     return cls_cfg[1](cfg)
+
+
+def plant_signal(model, tok, examples, block: int, steps: int = 80, lr: float = 3e-2):
+    """Train LoRA of one block (all others exactly zero) so it carries all the signal.
+
+    Returns:
+        The batch of ``examples`` and the final loss on it.
+    """
+    from bench.ist_loop import answer_loss
+
+    from scaleot.data import PadCollator, encode_example
+    from scaleot.tuners.ist import peft_layers_by_block, peft_parameters
+
+    with torch.no_grad():  # random tiny embeddings are too small for confident logits
+        model.get_output_embeddings().weight.mul_(20)
+    layers = peft_layers_by_block(model)
+    for b, mods in layers.items():
+        for mod in mods:
+            for p in peft_parameters(mod):
+                p.requires_grad_(b == block)
+                if b != block:
+                    torch.nn.init.zeros_(p)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    batch = PadCollator(0)([encode_example(e, tok) for e in examples])
+    for _ in range(steps):
+        loss = answer_loss(model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return batch, loss.item()

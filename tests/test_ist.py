@@ -19,7 +19,7 @@ from scaleot.tuners.ist import (
     save_importance,
     suppressed,
 )
-from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
+from tests.ist_helpers import CharTokenizer, plant_signal, tiny_examples, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -80,46 +80,19 @@ def test_selection_frequencies_follow_scores(sampling):
     assert freq == pytest.approx(ref, abs=0.04)
 
 
-def _train_only_block(model, tok, examples, block: int, steps: int = 80, lr: float = 3e-2):
-    """Train LoRA of one block (all others exactly zero) so it carries all the signal."""
-    from bench.ist_loop import answer_loss
-
-    from scaleot.data import PadCollator, encode_example
-    from scaleot.tuners.ist import peft_parameters
-
-    with torch.no_grad():  # random tiny embeddings are too small for confident logits
-        model.get_output_embeddings().weight.mul_(20)
-    layers = peft_layers_by_block(model)
-    for b, mods in layers.items():
-        for mod in mods:
-            for p in peft_parameters(mod):
-                p.requires_grad_(b == block)
-                if b != block:
-                    torch.nn.init.zeros_(p)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    batch = PadCollator(0)([encode_example(e, tok) for e in examples])
-    for _ in range(steps):
-        loss = answer_loss(model, batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return batch, loss.item()
-
-
 def test_signal_layer_becomes_most_important(seed):
     model = _peft()
     model.train()
     tok, examples = CharTokenizer(), tiny_examples(8)
-    batch, loss = _train_only_block(model, tok, examples, block=2, steps=40, lr=0.1)
+    batch, loss = plant_signal(model, tok, examples, block=2, steps=40, lr=0.1)
     from bench.ist_loop import answer_loss
 
     # gamma = 0: after the final RMSNorm a large learned delta is nearly scale-free, so
     # the test removes the suppressed adapters outright to make block 2's role unambiguous.
     with torch.no_grad(), suppressed(peft_layers_by_block(model)[2], 0.0):
         assert answer_loss(model, batch).item() > loss + 0.5  # block 2 carries the signal
-    # eta is raised from the default only so that the scores separate in a few updates.
-    ctl = ISTController(model, ISTConfig(n_update=0.25, T=1, eta=100, gamma=0.0, seed=0))
+    # default eta and reward (normalized advantages): the scores separate in 30 updates.
+    ctl = ISTController(model, ISTConfig(n_update=0.25, T=1, gamma=0.0, seed=0))
     for step in range(1, 31):
         ctl.before_step(step)
         ctl.after_step(step)
@@ -265,7 +238,68 @@ def test_step_controller_in_the_finetune_loop(tmp_path):
     full = run(tmp_path / "a")
     assert full.controller.blocks == [1, 2] and full.controller.step == 4  # one epoch of 16 at batch 4
     assert any(s != 0 for s in full.scores().values())
+    import json
+
+    logged = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    trajectory = [r for r in logged if "ist/score_block_1" in r]  # also in TensorBoard (float values)
+    assert [r["step"] for r in trajectory] == [2, 4]
+    record = save_importance(full.controller, tmp_path / "adapter")
+    assert record["trajectory"]["steps"] == [2, 4]
+    assert record["trajectory"]["scores"]["1"][-1] == full.scores()[1]
     state = full.state_dict()
     again = ISTStepController(full.model, ISTConfig(T=2), CharTokenizer())
     again.load_state_dict(state)
     assert again.scores() == full.scores()
+    assert again.controller.history == full.controller.history
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_normalized_advantages_move_scores_whatever_the_loss_scale(scale):
+    """Probe losses enter as (r - mean r) / std r: the same update at any loss scale, none when all equal."""
+    model = _peft()
+
+    def run(losses):
+        it = iter(losses)
+        ctl = ISTController(model, ISTConfig(n_update=0.5, K=3, eta=1.0, seed=0))
+        ctl.update_importance(model, {}, lambda m, b: torch.tensor(next(it)))
+        return ctl
+
+    ctl = run([scale * v for v in (1.0, 2.0, 4.0)])
+    reference = run([1.0, 2.0, 4.0])
+    torch.testing.assert_close(ctl._scores, reference._scores, rtol=2e-3, atol=1e-6)  # std + 1e-6 guard
+    assert ctl._scores.abs().max() > 0.1  # O(eta p(1-p)), not O(loss differences)
+    assert ctl.history == [(0, ctl._scores.tolist())]
+    assert torch.equal(run([3.0, 3.0, 3.0])._scores, torch.zeros(4, dtype=torch.float64))
+
+
+def test_backprop_stops_at_the_lowest_selected_block():
+    """Blocks below the lowest selected one get inputs without grad (no graph, no saved
+    activations); embeddings, head and unselected LoRA hold no gradient or optimizer state."""
+    from bench.ist_loop import answer_loss
+
+    from scaleot.data import PadCollator, encode_example
+    from scaleot.models import get_blocks
+
+    model = _peft()
+    opt = torch.optim.AdamW([p for ps in ISTController(model, ISTConfig()).params for p in ps], lr=1e-2)
+    ctl = ISTController(model, ISTConfig(n_update=0.5, depth=0.5, T=0), opt)
+    seen = {}
+    blocks = get_blocks(model.get_base_model())
+    for i, block in enumerate(blocks):
+        block.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(i, args[0].requires_grad))
+    batch = PadCollator(0)([encode_example(e, CharTokenizer()) for e in tiny_examples(4)])
+    for step in range(1, 21):
+        chosen = ctl.before_step(step)
+        assert set(chosen) <= {2, 3}  # depth 0.5: only the top half of the 4 blocks
+        answer_loss(model, batch).backward()
+        low = min(chosen)
+        assert [seen[i] for i in range(len(blocks))] == [i > low for i in range(len(blocks))]
+        with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+        assert with_grad == {n for n, p in model.named_parameters()
+                             if any(p is q for pos in ctl.selected for q in ctl.params[pos])}
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ctl.after_step(step)
+    outside = [p for pos in (0, 1) for p in ctl.params[pos]]
+    assert not any(p in opt.state for p in outside)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)

@@ -14,6 +14,10 @@ with ``before_step(step)``, ``after_backward(step)``, ``after_step(step)``,
 ``state_dict() -> dict`` and ``load_state_dict(dict)``; its state is checkpointed. If it
 has ``bind(optimizer=..., loss_model=..., splits=...)`` the loop calls it once the optimizer
 exists (IST keeps unselected layers' optimizer state off the device and probes a held-out batch).
+If it has ``log_record() -> dict[str, float]`` the loop adds it to each step's log record
+(``log.jsonl`` and TensorBoard; IST's score trajectory). Under DDP a controller's
+unselected weights are left out of the step's graph, so the loop asks DDP to find unused
+parameters (they then keep no gradient).
 """
 
 from __future__ import annotations
@@ -125,12 +129,14 @@ class _Run:
     def __init__(self, model: nn.Module, tokenizer, splits: TaskSplits, config: FinetuneConfig,
                  run_dir: str | Path, controller: StepController | None, progress: bool,
                  provenance: dict | None = None):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
         from transformers import get_scheduler
 
         self.model, self.tokenizer, self.splits, self.config = model, tokenizer, splits, config
         self.controller, self.progress = controller, progress
-        self.accelerator = Accelerator(cpu=config.device == "cpu")
+        # A step controller (IST) leaves some trainable weights out of a step's graph: DDP must look for them.
+        ddp = [DistributedDataParallelKwargs(find_unused_parameters=True)] if controller is not None else None
+        self.accelerator = Accelerator(cpu=config.device == "cpu", kwargs_handlers=ddp)
         self.device = self.accelerator.device
         self.bf16 = wants_bf16(config.autocast, self.device)
         model.to(self.device)
@@ -245,8 +251,11 @@ class _Run:
         self.step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item() * cfg.grad_accum:.3f}")
-        self.folder.log({"step": self.step, "epoch": self.epoch, "loss": loss.item() * cfg.grad_accum,
-                         "lr": self.scheduler.get_last_lr()[0]})
+        record = {"step": self.step, "epoch": self.epoch, "loss": loss.item() * cfg.grad_accum,
+                  "lr": self.scheduler.get_last_lr()[0]}
+        if self.controller is not None and hasattr(self.controller, "log_record"):
+            record.update(self.controller.log_record())  # IST: the score trajectory
+        self.folder.log(record)
         if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
             self.checkpoint()
 

@@ -5,9 +5,11 @@ Files written into an adapter folder (next to peft's ``adapter_config.json`` +
 
 - ``ist_importance.json``: ``{"format_version": 1, "config": ISTConfig fields,
   "blocks": [...], "scores": {block: s}, "importance": {block: 1 - sigmoid(s)},
-  "counts": {block: times trained}, "step": N, "ranking": [most important first]}``;
+  "counts": {block: times trained}, "step": N, "ranking": [most important first],
+  "trajectory": {"steps": [...], "scores": {block: [score after each update]}}}``;
 - ``ist_state.safetensors``: the controller's full state (scores, counts, step, RNG);
-- ``ist_importance.png``: bar plot of importance and selection counts per block.
+- ``ist_importance.png``: the score trajectory (one line per block over the importance
+  updates) above a bar plot of importance and selection counts per block.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def importance_record(controller: ISTController) -> dict:
         "counts": {str(b): int(c) for b, c in zip(controller.blocks, controller.counts, strict=True)},
         "step": controller.step,
         "ranking": sorted(imp, key=lambda b: -imp[b]),
+        "trajectory": {"steps": [step for step, _ in controller.history],
+                       "scores": {str(b): [row[i] for _, row in controller.history]
+                                  for i, b in enumerate(controller.blocks)}},
     }
 
 
@@ -51,7 +56,9 @@ def load_importance(folder: str | Path) -> dict:
 
 
 def plot_importance(record: dict, path: str | Path, title: str = "IST layer importance") -> None:
-    """Bars: ``-s`` per block (positive = important = trained more); line: times trained."""
+    """Top: the score trajectory, ``-s`` per block over the importance updates (colour =
+    depth); bottom: bars of the final ``-s`` per block (positive = important = trained
+    more) and a line of times trained."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +67,17 @@ def plot_importance(record: dict, path: str | Path, title: str = "IST layer impo
     blocks = record["blocks"]
     imp = [-record["scores"][str(b)] for b in blocks]
     counts = [record["counts"][str(b)] for b in blocks]
-    fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(blocks) + 2), 3.2))
+    trajectory = record.get("trajectory") or {"steps": []}
+    fig, (top, ax) = plt.subplots(2, 1, figsize=(max(5, 0.3 * len(blocks) + 2), 6.4))
+    cmap = plt.get_cmap("viridis")
+    for i, b in enumerate(blocks):
+        series = trajectory.get("scores", {}).get(str(b), [])
+        top.plot([0, *trajectory["steps"]], [0.0, *(-v for v in series)], color=cmap(i / max(1, len(blocks) - 1)),
+                 lw=1.0, label=str(b) if i in (0, len(blocks) - 1) else None)
+    top.set_xlabel("training step")
+    top.set_ylabel("-s (importance logit)")
+    top.legend(title="block (dark = low)", fontsize=7, loc="upper left")
+    top.set_title(f"{title}: score trajectory")
     ax.bar([str(b) for b in blocks], imp, color=["tab:blue" if v >= 0 else "tab:red" for v in imp])
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("block")

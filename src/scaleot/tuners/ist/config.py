@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from scaleot.errors import check
+from scaleot.importance.config import REWARDS
 from scaleot.validate.options import nonfinite_fields
 
 SAMPLINGS = ("ist", "rst")
@@ -22,14 +23,31 @@ class ISTConfig:
 
     Convention (IST's): a layer's score ``s_i`` is *high* when its adapter can be
     suppressed safely, so training samples with weights ``1 - sigmoid(s_i)``.
+
+    Reward scaling (``reward``, the same choices as stage 1's
+    :class:`~scaleot.importance.config.ImportanceConfig`): ``normalized`` (default) turns
+    the ``K`` probe losses of one update into advantages ``(r_k - mean r) / std r`` with
+    ``r_k = -l_k`` (all zero when the losses are equal), so ``eta`` alone sets how fast
+    the scores separate whatever the loss scale; ``neg_loss`` is ``-(l_k - mean l)``; ``exp`` is the paper's
+    ``exp(-l_k) - mean exp(-l)``, whose advantages are ~1e-3 at LM losses and barely
+    move the scores. The default ``eta`` was chosen by measurement (BENCHMARKS.md, IST).
+
+    ``depth`` bounds memory: only the top ``ceil(depth * L)`` layers (the output side)
+    may be selected or probed, so backpropagation never reaches below them and the
+    activations of the lower blocks are never stored (peak memory is set by the lowest
+    selected layer of the worst step, so only a bound lowers the peak).
     """
 
     n_update: float = field(default=0.25, metadata={"help": "fraction of layers trained per step"})
-    T: int = field(default=10, metadata={"help": "importance update every T steps (0 = never)"})
+    T: int = field(default=5, metadata={"help": "importance update every T steps (0 = never)"})
     K: int = field(default=3, metadata={"help": "probe forward passes per importance update"})
     n_suppress: float = field(default=0.5, metadata={"help": "fraction of layers suppressed per probe pass"})
     gamma: float = field(default=0.25, metadata={"help": "scale of the suppressed layers' PEFT output"})
-    eta: float = field(default=10.0, metadata={"help": "score learning rate"})
+    eta: float = field(default=1.0, metadata={"help": "score learning rate"})
+    reward: str = field(default="normalized", metadata={"help": f"one of {REWARDS}: probe reward scaling"})
+    depth: float = field(
+        default=1.0, metadata={"help": "fraction of the layers, counted from the top, that may be selected (memory bound)"},
+    )
     sampling: str = field(default="ist", metadata={"help": f"one of {SAMPLINGS}; rst = uniform (baseline)"})
     seed: int = field(default=0, metadata={"help": "seed of the selection generator (same on every rank)"})
     offload_optimizer: bool = field(
@@ -43,7 +61,8 @@ class ISTConfig:
     def __post_init__(self) -> None:
         self.sampling = self.sampling.lower()
         problems = []
-        for name in ("n_update", "n_suppress"):
+        self.reward = self.reward.lower()
+        for name in ("n_update", "n_suppress", "depth"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 problems.append(f"{name} must be a fraction in (0, 1] (got {value})")
@@ -55,16 +74,27 @@ class ISTConfig:
             problems.append(f"gamma must be in [0, 1) (got {self.gamma})")
         if self.eta < 0:
             problems.append(f"eta must be >= 0 (got {self.eta})")
+        if self.reward not in REWARDS:
+            problems.append(f"reward must be one of {REWARDS} (got {self.reward!r})")
         if self.sampling not in SAMPLINGS:
             problems.append(f"sampling must be one of {SAMPLINGS} (got {self.sampling!r})")
         problems += nonfinite_fields(self)
         check("IST config", problems)
 
     def resolve(self, num_layers: int) -> tuple[int, int]:
-        """``(n_update, n_suppress)`` as layer counts for ``num_layers`` layers (each >= 1)."""
-        n_update = min(num_layers, max(1, math.ceil(self.n_update * num_layers)))
-        n_suppress = min(num_layers, max(1, math.ceil(self.n_suppress * num_layers)))
+        """``(n_update, n_suppress)`` as layer counts for ``num_layers`` layers (each >= 1).
+
+        ``n_update`` counts against all layers (the same sparsity whatever ``depth``),
+        ``n_suppress`` against the selectable window; both at most the window.
+        """
+        window = self.window(num_layers)
+        n_update = min(window, max(1, math.ceil(self.n_update * num_layers)))
+        n_suppress = min(window, max(1, math.ceil(self.n_suppress * window)))
         return n_update, n_suppress
+
+    def window(self, num_layers: int) -> int:
+        """How many of the top layers may be selected: ``ceil(depth * num_layers)`` (>= 1)."""
+        return min(num_layers, max(1, math.ceil(self.depth * num_layers)))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,7 +11,8 @@ A small object any training loop can drive through hooks::
         ctl.maybe_update_importance(step, model, probe_batch, loss_fn)   # every T steps
 
 Selection draws ``n_update`` layers without replacement with weights ``1 - sigmoid(s)``
-(IST) or uniform weights (RST) from a ``torch.Generator`` seeded with ``config.seed``;
+(IST) or uniform weights (RST), among the top ``config.depth`` of the layers, from a
+``torch.Generator`` seeded with ``config.seed``;
 the scores, the step and the generator state are all in :meth:`state_dict`, so a resumed
 run selects exactly what the uninterrupted one would. Under ``torch.distributed`` the
 probe losses are averaged over ranks (identical score updates everywhere) and rank 0's
@@ -26,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from scaleot.importance.trainer import advantages
 from scaleot.tuners.ist.config import ISTConfig
 from scaleot.tuners.ist.layer import peft_layers_by_block, peft_parameters, suppressed
 from scaleot.tuners.ist.optim import move_optimizer_state
@@ -56,6 +58,10 @@ class ISTController:
         n_update, n_suppress: the resolved counts.
         counts: ``LongTensor[L]``, how often each layer was selected.
         last_update: the latest importance update's losses, rewards and suppressed sets.
+        history: ``[(step, [score per layer])]`` after every importance update (the
+            score trajectory; checkpointed, plotted beside the adapter).
+        window: positions (into :attr:`blocks`) that may be selected: the top
+            ``config.window(L)`` layers.
     """
 
     def __init__(self, model: nn.Module, config: ISTConfig, optimizer: torch.optim.Optimizer | None = None):
@@ -66,6 +72,10 @@ class ISTController:
         self.peft_layers = [by_block[b] for b in self.blocks]
         self.params = [[p for layer in layers for p in peft_parameters(layer)] for layers in self.peft_layers]
         self.n_update, self.n_suppress = config.resolve(len(self.blocks))
+        self.window = list(range(len(self.blocks) - config.window(len(self.blocks)), len(self.blocks)))
+        self._in_window = torch.zeros(len(self.blocks), dtype=torch.float64)
+        self._in_window[self.window] = 1.0
+        self.history: list[tuple[int, list[float]]] = []
         self._scores = torch.zeros(len(self.blocks), dtype=torch.float64)
         self.counts = torch.zeros(len(self.blocks), dtype=torch.long)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -79,10 +89,10 @@ class ISTController:
 
     # ----- selection -------------------------------------------------------------------
     def weights(self) -> torch.Tensor:
-        """Sampling weights of the layers for training, ``[L]``."""
+        """Sampling weights of the layers for training, ``[L]`` (zero outside the window)."""
         if self.config.sampling == "rst":
-            return torch.ones_like(self._scores)
-        return (1 - torch.sigmoid(self._scores)).clamp_min(1e-6)
+            return self._in_window.clone()
+        return (1 - torch.sigmoid(self._scores)).clamp_min(1e-6) * self._in_window
 
     def _draw(self, weights: torch.Tensor, n: int) -> torch.Tensor:
         picked = torch.multinomial(weights, n, replacement=False, generator=self.generator)
@@ -149,9 +159,11 @@ class ISTController:
         """``K`` suppressed forward passes on ``probe_batch`` and the REINFORCE score update.
 
         For pass ``k`` a set ``S_k`` of ``n_suppress`` layers is drawn with weights
-        ``sigmoid(s)``, their PEFT output scaled by ``gamma``, loss ``l_k``;
-        ``r_k = exp(-l_k) - mean(exp(-l))``; ``s_i += eta · Σ_k [i ∈ S_k] r_k p_i (1 - p_i)``.
-        A layer whose suppression costs little gets a higher score and is trained less.
+        ``sigmoid(s)`` (within the window), their PEFT output scaled by ``gamma``, loss
+        ``l_k``; advantages ``a_k`` from the losses (``config.reward``; default
+        ``normalized``: ``(r_k - mean r) / std r``, ``r = -l``, zero when ``std r = 0``);
+        ``s_i += eta · Σ_k [i ∈ S_k] a_k p_i (1 - p_i)``. A layer whose suppression costs
+        little gets a higher score and is trained less.
 
         Returns:
             The new scores ``[L]``.
@@ -162,7 +174,8 @@ class ISTController:
         try:
             sets, losses = [], []
             for _ in range(cfg.K):
-                chosen = self._draw(torch.sigmoid(self._scores).clamp_min(1e-6), self.n_suppress).tolist()
+                weights = torch.sigmoid(self._scores).clamp_min(1e-6) * self._in_window
+                chosen = self._draw(weights, self.n_suppress).tolist()
                 layers = [layer for pos in chosen for layer in self.peft_layers[pos]]
                 with suppressed(layers, cfg.gamma):
                     losses.append(float(loss_fn(model, probe_batch)))
@@ -175,8 +188,7 @@ class ISTController:
             buf = loss_t.to(on)
             dist.all_reduce(buf)
             loss_t = buf.cpu() / dist.get_world_size()
-        rewards = torch.exp(-loss_t)
-        adv = rewards - rewards.mean()
+        adv = advantages(loss_t, self.config.reward)
         p = torch.sigmoid(self._scores)
         delta = torch.zeros_like(self._scores)
         for chosen, a in zip(sets, adv, strict=True):
@@ -184,6 +196,7 @@ class ISTController:
         self._scores += cfg.eta * delta * p * (1 - p)
         self.last_update = {"losses": loss_t.tolist(), "advantages": adv.tolist(),
                             "suppressed": [[self.blocks[i] for i in s] for s in sets]}
+        self.history.append((self.step, self._scores.tolist()))
         return self._scores.clone()
 
     # ----- state -----------------------------------------------------------------------
@@ -203,6 +216,8 @@ class ISTController:
             "ist.step": torch.tensor([self.step], dtype=torch.long),
             "ist.rng": self.generator.get_state(),
             "ist.blocks": torch.tensor(self.blocks, dtype=torch.long),
+            "ist.history": torch.tensor([[step, *scores] for step, scores in self.history],
+                                        dtype=torch.float64).reshape(-1, 1 + len(self.blocks)),
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -213,3 +228,5 @@ class ISTController:
         self.counts = state["ist.counts"].to(torch.long).clone()
         self.step = int(state["ist.step"][0])
         self.generator.set_state(state["ist.rng"].clone())
+        rows = state.get("ist.history", torch.zeros(0, 1 + len(blocks))).to(torch.float64).reshape(-1, 1 + len(blocks))
+        self.history = [(int(r[0]), r[1:].tolist()) for r in rows]

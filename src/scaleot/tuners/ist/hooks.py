@@ -42,6 +42,7 @@ class ISTStepController:
         self.loss_model = None
         self.probe: list[dict] = []
         self._pending: dict | None = None
+        self._updated = False
 
     def bind(self, optimizer: torch.optim.Optimizer, loss_model: nn.Module, splits) -> None:
         if self.tokenizer is None:
@@ -72,19 +73,28 @@ class ISTStepController:
     def after_step(self, step: int) -> None:
         done = step + 1
         self.controller.after_step(done)
+        self._updated = False
         if self.loss_model is not None and self.probe:
             batch = self._probe_batch(done // max(1, self.config.T))
-            self.controller.maybe_update_importance(done, self.loss_model, batch, lambda m, b: m(**b))
+            self._updated = self.controller.maybe_update_importance(done, self.loss_model, batch,
+                                                                    lambda m, b: m(**b))
+
+    def log_record(self) -> dict[str, float]:
+        """What the loop adds to this step's log record (and TensorBoard): the scores
+        ``ist/score_block_<b>`` after an importance update, else nothing."""
+        if not self._updated:
+            return {}
+        return {f"ist/score_block_{b}": s for b, s in self.controller.scores().items()}
 
     def scores(self) -> dict[int, float]:
         return self.controller.scores()
 
     def state_dict(self) -> dict:
-        """JSON-able: scores, counts, step, generator state (bytes as ints), blocks."""
+        """JSON-able: scores, counts, step, generator state (bytes as ints), blocks, history."""
         return {k: v.tolist() for k, v in self.controller.state_dict().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        dtypes = {"ist.rng": torch.uint8, "ist.scores": torch.float64}
+        dtypes = {"ist.rng": torch.uint8, "ist.scores": torch.float64, "ist.history": torch.float64}
         tensors = {k: torch.tensor(v, dtype=dtypes.get(k, torch.long)) for k, v in state.items()}
         self._pending = tensors
         self.controller.load_state_dict(tensors)

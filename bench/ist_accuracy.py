@@ -1,0 +1,196 @@
+"""IST vs RST vs LoRA accuracy, resumable over the full grid (issue 15).
+
+The grid: setting x task x seed x method, with
+
+- setting ``standalone``: LoRA on every block of the full SmolLM2-135M, tuned directly;
+  ``offsite``: the data owner's adapter (default 2+2 split) tuned through the default
+  ScaleOT emulator (``configs/default.yaml``: alpha 0.25, beta 0; needs ``--importance``,
+  a stage-1 folder), then plugged into the full model;
+- method ``lora`` (every adapter layer each step), ``ist`` (IST defaults), ``rst`` (the
+  same sparsity, uniform selection);
+- the same steps, learning rate, batches (``--seed`` also seeds the data order and LoRA
+  init) for all three, through the product's fine-tuning loop (``scaleot finetune``'s
+  :func:`scaleot.finetune.loop.train`).
+
+Every run is one record ``<out>/records/<key>.json`` (test accuracy with per-example
+``correct``, training timing, IST scores and trajectory); a finished record is never
+redone, so the grid fills in over several invocations. ``--report`` writes
+``<out>.md``: per (setting, task) the mean ± standard error over seeds of each method, and
+the paired differences IST - RST and IST - LoRA (per-seed differences, mean ± se).
+
+    flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
+        .venv/bin/python bench/ist_accuracy.py --settings standalone --tasks bigbench:multiemo/all_sentence_en \\
+        --seeds 0 1 2 --steps 40
+    .venv/bin/python bench/ist_accuracy.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transfer import score  # bench/transfer.py (run as python bench/ist_accuracy.py)
+
+from scaleot.data import SplitConfig, load_task
+from scaleot.finetune import FinetuneConfig, apply_lora, train
+from scaleot.manifest import write_json_atomic
+from scaleot.models import get_blocks, load_model, num_blocks
+from scaleot.tuners.ist import ISTConfig, make_controller
+
+TASKS = ["bigbench:multiemo/all_sentence_en", "bigbench:goal_step_wikihow/step_inference"]
+METHODS = ("ist", "rst", "lora")
+
+
+def key_of(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Grid:
+    def __init__(self, args):
+        self.args, self.out = args, Path(args.out)
+        (self.out / "records").mkdir(parents=True, exist_ok=True)
+        self.full = self.tok = None
+        self.splits: dict[str, object] = {}
+        self.emulators: dict = {}
+
+    def model(self):
+        if self.full is None:
+            self.full, self.tok = load_model("smollm2-135m", device="cpu")
+            self.full.eval()
+        return self.full
+
+    def task(self, name: str):
+        if name not in self.splits:
+            self.splits[name] = load_task(name, SplitConfig(seed=0, n_test=self.args.n_test, n_val=32,
+                                                            n_train=self.args.n_train))
+        return self.splits[name]
+
+    def target(self, setting: str):
+        """(model to tune, adapter positions, full-model blocks they came from)."""
+        full = self.model()
+        n = num_blocks(full)
+        if setting == "standalone":
+            return copy.deepcopy(full), list(range(n)), list(range(n))
+        if not self.args.importance:
+            raise SystemExit("the offsite setting needs --importance (a stage-1 folder of the default model)")
+        if "emu" not in self.emulators:
+            from scaleot.emulator import EmulatorConfig, build_emulator
+
+            cfg = EmulatorConfig(method="scaleot", n_bottom=2, n_top=2, alpha=0.25, beta=0.0,
+                                 importance=self.args.importance, autocast="none", device="cpu")
+            self.emulators["emu"] = build_emulator(full, cfg, self.tok)
+        bundle = self.emulators["emu"]
+        return (copy.deepcopy(bundle.model), list(bundle.adapter_positions), list(bundle.adapter_sources))
+
+    def run(self, spec: dict) -> dict:
+        t0 = time.perf_counter()
+        splits = self.task(spec["task"])
+        model, positions, sources = self.target(spec["setting"])
+        cfg = FinetuneConfig(method="lora" if spec["method"] == "lora" else "ist", lr=spec["lr"], epochs=1,
+                             max_steps=spec["steps"], batch_size=spec["batch_size"], max_length=spec["max_length"],
+                             seed=spec["seed"], val_limit=32, eval_batch_size=32, device="cpu")
+        peft = apply_lora(model, positions, cfg)
+        hooks = None
+        if spec["method"] != "lora":
+            ist = ISTConfig(seed=spec["seed"], sampling=spec["method"])
+            hooks = make_controller(peft, positions, cfg, tokenizer=self.tok, ist_config=ist)
+        with tempfile.TemporaryDirectory() as run_dir:
+            res = train(model, self.tok, splits, cfg, run_dir, step_controller=hooks, progress=False)
+        tuned = peft.merge_and_unload().eval()
+        rec = {"spec": spec, "train": {"steps": res.steps, **res.timing}}
+        if spec["setting"] == "offsite":  # plug the tuned adapter blocks into the full model
+            plugged = copy.deepcopy(self.model())
+            eb, pb = get_blocks(tuned), get_blocks(plugged)
+            with torch.no_grad():
+                for pos, src in zip(positions, sources, strict=True):
+                    pb[src].load_state_dict(eb[pos].state_dict())
+            tuned = plugged
+        rec["test"] = score(tuned, self.tok, splits)
+        if hooks is not None:
+            ctl = hooks.controller
+            rec["ist"] = {"blocks": ctl.blocks, "scores": ctl._scores.tolist(), "counts": ctl.counts.tolist(),
+                          "history": ctl.history}
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
+        return rec
+
+    def do(self, spec: dict) -> None:
+        path = self.out / "records" / f"{key_of(spec)}.json"
+        if path.is_file():
+            return
+        rec = self.run(spec)
+        write_json_atomic(path, rec)
+        print(f"{spec['setting']} {spec['task']} seed {spec['seed']} {spec['method']}: "
+              f"{100 * rec['test']['acc']:.1f} ({rec['seconds']} s)", flush=True)
+
+
+def _mean_se(xs: list[float]) -> str:
+    if len(xs) < 2:
+        return f"{100 * xs[0]:.1f} (1 seed)" if xs else "-"
+    return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs) / len(xs) ** 0.5:.1f}"
+
+
+def report(out: Path) -> str:
+    recs = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+    groups: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in recs:
+        s = r["spec"]
+        cell = (s["setting"], s["task"], s["steps"], s["lr"], s["batch_size"], s["max_length"], r["test"]["n"])
+        groups.setdefault(cell, {}).setdefault(s["method"], {})[s["seed"]] = r["test"]["acc"]
+    lines = ["| setting | task | steps | lr | batch x len | n_test | seeds | IST | RST | LoRA | IST - RST | IST - LoRA |",
+             "|---" * 12 + "|"]
+    for (setting, task, steps, lr, bs, ml, n), by in sorted(groups.items()):
+        seeds = sorted(set.intersection(*(set(v) for v in by.values()))) if by else []
+
+        def diff(a, b, seeds=seeds, by=by):
+            if a not in by or b not in by:
+                return "-"
+            return _mean_se([by[a][s] - by[b][s] for s in seeds])
+        lines.append(f"| {setting} | {task} | {steps} | {lr:g} | {bs} x {ml} | {n} | {len(seeds)} |"
+                     f" {_mean_se([by.get('ist', {}).get(s) for s in seeds if s in by.get('ist', {})])} |"
+                     f" {_mean_se([by.get('rst', {}).get(s) for s in seeds if s in by.get('rst', {})])} |"
+                     f" {_mean_se([by.get('lora', {}).get(s) for s in seeds if s in by.get('lora', {})])} |"
+                     f" {diff('ist', 'rst')} | {diff('ist', 'lora')} |")
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--settings", nargs="*", default=["standalone", "offsite"], choices=["standalone", "offsite"])
+    ap.add_argument("--tasks", nargs="*", default=TASKS)
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--n-train", type=int, default=400)
+    ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--importance", default=None, help="stage-1 folder for the offsite setting's emulator")
+    ap.add_argument("--out", default="bench/results/ist_accuracy")
+    ap.add_argument("--report", action="store_true", help="only summarise the records")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if not args.report:
+        grid = Grid(args)
+        for setting in args.settings:
+            for task in args.tasks:
+                for seed in args.seeds:  # seed-major: every finished seed completes a row of the table
+                    for method in args.methods:
+                        grid.do({"setting": setting, "task": task, "seed": seed, "method": method,
+                                 "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
+                                 "max_length": args.max_length, "n_train": args.n_train, "n_test": args.n_test})
+    report(Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
