@@ -133,7 +133,7 @@ def test_layer_map_per_method(tmp_path, hf_tokenizer, monkeypatch):
 
 def test_params_counted(tmp_path):
     model = make_model()
-    uni = build_emulator(model, EmulatorConfig(method="uniform", keep=2))
+    uni = build_emulator(model, EmulatorConfig(method="uniform", keep=2, beta=0.0))
     blocks = get_blocks(model)
     per_block = sum(p.numel() for p in blocks[0].parameters())
     full = sum(p.numel() for p in model.parameters())
