@@ -145,6 +145,10 @@ def test_attack_recovers_a_learnable_task_and_gates_the_release(tmp_path, one_th
     assert {"audit.json", "report.md", "manifest.json", "log.jsonl"} <= {p.name for p in out.iterdir()}
     assert not (out / "checkpoints").exists()
     assert "Verdict: FAIL" in (out / "report.md").read_text()
+    from scaleot.audit.report import audit_columns
+
+    row = audit_columns({"tiny": doc}).splitlines()[4]  # scaleot run's audit section
+    assert row.startswith("| tiny | - | ") and "FAIL: max_recovery" in row and "| 4096 |" in row
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -159,3 +163,20 @@ def test_bad_input_is_one_line(tmp_path, capsys, extra, needle):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("scaleot: error:") and needle in err and "\n" not in err
+
+
+def test_run_yaml_audit_section(tmp_path):
+    """``audit:`` in the run YAML: checked at load time, its tasks default to the job's."""
+    import yaml
+
+    from scaleot.recipes.run import load_run_config
+
+    base = {"tasks": ["bigbench:social_iqa"], "emulators": [{"name": "u", "method": "uniform"}]}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(dict(base, audit={"budgets": "1000,5000"})))
+    cfg = load_run_config(path)
+    assert cfg["audit"]["tasks"] == "bigbench:social_iqa" and AuditConfig(**cfg["audit"]).budget_list == [1000, 5000]
+    path.write_text(yaml.safe_dump(dict(base, audit={"budget": "1000", "max_recovery": 2})))
+    with pytest.raises(ScaleOTError) as e:
+        load_run_config(path)
+    assert "audit: unknown options ['budget']" in str(e.value) and "\n" not in str(e.value)

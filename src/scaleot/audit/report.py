@@ -84,3 +84,27 @@ def render(doc: dict) -> str:
     lines += ["", "R = (attacked - Emu ZS) / (Full ZS - Emu ZS); fidelity = share of examples where the "
               "attacked emulator picks the full model's choice (docs/METHOD.md section 7).", ""]
     return "\n".join(lines)
+
+
+def audit_columns(audits: dict[str, dict], evals: dict[str, dict] | None = None) -> str:
+    """``scaleot run``'s audit section: per emulator, Emu ZS, R and fidelity at the largest
+    budget, the recovered accuracy, and the Plug-in (task average, from ``eval/<name>.json``)
+    beside it: the privacy-utility trade seen by an attacker."""
+    lines = ["## Audit: what each emulator gives away", "",
+             "| emulator | Plug-in | Emu ZS | recovered ZS | R | fidelity | budget (tokens) | leak scan | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, d in audits.items():
+        e = d["emulator_zs"]
+        last = d["attack"][-1] if d["attack"] else None
+        plug = ((evals or {}).get(name) or {}).get("average", {}).get("Plug-in")
+        rr = "n/a" if last is None or last["R"] is None else f"{last['R']:.2f} ± {last['R_stderr']:.2f}"
+        lines.append("| " + " | ".join([
+            name, _pct(plug["acc"], plug["acc_stderr"]) if plug else "-",
+            _pct(e["acc"], e["acc_stderr"]),
+            _pct(last["acc"], last["acc_stderr"]) if last else "-", rr,
+            _pct(last["fidelity"], last["fidelity_stderr"]) if last else "-",
+            str(last["tokens"]) if last else "-", "clean" if d["scan"]["ok"] else "LEAK",
+            "PASS" if d["verdict"]["ok"] else "FAIL: " + ", ".join(d["verdict"]["broken"])]) + " |")
+    lines += ["", "Audit tasks and attack recipe: `audit/<name>/report.md` (R = (attacked - Emu ZS) / "
+              "(Full ZS - Emu ZS), docs/METHOD.md section 7)."]
+    return "\n".join(lines)

@@ -70,8 +70,12 @@ class AuditRun:
 class AuditRecipe:
     """``run()`` = ``setup() -> scan() -> baseline() -> attack() -> save()``."""
 
-    def __init__(self, run: AuditRun):
+    def __init__(self, run: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None):
+        """``full_model``/``tokenizer``: the full model already loaded (several audits in one
+        process); ``full_measurement``: its :func:`~scaleot.audit.recovery.measure` on the same
+        tasks, split and text (skips measuring it again)."""
         self.run, self.config = run, run.config
+        self.full, self.tokenizer, self.full_measurement = full_model, tokenizer, full_measurement
         self.check_paths()
 
     # ------------------------------------------------------------------ setup
@@ -109,7 +113,8 @@ class AuditRecipe:
         from scaleot.models import fingerprint_model, load_model
 
         r, c = self.run, self.config
-        self.full, self.tokenizer = load_model(r.model, device=r.device, dtype=r.dtype)
+        if self.full is None:
+            self.full, self.tokenizer = load_model(r.model, device=r.device, dtype=r.dtype)
         self.full_fp = fingerprint_model(self.full)
         self.bundle = load_emulator(r.emulator, device=r.device, dtype=r.dtype, expected_base_fingerprint=self.full_fp)
         self.check_corpus(self.bundle.info)
@@ -139,7 +144,8 @@ class AuditRecipe:
     def baseline(self, attack: RecoveryAttack) -> dict:
         """Full ZS and Emu ZS before any attack (measured once; kept in every checkpoint)."""
         if "full" not in attack.extra:
-            full = measure(self.full, self.tokenizer, self.splits, self.ppl_blocks, self.config.scorer)
+            full = self.full_measurement or measure(self.full, self.tokenizer, self.splits, self.ppl_blocks,
+                                                    self.config.scorer)
             emu = measure(self.bundle.model, self.tokenizer, self.splits, self.ppl_blocks, self.config.scorer)
             attack.extra.update(full=full, emu=emu)
         return attack.extra
