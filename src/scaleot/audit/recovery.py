@@ -52,7 +52,7 @@ def measure(model: nn.Module, tokenizer, splits: list[TaskSplits], ppl_blocks: t
         r = rows[s.name]
         tasks[s.name] = {"acc": r["acc"], "acc_stderr": r["acc_stderr"], "n": r["n"]}
         correct += r["correct"]
-        pred += [predictions(ll, ex.choices)[0] for ll, ex in zip(r["loglikelihoods"], s.test, strict=False)]
+        pred += [predictions(ll, ex.choices)[0] for ll, ex in zip(r["loglikelihoods"], s.test, strict=True)]
     n = len(correct)
     acc = sum(correct) / n
     return {"tasks": tasks, "acc": acc, "acc_stderr": _stderr(acc, n), "n": n, "correct": correct, "pred": pred,
