@@ -113,7 +113,7 @@ def report(args) -> str:
     full = any_doc["full"]
     head = ["method", "params", "Emu ZS", "fidelity (0)"]
     for b in budgets:
-        head += [f"ZS @{b // 1000}k", f"R @{b // 1000}k", f"fidelity @{b // 1000}k"]
+        head += [f"ZS @{b / 1000:g}k", f"R @{b / 1000:g}k", f"fidelity @{b / 1000:g}k"]
     head += ["attack s (train only)", "leak scan"]
     lines = [f"Full ZS {_pct(full['acc'], full['acc_stderr'])} (n = {full['n']}, {', '.join(full['tasks'])}); "
              f"full perplexity {full['ppl']:.2f} (held-out KJV)", "",

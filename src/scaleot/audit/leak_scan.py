@@ -39,6 +39,7 @@ to its dense weight at small ``beta``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -228,8 +229,9 @@ def scan(emu: nn.Module, full: nn.Module, info: dict, near_copy_cos: float = 0.9
 
     Returns:
         ``{"withheld_tensors", "shipped_tensors", "exact": [lines], "near_copies": [records],
-        "ranks": [records], "rank_violations": [records], "ok": bool}``.
+        "ranks": [records], "rank_violations": [records], "ok": bool, "seconds"}``.
     """
+    t0 = time.perf_counter()
     withheld, src_dense = withheld_weights(full, info)
     shipped = shipped_tensors(emu)
     exact = find_leaks(emu, withheld)
@@ -240,4 +242,4 @@ def scan(emu: nn.Module, full: nn.Module, info: dict, near_copy_cos: float = 0.9
     return {"withheld_tensors": len(withheld), "shipped_tensors": len(shipped),
             "near_copy_cos": near_copy_cos, "rank_rtol": rank_rtol, "sketch_dim": SKETCH_DIM,
             "exact": exact, "near_copies": near, "ranks": ranks, "rank_violations": bad_ranks,
-            "ok": not exact and not near and not bad_ranks}
+            "ok": not exact and not near and not bad_ranks, "seconds": round(time.perf_counter() - t0, 1)}
