@@ -180,3 +180,29 @@ def test_run_yaml_audit_section(tmp_path):
     with pytest.raises(ScaleOTError) as e:
         load_run_config(path)
     assert "audit: unknown options ['budget']" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_attack_resumes_to_the_uninterrupted_run(tmp_path):
+    """A budget is a resumable step: stop after budget 1, resume, finish = one uninterrupted run."""
+    from scaleot.audit import RecoveryAttack
+    from scaleot.run_folder import RunFolder
+
+    blocks = torch.randint(3, 128, (10, 16), generator=torch.Generator().manual_seed(0))
+    budgets = [(64, 2), (192, 6)]
+
+    def attack(folder, model):
+        return RecoveryAttack(model, blocks, RunFolder(folder, {"lr": 1e-3}), lr=1e-3, batch=4, checkpoint_every=3)
+
+    def evaluate():
+        return {"acc": 0.5}
+
+    whole = attack(tmp_path / "a", make_model(n_layers=2))
+    whole.run(budgets, evaluate, progress=False)
+    first = attack(tmp_path / "b", make_model(n_layers=2))
+    first.run(budgets[:1], evaluate, progress=False)
+    second = attack(tmp_path / "b", make_model(n_layers=2))
+    assert second.resume() and second.step == 2 and [r["tokens"] for r in second.results] == [64]
+    results = second.run(budgets, evaluate, progress=False)
+    assert [r["tokens"] for r in results] == [64, 192] and second.step == 6
+    for name, p in whole.named.items():
+        torch.testing.assert_close(second.named[name], p)
