@@ -15,7 +15,7 @@ size (adapter 2+2, alpha 0.25, beta 0: the transfer issue's default configuratio
 per budget, attack wall time) and writes ``OUT/table.md``. Timings on this machine are taken
 under load (other jobs share the CPU); compare them only within one table.
 
-    flock /tmp/cpu1.lock timeout 840 .venv/bin/python bench/audit.py --out runs/audit \\
+    flock /tmp/cpu1.lock timeout 840 .venv/bin/python bench/audit.py --out runs/audit --minutes 10 \\
         --importance runs/transfer/importance --methods uniform,drop,scaleot --budgets 10000,40000 \\
         --tasks bigbench:multiemo/all_sentence_en --n-test 200
     .venv/bin/python bench/audit.py --out runs/audit --report
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from scaleot.audit import AuditConfig, measure
-from scaleot.audit.recovery import summary
+from scaleot.audit.recovery import AttackPaused, summary
 from scaleot.data import SplitConfig, corpus_splits, load_task
 from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.manifest import manifest_matches, write_json_atomic
@@ -77,6 +77,7 @@ def run(args) -> None:
     config = AuditConfig(tasks=args.tasks, n_test=args.n_test, budgets=args.budgets, attack_lr=args.lr,
                          checkpoint_every=args.checkpoint_every, ppl_blocks=args.ppl_blocks,
                          max_recovery=0.5, autocast="none")
+    deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
     model, tok = load_model(args.model, device="cpu")
     full = full_measurement(model, tok, config, out)
     print(f"full ZS {summary(full)['acc']:.3f} ppl {full['ppl']:.2f}", flush=True)
@@ -90,8 +91,12 @@ def run(args) -> None:
         t0 = time.perf_counter()
         recipe = AuditRecipe(AuditRun(emulator=emu, out=folder, config=config, model=args.model, device="cpu",
                                       resume=resume, progress=False),
-                             full_model=model, tokenizer=tok, full_measurement=full)
-        doc = recipe.run_all()
+                             full_model=model, tokenizer=tok, full_measurement=full, deadline=deadline)
+        try:
+            doc = recipe.run_all()
+        except AttackPaused as e:
+            print(f"{method}: {e}; rerun the same command to continue", flush=True)
+            return
         print(f"{method}: {'PASS' if doc['verdict']['ok'] else 'FAIL'} in {time.perf_counter() - t0:.0f} s; "
               + "; ".join(f"{r['tokens']} tok: ZS {r['acc']:.3f} R {r['R']} fid {r['fidelity']:.3f}"
                           for r in doc["attack"]), flush=True)
@@ -149,6 +154,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="100000,500000,2000000")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--checkpoint-every", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=0,
+                    help="stop the attack cleanly (checkpointed) after this many minutes (0: no limit)")
     args = ap.parse_args()
     if not args.report:
         run(args)

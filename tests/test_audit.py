@@ -198,10 +198,17 @@ def test_attack_resumes_to_the_uninterrupted_run(tmp_path):
 
     whole = attack(tmp_path / "a", make_model(n_layers=2))
     whole.run(budgets, evaluate, progress=False)
+    from scaleot.audit.recovery import AttackPaused
+
     first = attack(tmp_path / "b", make_model(n_layers=2))
     first.run(budgets[:1], evaluate, progress=False)
+    paused = attack(tmp_path / "b", make_model(n_layers=2))
+    paused.resume()
+    paused.deadline = 0.0  # a time limit: checkpoint after the next step and stop
+    with pytest.raises(AttackPaused):
+        paused.run(budgets, evaluate, progress=False)
     second = attack(tmp_path / "b", make_model(n_layers=2))
-    assert second.resume() and second.step == 2 and [r["tokens"] for r in second.results] == [64]
+    assert second.resume() and second.step == 3 and [r["tokens"] for r in second.results] == [64]
     results = second.run(budgets, evaluate, progress=False)
     assert [r["tokens"] for r in results] == [64, 192] and second.step == 6
     for name, p in whole.named.items():

@@ -91,6 +91,10 @@ def summary(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in ("correct", "pred")}
 
 
+class AttackPaused(Exception):
+    """The attack reached its ``deadline``: checkpointed, continue with ``--resume``."""
+
+
 class RecoveryAttack:
     """Full fine-tuning of every emulator parameter on public text, budget by budget.
 
@@ -101,12 +105,15 @@ class RecoveryAttack:
         lr, batch, seed: AdamW learning rate, blocks per step, data-order seed.
         checkpoint_every: steps between checkpoints.
         bf16: bf16 autocast of the forward passes.
+        deadline: a ``time.monotonic()`` after which the attack checkpoints and raises
+            :class:`AttackPaused` (a job with a time limit resumes it next time).
     """
 
     def __init__(self, model: nn.Module, blocks: torch.Tensor, folder: RunFolder, lr: float, batch: int,
-                 seed: int = 0, checkpoint_every: int = 50, bf16: bool = False):
+                 seed: int = 0, checkpoint_every: int = 50, bf16: bool = False, deadline: float | None = None):
         self.model, self.blocks, self.folder = model, blocks, folder
         self.batch, self.seed, self.checkpoint_every, self.bf16 = batch, seed, checkpoint_every, bf16
+        self.deadline = deadline
         self.device = next(model.parameters()).device
         for p in model.parameters():
             p.requires_grad_(True)
@@ -178,6 +185,9 @@ class RecoveryAttack:
                     bar.update(1)
                     if self.step % self.checkpoint_every == 0 and self.step < steps:
                         self.checkpoint()
+                    if self.deadline is not None and time.monotonic() > self.deadline and self.step < steps:
+                        self.checkpoint()
+                        raise AttackPaused(f"paused at step {self.step} of {steps}")
                 self.model.eval()
                 record = {"tokens": tokens, "steps": steps, "train_seconds": round(self.train_seconds, 1),
                           **evaluate()}

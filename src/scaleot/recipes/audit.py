@@ -70,11 +70,13 @@ class AuditRun:
 class AuditRecipe:
     """``run()`` = ``setup() -> scan() -> baseline() -> attack() -> save()``."""
 
-    def __init__(self, run: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None):
+    def __init__(self, run: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None,
+                 deadline: float | None = None):
         """``full_model``/``tokenizer``: the full model already loaded (several audits in one
         process); ``full_measurement``: its :func:`~scaleot.audit.recovery.measure` on the same
-        tasks, split and text (skips measuring it again)."""
-        self.run, self.config = run, run.config
+        tasks, split and text (skips measuring it again); ``deadline``: a ``time.monotonic()``
+        at which the attack checkpoints and raises :class:`~scaleot.audit.recovery.AttackPaused`."""
+        self.run, self.config, self.deadline = run, run.config, deadline
         self.full, self.tokenizer, self.full_measurement = full_model, tokenizer, full_measurement
         self.check_paths()
 
@@ -158,7 +160,7 @@ class AuditRecipe:
         device = next(self.bundle.model.parameters()).device
         attack = RecoveryAttack(self.bundle.model, self.attack_blocks, self.attack_folder(), c.attack_lr,
                                 c.attack_batch, seed=c.seed, checkpoint_every=c.checkpoint_every,
-                                bf16=use_bf16(wants_bf16(c.autocast, device), device))
+                                bf16=use_bf16(wants_bf16(c.autocast, device), device), deadline=self.deadline)
         resumed = attack.resume() if self.run.resume else False
         attack.folder.open_log(attack.step if resumed else None)
         base = self.baseline(attack)
