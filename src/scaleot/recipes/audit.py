@@ -115,10 +115,11 @@ class AuditRecipe:
         from scaleot.models import fingerprint_model, load_model
 
         r, c = self.run, self.config
+        dtype = r.dtype or "float32"  # the attack trains fp32 master weights (bf16 only under autocast)
         if self.full is None:
-            self.full, self.tokenizer = load_model(r.model, device=r.device, dtype=r.dtype)
+            self.full, self.tokenizer = load_model(r.model, device=r.device, dtype=dtype)
         self.full_fp = fingerprint_model(self.full)
-        self.bundle = load_emulator(r.emulator, device=r.device, dtype=r.dtype, expected_base_fingerprint=self.full_fp)
+        self.bundle = load_emulator(r.emulator, device=r.device, dtype=dtype, expected_base_fingerprint=self.full_fp)
         self.check_corpus(self.bundle.info)
         self.splits = [load_task(t, SplitConfig(seed=c.split_seed, n_test=c.n_test, n_val=0)) for t in c.task_list]
         _, self.ppl_blocks = corpus_splits(c.ppl_corpus, self.tokenizer, c.block_size, max_train_blocks=1,
@@ -223,7 +224,8 @@ def command(
     resume: Annotated[bool, typer.Option("--resume", help="continue the attack from the newest checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing audit at --out")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
-    dtype: Annotated[str | None, typer.Option(help="weights dtype: auto, float32, bfloat16")] = None,
+    dtype: Annotated[str | None, typer.Option(help="weights dtype of both models (default float32; "
+                                                 "--autocast bf16 speeds the attack where fast)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     doc = run_audit(AuditRun(emulator=emulator, out=out, config=config, model=model, device=device, dtype=dtype,
