@@ -3,8 +3,9 @@
 KJV (the default harmonizer corpus) is 17th-century English; the data owner's tasks are
 modern. The only modern encyclopedic text on this offline machine is the Wikipedia
 evidence quoted by BIG-bench's ``vitaminc_fact_verification`` (not one of the evaluated
-tasks). This writes its unique evidence sentences, one document per article title, as a
-``.jsonl`` corpus that ``scaleot importance --corpus`` reads.
+tasks; ``scaleot`` reads it directly as the corpus ``wiki-vitaminc``). This writes its
+unique evidence sentences, one document per article title, as a ``.jsonl`` corpus that
+``scaleot importance --corpus`` reads.
 
 Usage::
 
@@ -17,22 +18,7 @@ import argparse
 import json
 import os
 
-from scaleot.data.bigbench import load_bigbench_task
-
-
-def wiki_documents() -> list[str]:
-    by_title: dict[str, list[str]] = {}
-    for ex in load_bigbench_task("vitaminc_fact_verification"):
-        text = ex.context.split("Passage: ")[-1].split("\nClaim:")[0]
-        title, _, sentence = text.partition(": ")
-        if not sentence:
-            title, sentence = "", title
-        title = title.strip()
-        sents = by_title.setdefault(title, [])
-        sentence = sentence.strip()
-        if sentence and sentence not in sents:
-            sents.append(sentence)
-    return [f"{t}. " + " ".join(s) if t else " ".join(s) for t, s in by_title.items() if s]
+from scaleot.data.text import vitaminc_wiki_documents as wiki_documents
 
 
 def main() -> None:

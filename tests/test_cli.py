@@ -57,7 +57,7 @@ def test_console_script_exit_code(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["importance", "emulate", "finetune", "plug", "evaluate", "run", "fetch"])
+@pytest.mark.parametrize("command", ["importance", "emulate", "finetune", "plug", "evaluate", "audit", "run", "fetch"])
 def test_every_command_has_help(capsys, command):
     code, out, err = run_cli(capsys, command, "--help")
     assert code == 0, err

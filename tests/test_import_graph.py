@@ -27,6 +27,7 @@ LAYERS = [
     {"plug"},
     {"evaluation"},
     {"finetune"},
+    {"audit"},
     {"report"},
     {"recipes"},
     {"cli"},

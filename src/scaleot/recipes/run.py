@@ -8,6 +8,7 @@ Steps and where they write (inside ``--out DIR``)::
     ft/<task>/                     the FT row: the full model tuned directly
     plugged/<name>/<task>/         the plug-in model of each emulator in ``plug:`` (default: all; HF folder)
     eval/<name>.json, .md          the five rows + Delta per emulator
+    audit/<name>/                  with an ``audit:`` section: ``scaleot audit`` of each emulator
     report.md, *.png               the report (:mod:`scaleot.report`)
     steps.json                     config digest, seconds and peak memory of each step
 
@@ -30,6 +31,7 @@ from typing import Annotated
 import typer
 import yaml
 
+from scaleot.audit.config import AuditConfig
 from scaleot.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
 from scaleot.errors import ScaleOTError, check
 from scaleot.finetune import FinetuneConfig
@@ -42,12 +44,13 @@ from scaleot.recipes.run_config import job_problems
 from scaleot.split import AdapterSplit
 
 SECTIONS = {"model", "adapter", "tasks", "device", "importance", "emulators", "finetune", "ft", "plug",
-            "evaluate", "report"}
+            "evaluate", "report", "audit"}
 JOB_KEYS = ("model", "device")  # job-level: every step uses the same model and device
 SECTION_CONFIGS = {"importance": ImportanceConfig, "emulators": EmulatorConfig, "finetune": FinetuneConfig,
-                   "ft": FinetuneConfig}
-SECTION_EXTRAS = {"importance": ("corpus", "from"), "emulators": ("name",), "finetune": (), "ft": ()}
-RUN_FOLDER_ENTRIES = ("steps.json", "importance", "emulators", "adapters", "ft", "plugged", "eval", "report.md")
+                   "ft": FinetuneConfig, "audit": AuditConfig}
+SECTION_EXTRAS = {"importance": ("corpus", "from"), "emulators": ("name",), "finetune": (), "ft": (), "audit": ()}
+RUN_FOLDER_ENTRIES = ("steps.json", "importance", "emulators", "adapters", "ft", "plugged", "eval", "audit",
+                      "report.md")
 
 
 def section_keys(section: str) -> set[str]:
@@ -159,6 +162,11 @@ def _check_sections(cfg: dict, problems: list[str]) -> None:
             if mine != theirs:
                 problems.append(f"{where}: adapter {mine} differs from the importance section's {theirs} "
                                 "(stage 1 scores exactly the middle blocks of one split)")
+    if "audit" in cfg:  # the audit tasks default to the job's
+        audit = dict(cfg["audit"] or {}) if isinstance(cfg["audit"], dict | None) else cfg["audit"]
+        if isinstance(audit, dict) and "tasks" not in audit:
+            audit["tasks"] = ",".join(cfg["tasks"])
+        cfg["audit"] = _collect(problems, _section, "audit", audit, "audit", None) or audit
     base = _collect(problems, _section, "finetune", cfg.get("finetune"), "finetune", None)
     if base is not None:
         cfg["finetune"] = base
@@ -297,6 +305,25 @@ class RunRecipe:
                      for t in docs[name]["rows"]}
         return docs
 
+    def audit(self, emulators: dict) -> dict[str, dict]:
+        """``scaleot audit`` of every emulator (with an ``audit:`` section); a broken threshold
+        is reported, it does not stop the run."""
+        if "audit" not in self.cfg:
+            return {}
+        from scaleot.recipes.audit import AuditRun, run_audit
+
+        opts = dict(self.cfg["audit"] or {})
+        docs = {}
+        for name, emu in emulators.items():
+            folder = self.out / "audit" / name
+            deps = [opts, self.steps.get(f"emulate/{name}", {}).get("digest")]
+            unfinished = folder.is_dir() and not (folder / "manifest.json").is_file()  # continue its attack
+            run = AuditRun(emulator=emu, out=folder, config=AuditConfig(**opts), model=self.cfg["model"],
+                           device=self.device, resume=unfinished, overwrite=not unfinished, progress=self.progress)
+            self.step(f"audit/{name}", folder, "audit", deps, lambda r=run: run_audit(r))
+            docs[name] = read_json(folder / "audit.json")
+        return docs
+
     def run(self) -> Path:
         from scaleot.report import write_report
 
@@ -305,7 +332,14 @@ class RunRecipe:
         adapters, fts = self.finetune(emulators)
         self.plug(adapters, emulators)
         docs = self.evaluate(emulators, adapters, fts)
-        return write_report(self.out, self.cfg, docs, self.steps, importance)
+        audits = self.audit(emulators)
+        report = write_report(self.out, self.cfg, docs, self.steps, importance)
+        if audits:
+            from scaleot.audit.report import audit_columns
+
+            with open(report, "a") as f:
+                f.write("\n" + audit_columns(audits, docs) + "\n")
+        return report
 
 
 def check_run_out(out: str | Path, config: str | Path | dict) -> None:

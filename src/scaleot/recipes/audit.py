@@ -1,0 +1,235 @@
+"""Audit an emulator before shipping it: leak scan, capability gap, recovery attack, verdict.
+
+Recipe shape: ``setup -> scan -> baseline -> attack -> save``, run by the model owner, who
+holds both the emulator bundle and the full model (docs/METHOD.md section 7):
+
+- **scan**: exact copies, near-copies (``|cos| >= 0.99`` on whole rows or columns, transposes
+  and one-axis slices included) and effective ranks of the shipped attention projections
+  (:mod:`scaleot.audit.leak_scan`);
+- **baseline**: Full ZS and Emu ZS on the audit tasks (fast scorer), the emulator's fidelity,
+  perplexity on held-out generic text;
+- **attack**: every emulator parameter fine-tuned on public text that is not the owner's
+  corpus, budget by budget (``--budgets``, cumulative tokens); after each, Emu ZS, perplexity,
+  R and fidelity (:mod:`scaleot.audit.recovery`). Each budget is a resumable step: the
+  checkpoint at its end carries the measurements, and ``--resume`` continues from the newest
+  checkpoint (also to add a larger budget while ``--keep-checkpoints`` kept them);
+- **save**: ``audit.json``, ``report.md``, ``log.jsonl`` and ``tb/`` (the attack's loss) and a
+  ``manifest.json`` of kind ``audit`` in ``--out``.
+
+Exit status: 0 when every check passes, 1 when a threshold is broken (one line on stderr
+naming the checks; the report is written either way), 2 for bad input (one line).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scaleot.audit import AuditConfig, RecoveryAttack, measure, render, scan, verdict
+from scaleot.audit.recovery import fidelity, gap, recovery, summary
+from scaleot.errors import ScaleOTError
+from scaleot.manifest import write_json_atomic, write_manifest
+from scaleot.models import DEFAULT_MODEL
+from scaleot.recipes.options import config_command
+
+KIND = "audit"
+OWN_ENTRIES = ("audit.json", "report.md", "manifest.json")
+# Options a --resume may change: they shape neither the attack nor its measurements.
+MAY_CHANGE = ("budgets", "checkpoint_every", "keep_checkpoints", "max_recovery", "max_fidelity", "min_gap",
+              "near_copy_cos", "rank_rtol")
+# Corpora the owner trained the emulator on, by method (emulator.json options.corpus).
+TRAINS_ON_CORPUS = ("uniform-kd", "crash")
+
+
+class AuditFailed(ScaleOTError):
+    """The emulator breaks a release threshold: exit status 1 (the report is written)."""
+
+    exit_code = 1
+
+
+@dataclass
+class AuditRun:
+    """One ``scaleot audit``: the bundle, the full model, the output folder and the options."""
+
+    emulator: Path
+    out: Path
+    config: AuditConfig
+    model: str = DEFAULT_MODEL
+    device: str | None = None
+    dtype: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+class AuditRecipe:
+    """``run()`` = ``setup() -> scan() -> baseline() -> attack() -> save()``."""
+
+    def __init__(self, run: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None,
+                 deadline: float | None = None):
+        """``full_model``/``tokenizer``: the full model already loaded (several audits in one
+        process); ``full_measurement``: its :func:`~scaleot.audit.recovery.measure` on the same
+        tasks, split and text (skips measuring it again); ``deadline``: a ``time.monotonic()``
+        at which the attack checkpoints and raises :class:`~scaleot.audit.recovery.AttackPaused`."""
+        self.run, self.config, self.deadline = run, run.config, deadline
+        self.full, self.tokenizer, self.full_measurement = full_model, tokenizer, full_measurement
+        self.check_paths()
+
+    # ------------------------------------------------------------------ setup
+    def check_paths(self) -> None:
+        """Refuse a destructive ``--out`` before any work (:mod:`scaleot.outputs`)."""
+        from scaleot.outputs import check_output, local_path
+
+        r = self.run
+        if not Path(r.emulator).is_dir():
+            raise ScaleOTError(f"--emulator {r.emulator}: not a folder")
+        check_output(r.out, KIND, overwrite=r.overwrite, resume=r.resume, own_entries=OWN_ENTRIES,
+                     inputs=[r.emulator, local_path(r.model), local_path(self.config.attack_corpus)])
+        if Path(r.out).exists() and any(Path(r.out).iterdir()) and not (r.resume or r.overwrite):
+            raise ScaleOTError(f"output exists: {r.out} (pass --resume to continue it or --overwrite to replace it)")
+
+    def check_corpus(self, info: dict) -> None:
+        """The attacker's text must not be what the owner trained the emulator on."""
+        from scaleot.validate.provenance import corpus_provenance
+
+        c = self.config
+        owner = [c.owner_corpus]
+        opts = info.get("options") or {}
+        if info["method"] in TRAINS_ON_CORPUS or opts.get("calibrate_steps"):
+            owner.append(str(opts.get("corpus")))
+        attack = corpus_provenance(c.attack_corpus)
+        for o in owner:
+            if corpus_provenance(o) == attack or Path(o).name == attack["corpus"]:
+                raise ScaleOTError(f"--attack-corpus {c.attack_corpus}: the owner trained this emulator on it; "
+                                   "the recovery attack needs other public text")
+
+    def setup(self) -> None:
+        """Load the full model and the verified bundle (same base weights), tasks and text."""
+        from scaleot.data import SplitConfig, corpus_splits, load_task
+        from scaleot.emulator import load_emulator
+        from scaleot.models import fingerprint_model, load_model
+
+        r, c = self.run, self.config
+        dtype = r.dtype or "float32"  # the attack trains fp32 master weights (bf16 only under autocast)
+        if self.full is None:
+            self.full, self.tokenizer = load_model(r.model, device=r.device, dtype=dtype)
+        self.full_fp = fingerprint_model(self.full)
+        self.bundle = load_emulator(r.emulator, device=r.device, dtype=dtype, expected_base_fingerprint=self.full_fp)
+        self.check_corpus(self.bundle.info)
+        self.splits = [load_task(t, SplitConfig(seed=c.split_seed, n_test=c.n_test, n_val=0)) for t in c.task_list]
+        _, self.ppl_blocks = corpus_splits(c.ppl_corpus, self.tokenizer, c.block_size, max_train_blocks=1,
+                                           max_heldout_blocks=c.ppl_blocks)
+        need = math.ceil(c.budget_list[-1] / c.block_size)
+        self.attack_blocks, _ = corpus_splits(c.attack_corpus, self.tokenizer, c.block_size, max_train_blocks=need,
+                                              max_heldout_blocks=1)
+        if r.overwrite and not r.resume and Path(r.out).exists():
+            shutil.rmtree(r.out)
+
+    # ------------------------------------------------------------------ steps
+    def scan(self) -> dict:
+        c = self.config
+        return scan(self.bundle.model, self.full, self.bundle.info, c.near_copy_cos, c.rank_rtol)
+
+    def attack_folder(self):
+        from scaleot.run_folder import RunFolder
+        from scaleot.validate.provenance import corpus_provenance
+
+        c = self.config
+        provenance = dict(corpus_provenance(c.attack_corpus), model_fingerprint=self.full_fp,
+                          emulator=self.bundle.fingerprint)
+        return RunFolder(self.run.out, c.to_dict(), may_change=MAY_CHANGE, provenance=provenance)
+
+    def baseline(self, attack: RecoveryAttack) -> dict:
+        """Full ZS and Emu ZS before any attack (measured once; kept in every checkpoint)."""
+        if "full" not in attack.extra:
+            full = self.full_measurement or measure(self.full, self.tokenizer, self.splits, self.ppl_blocks,
+                                                    self.config.scorer)
+            emu = measure(self.bundle.model, self.tokenizer, self.splits, self.ppl_blocks, self.config.scorer)
+            attack.extra.update(full=full, emu=emu)
+        return attack.extra
+
+    def attack(self) -> tuple[dict, list[dict]]:
+        """The recovery attack, budget by budget; returns ``(baseline, one record a budget)``."""
+        from scaleot.models.device import use_bf16, wants_bf16
+
+        c = self.config
+        device = next(self.bundle.model.parameters()).device
+        attack = RecoveryAttack(self.bundle.model, self.attack_blocks, self.attack_folder(), c.attack_lr,
+                                c.attack_batch, seed=c.seed, checkpoint_every=c.checkpoint_every,
+                                bf16=use_bf16(wants_bf16(c.autocast, device), device), deadline=self.deadline)
+        resumed = attack.resume() if self.run.resume else False
+        attack.folder.open_log(attack.step if resumed else None)
+        base = self.baseline(attack)
+        full, emu = base["full"], base["emu"]
+
+        def evaluate() -> dict:
+            m = measure(self.bundle.model, self.tokenizer, self.splits, self.ppl_blocks, c.scorer)
+            return {**summary(m), **recovery(m, emu, full), **fidelity(m, full)}
+
+        try:
+            results = attack.run([(b, c.steps_for(b)) for b in c.budget_list], evaluate, progress=self.run.progress)
+        finally:
+            attack.folder.close()
+        wanted = set(c.budget_list)
+        return base, [r for r in results if r["tokens"] in wanted]
+
+    def save(self, scan_doc: dict, base: dict, results: list[dict]) -> dict:
+        """Write ``audit.json``, ``report.md`` and the manifest; returns the document."""
+        c, info = self.config, self.bundle.info
+        full, emu = base["full"], base["emu"]
+        g = gap(full, emu)
+        v = verdict(c, scan_doc, g, results)
+        doc = {
+            "format_version": 1, "kind": KIND,
+            "emulator": {"name": Path(self.run.emulator).name, "method": info["method"],
+                         "fingerprint": self.bundle.fingerprint, "options": info.get("options"),
+                         "params": info.get("params")},
+            "model": self.run.model, "model_fingerprint": self.full_fp, "config": c.to_dict(),
+            "verdict": v, "scan": scan_doc, "full": summary(full), "emulator_zs": summary(emu),
+            "emulator_fidelity": fidelity(emu, full), "gap": g,
+            "attack_recipe": c.attack_recipe(), "attack": results,
+        }
+        out = Path(self.run.out)
+        if not c.keep_checkpoints:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        write_json_atomic(out / "audit.json", doc)
+        (out / "report.md").write_text(render(doc))
+        write_manifest(out, KIND, {"emulator_fingerprint": self.bundle.fingerprint, "ok": v["ok"],
+                                   "broken": v["broken"]})
+        return doc
+
+    def run_all(self) -> dict:
+        self.setup()
+        scan_doc = self.scan()
+        base, results = self.attack()
+        return self.save(scan_doc, base, results)
+
+
+def run_audit(run: AuditRun) -> dict:
+    """``scaleot audit`` as a function: returns ``audit.json``'s content."""
+    return AuditRecipe(run).run_all()
+
+
+@config_command(AuditConfig)
+def command(
+    emulator: Annotated[Path, typer.Option("--emulator", help="the emulator bundle to audit")],
+    out: Annotated[Path, typer.Option("--out", help="output folder (report.md, audit.json, the attack's logs)")],
+    config: AuditConfig,
+    model: Annotated[str, typer.Option(help="the full model the emulator was built from")] = DEFAULT_MODEL,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the attack from the newest checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing audit at --out")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    dtype: Annotated[str | None, typer.Option(help="weights dtype of both models (default float32; "
+                                                 "--autocast bf16 speeds the attack where fast)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    doc = run_audit(AuditRun(emulator=emulator, out=out, config=config, model=model, device=device, dtype=dtype,
+                             resume=resume, overwrite=overwrite, progress=progress))
+    typer.echo(str(out / "report.md"))
+    if not doc["verdict"]["ok"]:
+        raise AuditFailed(f"audit failed: {', '.join(doc['verdict']['broken'])} (see {out / 'report.md'})")
