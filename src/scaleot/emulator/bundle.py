@@ -6,6 +6,7 @@ Folder layout::
     model.safetensors   only the shipped weights (SRC factors as factors, shared tensors once)
     config.json         the base config with the emulator's block count
     tokenizer files     (when a tokenizer was given)
+    README.md           the model card (hub YAML header: (N_a, alpha, beta), base fingerprint)
     manifest.json       kind "emulator": sha256 and size of every file
 
 :func:`load_emulator` verifies every hash, refuses unlisted or non-JSON/safetensors files
@@ -34,6 +35,7 @@ from scaleot.manifest import (
     write_json_atomic,
     write_manifest,
 )
+from scaleot.model_card import emulator_card, write_card
 from scaleot.models.arch import arch_spec, get_blocks, set_blocks
 from scaleot.models.device import resolve_device, resolve_dtype
 from scaleot.tuners.harmonizer import Harmonizer, HarmonizerConfig, IdentityBlock
@@ -41,7 +43,7 @@ from scaleot.tuners.harmonizer import Harmonizer, HarmonizerConfig, IdentityBloc
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 INFO = "emulator.json"
-SAFE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model")
+SAFE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model", ".md")  # .md: README.md only
 
 
 @dataclass
@@ -90,8 +92,9 @@ class EmulatorBundle:
             self.info = public_info(self.info)  # no local paths cross to the data owner
             write_json_atomic(tmp / INFO, self.info)
             for p in tmp.rglob("*"):
-                if p.is_file() and not p.name.endswith(SAFE_SUFFIXES):
-                    p.unlink()  # nothing but JSON, text and safetensors travels
+                if p.is_file() and (not p.name.endswith(SAFE_SUFFIXES) or p.suffix == ".md"):
+                    p.unlink()  # nothing but JSON, text and safetensors travels (and our own card)
+            write_card(tmp, emulator_card(self.info, self.info.get("audit")))
             manifest = write_manifest(tmp, "emulator", {"method": self.info["method"],
                                                         "base_fingerprint": self.info["base_fingerprint"]})
         self.fingerprint = "sha256:" + manifest["files"][WEIGHTS]["sha256"]
@@ -242,7 +245,7 @@ def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float 
     return leaks
 
 
-BUNDLE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model")
+BUNDLE_SUFFIXES = SAFE_SUFFIXES
 
 
 def read_bundle_info(folder: Path) -> tuple[dict, str]:
