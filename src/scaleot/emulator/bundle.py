@@ -202,6 +202,28 @@ def load_emulator(path: str | Path, device: str | None = None, dtype: str | None
     return EmulatorBundle(model=model, tokenizer=tokenizer, info=info, fingerprint=fingerprint)
 
 
+def _gram(a: list[torch.Tensor], b: list[torch.Tensor], chunk: int = 1 << 16):
+    """Squared norms of ``a`` and ``b`` and their inner products ``[len(a), len(b)]``, in float64.
+
+    All tensors have one shape; they are read ``chunk`` elements' worth of leading rows at a
+    time, so memory is ``(len(a) + len(b)) * chunk`` doubles, never a float64 copy of the
+    tensors (which for the MLP shapes of a 1B model is several GiB).
+    """
+    a, b = [t.reshape(1, -1) if t.dim() == 0 else t for t in a], [t.reshape(1, -1) if t.dim() == 0 else t for t in b]
+    rows = a[0].shape[0]
+    step = max(1, chunk // max(1, a[0].numel() // max(rows, 1)))
+    a_sq = torch.zeros(len(a), dtype=torch.float64)
+    b_sq = torch.zeros(len(b), dtype=torch.float64)
+    cross = torch.zeros(len(a), len(b), dtype=torch.float64)
+    for r in range(0, rows, step):
+        am = torch.stack([t[r:r + step].reshape(-1).double().cpu() for t in a])
+        bm = torch.stack([t[r:r + step].reshape(-1).double().cpu() for t in b])
+        a_sq += (am**2).sum(1)
+        b_sq += (bm**2).sum(1)
+        cross += am @ bm.T
+    return a_sq, b_sq, cross
+
+
 def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float = 1e-3) -> list[str]:
     """Shipped tensors (and SRC factor products) within relative error ``tol`` of a protected weight.
 
@@ -232,10 +254,8 @@ def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float 
     leaks = []
     for shape, items in groups.items():
         # ||s - w||^2 = ||s||^2 + ||w||^2 - 2 <s, w> for all pairs at once, in float64
-        s_mat = torch.stack([t.detach().double().flatten() for _, t in items])
-        p_mat = torch.stack([w.double().flatten() for _, w in by_shape[shape]])
-        s_sq, p_sq = (s_mat**2).sum(1), (p_mat**2).sum(1)
-        dist = (s_sq[:, None] + p_sq[None, :] - 2 * s_mat @ p_mat.T).clamp_min(0)
+        s_sq, p_sq, cross = _gram([t.detach() for _, t in items], [w for _, w in by_shape[shape]])
+        dist = (s_sq[:, None] + p_sq[None, :] - 2 * cross).clamp_min(0)
         rel = (dist / p_sq[None, :].clamp_min(1e-24)).sqrt()
         for a, b in (rel < 10 * tol).nonzero().tolist():  # confirm candidates exactly
             (sname, t), (pname, w) = items[a], by_shape[shape][b]
