@@ -2,7 +2,7 @@
 
 1. Emulator tuning against FT throughput (tokens/s) in bf16, against the FLOP-count limit.
    FT trains every parameter of the full model: ``6 P_full`` FLOPs per token (forward 2,
-   backward 4). Emulator tuning trains the adapter blocks through a frozen emulator: a
+   backward 4; ``P`` counts the blocks and the LM head, not the embedding lookup). Emulator tuning trains the adapter blocks through a frozen emulator: a
    forward and an activation-gradient backward through the emulator (``4 P_emu``) plus the
    weight gradients of the adapter blocks (``2 P_A``). The limit of the speed-up is
    ``6 P_full / (4 P_emu + 2 P_A)``; the measured ratio is reported beside it.
@@ -95,8 +95,10 @@ def throughput(folder: Path, device: torch.device, dtype: torch.dtype, batch: in
                                               diagnostic_blocks=0)).model
     adapter = [b for i, b in enumerate(get_blocks(emu)) if i in (0, 1, len(get_blocks(emu)) - 2,
                                                                 len(get_blocks(emu)) - 1)]
-    p_full = sum(p.numel() for p in full.parameters())
-    p_emu = sum(p.numel() for p in emu.parameters())
+    # FLOP-bearing parameters: the blocks and the LM head (the embedding lookup costs no FLOPs)
+    head = full.get_output_embeddings().weight.numel()
+    p_full = sum(p.numel() for b in get_blocks(full) for p in b.parameters()) + head
+    p_emu = sum(p.numel() for b in get_blocks(emu) for p in b.parameters()) + head
     p_a = sum(p.numel() for b in adapter for p in b.parameters())
     emu.requires_grad_(False)
     a_params = [p for b in adapter for p in b.parameters()]
