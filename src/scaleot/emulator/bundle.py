@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import save_model
 from torch import nn
 
 from scaleot.emulator.layer_map import adapter_positions, adapter_sources, validate_layer_map
@@ -133,6 +134,35 @@ def build_blocks(model: nn.Module, info: dict) -> list[nn.Module]:
     return out
 
 
+def load_weights_streaming(model: nn.Module, path: Path) -> None:
+    """Copy the tensors of a safetensors file into ``model`` one at a time, strictly.
+
+    What ``safetensors.torch.load_model(strict=True)`` checks (every file tensor names a
+    model tensor of the same shape; every model tensor is in the file, or shares its
+    storage with one that is: tied weights), without holding the whole file's tensors
+    beside the model: the peak is the model plus one tensor.
+
+    Raises:
+        RuntimeError: a missing, unexpected or mis-shaped tensor (first line names it).
+    """
+    state = model.state_dict()
+    with safe_open(str(path), "pt") as f:
+        names = set(f.keys())
+        unexpected = sorted(names - set(state))
+        loaded_ptrs = {state[k].data_ptr() for k in names if k in state}
+        missing = sorted(k for k in state if k not in names and state[k].data_ptr() not in loaded_ptrs)
+        if missing or unexpected:
+            raise RuntimeError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        with torch.no_grad():
+            for name in sorted(names):
+                t = f.get_tensor(name)
+                if tuple(t.shape) != tuple(state[name].shape):
+                    raise RuntimeError(f"size mismatch for {name}: {tuple(t.shape)} in the file, "
+                                       f"{tuple(state[name].shape)} in the model")
+                state[name].copy_(t)
+                del t
+
+
 def check_src_ranks(layer_map: list[dict], config, folder: Path) -> None:
     """SRC ranks name attention projections and lie in ``[1, min(out, in))``."""
     hidden = getattr(config, "hidden_size", None)
@@ -178,7 +208,7 @@ def load_emulator(path: str | Path, device: str | None = None, dtype: str | None
     blocks = build_blocks(model, info)
     set_blocks(model, blocks, list(range(len(blocks))))
     try:
-        load_model(model, str(folder / WEIGHTS), strict=True)
+        load_weights_streaming(model, folder / WEIGHTS)
     except RuntimeError as e:
         raise ScaleOTError(f"{folder}: model.safetensors does not match the layer map "
                            f"({str(e).splitlines()[0][:200]})") from None
