@@ -18,7 +18,7 @@ LAYERS = [
     {"errors", "paths"},
     {"validate", "outputs"},
     {"split", "disclosure"},
-    {"manifest"},
+    {"manifest", "model_card"},
     {"checkpoint", "models"},
     {"run_folder", "data", "adapter"},
     {"tuners"},

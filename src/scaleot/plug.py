@@ -19,6 +19,7 @@ from torch import nn
 from scaleot.adapter import TunedAdapter, read_adapter, rename_blocks
 from scaleot.errors import ScaleOTError
 from scaleot.manifest import atomic_output_dir, write_json_atomic, write_manifest
+from scaleot.model_card import plugged_card, read_audit, write_card
 from scaleot.models import (
     arch_spec,
     fingerprint_model,
@@ -145,7 +146,9 @@ def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = 
     (its fingerprint is recorded at tuning time and checked here): see
     :mod:`scaleot.validate.exchange`. The folder loads with
     ``AutoModelForCausalLM.from_pretrained``; ``plugin.json`` records the adapter and both
-    fingerprints; ``manifest.json`` has kind ``plugged-model``. ``self_tuned=True`` (no
+    fingerprints; ``README.md`` is its model card (:mod:`scaleot.model_card`, with the
+    bundle's ``audit.json`` numbers when the bundle holds one); ``manifest.json`` has kind
+    ``plugged-model``. ``self_tuned=True`` (no
     emulator) is for the model owner's own adapter tuned on the full model
     (``scaleot finetune --model``): it may change the blocks it lists, and an adapter
     tuned on an emulator is refused.
@@ -180,11 +183,14 @@ def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = 
     with atomic_output_dir(out) as tmp:
         plugged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / "plugin.json", {
+        plugin = {
             "format_version": 1, "base_model": model, "base_fingerprint": base_fp,
             "adapter": str(adapter), "adapter_method": tuned.method,
             "adapter_sources": tuned.sources, "emulator_fingerprint": tuned.info.get("emulator_fingerprint"),
             "plugged_fingerprint": fingerprint_model(plugged), "seconds": round(time.perf_counter() - t0, 2),
-        })
+        }
+        write_json_atomic(tmp / "plugin.json", plugin)
+        audit = None if self_tuned else (read_audit(Path(emulator)) or bundle_info.get("audit"))
+        write_card(tmp, plugged_card(plugin, None if self_tuned else bundle_info, audit))
         write_manifest(tmp, PLUGGED_KIND, {"base_model": model, "adapter_method": tuned.method})
     return Path(out)

@@ -37,13 +37,17 @@ from scaleot.tuners.harmonizer import IdentityBlock
 log = logging.getLogger(__name__)
 
 
-def _blockless_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` without its decoder blocks (embeddings, norm, head, config)."""
+def _blockless_copy(model: nn.Module, share_weights: bool = False) -> nn.Module:
+    """A copy of ``model`` without its decoder blocks (embeddings, norm, head, config).
+
+    With ``share_weights`` the copy's modules are new but its parameters and buffers are
+    ``model``'s own tensors (no second copy of the embeddings and head in memory).
+    """
     path = arch_spec(model).blocks
     blocks = get_submodule(model, path)
     set_submodule(model, path, nn.ModuleList())
     try:
-        return copy.deepcopy(model)
+        return shared_copy(model) if share_weights else copy.deepcopy(model)
     finally:
         set_submodule(model, path, blocks)
 
@@ -110,13 +114,20 @@ def _diagnostic(model: nn.Module, emu: nn.Module, tokenizer, layer_map: list[dic
             "gradient_cosine": out}
 
 
-def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> EmulatorBundle:
+def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
+                   share_weights: bool = False) -> EmulatorBundle:
     """Build the emulator ``[A, E*]`` of ``model`` described by ``config``.
 
     Args:
         model: the full causal LM (left unchanged).
         config: method and options; see :class:`EmulatorConfig`.
         tokenizer: the base tokenizer; shipped in the bundle, needed by crash and uniform-kd.
+        share_weights: the emulator's modules reuse ``model``'s tensors wherever they are
+            the same values (embeddings, head, adapter blocks, the non-attention part of
+            SRC'd blocks, kept blocks that no distillation trains), so building it costs
+            the SVD factors and harmonizers, not a second copy of the model. Only for an
+            emulator that is saved and dropped (``scaleot emulate``): training its shared
+            tensors would change ``model``.
 
     Returns:
         An :class:`EmulatorBundle` (not saved yet; call ``bundle.save(dir)``).
@@ -133,12 +144,14 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None) -> 
     layer_map, harmonizers, extra = _plan(model, tokenizer, config, middle, base_fp)
     t_plan = time.perf_counter() - t0
 
-    emu = _blockless_copy(model)
+    emu = _blockless_copy(model, share_weights)
+    trained = {"uniform-kd": "kept"}.get(config.method)  # kinds distillation updates in place
     new_blocks: list[nn.Module | None] = []
     for e in layer_map:
         kind, src = e["kind"], e["source"]
         if kind in ("adapter", "kept"):
-            block = copy.deepcopy(blocks[src])
+            share = share_weights and kind != trained
+            block = shared_copy(blocks[src]) if share else copy.deepcopy(blocks[src])
             if kind == "kept":
                 e["src_rank"] = compress_block(block, spec, config.beta) or None
             new_blocks.append(block)

@@ -6,6 +6,7 @@ Folder layout::
     model.safetensors   only the shipped weights (SRC factors as factors, shared tensors once)
     config.json         the base config with the emulator's block count
     tokenizer files     (when a tokenizer was given)
+    README.md           the model card (hub YAML header: (N_a, alpha, beta), base fingerprint)
     manifest.json       kind "emulator": sha256 and size of every file
 
 :func:`load_emulator` verifies every hash, refuses unlisted or non-JSON/safetensors files
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import save_model
 from torch import nn
 
 from scaleot.emulator.layer_map import adapter_positions, adapter_sources, validate_layer_map
@@ -34,6 +36,7 @@ from scaleot.manifest import (
     write_json_atomic,
     write_manifest,
 )
+from scaleot.model_card import emulator_card, write_card
 from scaleot.models.arch import arch_spec, get_blocks, set_blocks
 from scaleot.models.device import resolve_device, resolve_dtype
 from scaleot.tuners.harmonizer import Harmonizer, HarmonizerConfig, IdentityBlock
@@ -41,7 +44,7 @@ from scaleot.tuners.harmonizer import Harmonizer, HarmonizerConfig, IdentityBloc
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 INFO = "emulator.json"
-SAFE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model")
+SAFE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model", ".md")  # .md: README.md only
 
 
 @dataclass
@@ -90,8 +93,9 @@ class EmulatorBundle:
             self.info = public_info(self.info)  # no local paths cross to the data owner
             write_json_atomic(tmp / INFO, self.info)
             for p in tmp.rglob("*"):
-                if p.is_file() and not p.name.endswith(SAFE_SUFFIXES):
-                    p.unlink()  # nothing but JSON, text and safetensors travels
+                if p.is_file() and (not p.name.endswith(SAFE_SUFFIXES) or p.suffix == ".md"):
+                    p.unlink()  # nothing but JSON, text and safetensors travels (and our own card)
+            write_card(tmp, emulator_card(self.info, self.info.get("audit")))
             manifest = write_manifest(tmp, "emulator", {"method": self.info["method"],
                                                         "base_fingerprint": self.info["base_fingerprint"]})
         self.fingerprint = "sha256:" + manifest["files"][WEIGHTS]["sha256"]
@@ -128,6 +132,35 @@ def build_blocks(model: nn.Module, info: dict) -> list[nn.Module]:
         if e["kind"] == "shared":
             out[e["position"]] = shared_copy(out[e["shares"]])
     return out
+
+
+def load_weights_streaming(model: nn.Module, path: Path) -> None:
+    """Copy the tensors of a safetensors file into ``model`` one at a time, strictly.
+
+    What ``safetensors.torch.load_model(strict=True)`` checks (every file tensor names a
+    model tensor of the same shape; every model tensor is in the file, or shares its
+    storage with one that is: tied weights), without holding the whole file's tensors
+    beside the model: the peak is the model plus one tensor.
+
+    Raises:
+        RuntimeError: a missing, unexpected or mis-shaped tensor (first line names it).
+    """
+    state = model.state_dict()
+    with safe_open(str(path), "pt") as f:
+        names = set(f.keys())
+        unexpected = sorted(names - set(state))
+        loaded_ptrs = {state[k].data_ptr() for k in names if k in state}
+        missing = sorted(k for k in state if k not in names and state[k].data_ptr() not in loaded_ptrs)
+        if missing or unexpected:
+            raise RuntimeError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        with torch.no_grad():
+            for name in sorted(names):
+                t = f.get_tensor(name)
+                if tuple(t.shape) != tuple(state[name].shape):
+                    raise RuntimeError(f"size mismatch for {name}: {tuple(t.shape)} in the file, "
+                                       f"{tuple(state[name].shape)} in the model")
+                state[name].copy_(t)
+                del t
 
 
 def check_src_ranks(layer_map: list[dict], config, folder: Path) -> None:
@@ -175,7 +208,7 @@ def load_emulator(path: str | Path, device: str | None = None, dtype: str | None
     blocks = build_blocks(model, info)
     set_blocks(model, blocks, list(range(len(blocks))))
     try:
-        load_model(model, str(folder / WEIGHTS), strict=True)
+        load_weights_streaming(model, folder / WEIGHTS)
     except RuntimeError as e:
         raise ScaleOTError(f"{folder}: model.safetensors does not match the layer map "
                            f"({str(e).splitlines()[0][:200]})") from None
@@ -197,6 +230,28 @@ def load_emulator(path: str | Path, device: str | None = None, dtype: str | None
             raise ScaleOTError(f"{folder}: the tokenizer files are malformed "
                                f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
     return EmulatorBundle(model=model, tokenizer=tokenizer, info=info, fingerprint=fingerprint)
+
+
+def _gram(a: list[torch.Tensor], b: list[torch.Tensor], chunk: int = 1 << 16):
+    """Squared norms of ``a`` and ``b`` and their inner products ``[len(a), len(b)]``, in float64.
+
+    All tensors have one shape; they are read ``chunk`` elements' worth of leading rows at a
+    time, so memory is ``(len(a) + len(b)) * chunk`` doubles, never a float64 copy of the
+    tensors (which for the MLP shapes of a 1B model is several GiB).
+    """
+    a, b = [t.reshape(1, -1) if t.dim() == 0 else t for t in a], [t.reshape(1, -1) if t.dim() == 0 else t for t in b]
+    rows = a[0].shape[0]
+    step = max(1, chunk // max(1, a[0].numel() // max(rows, 1)))
+    a_sq = torch.zeros(len(a), dtype=torch.float64)
+    b_sq = torch.zeros(len(b), dtype=torch.float64)
+    cross = torch.zeros(len(a), len(b), dtype=torch.float64)
+    for r in range(0, rows, step):
+        am = torch.stack([t[r:r + step].reshape(-1).double().cpu() for t in a])
+        bm = torch.stack([t[r:r + step].reshape(-1).double().cpu() for t in b])
+        a_sq += (am**2).sum(1)
+        b_sq += (bm**2).sum(1)
+        cross += am @ bm.T
+    return a_sq, b_sq, cross
 
 
 def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float = 1e-3) -> list[str]:
@@ -229,10 +284,8 @@ def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float 
     leaks = []
     for shape, items in groups.items():
         # ||s - w||^2 = ||s||^2 + ||w||^2 - 2 <s, w> for all pairs at once, in float64
-        s_mat = torch.stack([t.detach().double().flatten() for _, t in items])
-        p_mat = torch.stack([w.double().flatten() for _, w in by_shape[shape]])
-        s_sq, p_sq = (s_mat**2).sum(1), (p_mat**2).sum(1)
-        dist = (s_sq[:, None] + p_sq[None, :] - 2 * s_mat @ p_mat.T).clamp_min(0)
+        s_sq, p_sq, cross = _gram([t.detach() for _, t in items], [w for _, w in by_shape[shape]])
+        dist = (s_sq[:, None] + p_sq[None, :] - 2 * cross).clamp_min(0)
         rel = (dist / p_sq[None, :].clamp_min(1e-24)).sqrt()
         for a, b in (rel < 10 * tol).nonzero().tolist():  # confirm candidates exactly
             (sname, t), (pname, w) = items[a], by_shape[shape][b]
@@ -242,7 +295,7 @@ def find_leaks(model: nn.Module, protected: dict[str, torch.Tensor], tol: float 
     return leaks
 
 
-BUNDLE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model")
+BUNDLE_SUFFIXES = SAFE_SUFFIXES
 
 
 def read_bundle_info(folder: Path) -> tuple[dict, str]:

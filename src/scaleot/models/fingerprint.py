@@ -23,7 +23,7 @@ def fingerprint_state_dict(state: dict[str, torch.Tensor]) -> str:
         t = (t.float() if t.is_floating_point() else t).contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # hashed in place, no copy
     return "sha256:" + h.hexdigest()
 
 

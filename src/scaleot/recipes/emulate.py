@@ -38,8 +38,9 @@ def setup(config: EmulatorConfig):
 
 
 def build(model, tokenizer, config: EmulatorConfig) -> EmulatorBundle:
-    """Build the emulator (the full model is left unchanged)."""
-    return build_emulator(model, config, tokenizer=tokenizer)
+    """Build the emulator (the full model is left unchanged; the emulator reuses its
+    tensors instead of copying them, since it is only saved)."""
+    return build_emulator(model, config, tokenizer=tokenizer, share_weights=True)
 
 
 def save(bundle: EmulatorBundle, out: Path, overwrite: bool = False) -> Path:

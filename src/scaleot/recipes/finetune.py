@@ -121,9 +121,15 @@ class FinetuneRecipe:
             def extra(folder: Path) -> None:
                 save_importance(self.controller.controller, folder)
 
-        check_output(self.out, "adapter", overwrite=self.overwrite)  # still safe after training
-        return write_adapter(self.out, self.model, self.positions, self.sources, public_info(info), self.peft_model,
-                             extra_writer=extra)
+        from accelerate import PartialState
+
+        state = PartialState()  # under accelerate launch only the main process writes; the others wait
+        if state.is_main_process:
+            check_output(self.out, "adapter", overwrite=self.overwrite)  # still safe after training
+            write_adapter(self.out, self.model, self.positions, self.sources, public_info(info), self.peft_model,
+                          extra_writer=extra)
+        state.wait_for_everyone()
+        return self.out
 
     def run(self) -> Path:
         self.setup()

@@ -31,6 +31,8 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
 TEXT_SUFFIXES = (".txt", ".jinja")
 PICKLE_OR_ZIP = (b"\x80", b"PK\x03\x04")
 PNG = b"\x89PNG\r\n\x1a\n"
+MAX_CARD_BYTES = 1 << 20
+CARD = "README.md"
 
 
 def _no_constants(name: str) -> Any:
@@ -149,6 +151,8 @@ def check_content(path: Path, rel: str, where: str) -> None:
         read_json_doc(path, f"{where}: {rel}")
     elif rel.endswith(".safetensors"):
         check_safetensors(path, f"{where}: {rel}")
+    elif rel.endswith(".md"):
+        check_model_card(path, rel, where)
     elif rel.endswith(".png"):
         with open(path, "rb") as f:
             if f.read(8) != PNG:
@@ -166,6 +170,34 @@ def check_content(path: Path, rel: str, where: str) -> None:
                 data.decode("utf-8")
             except UnicodeDecodeError:
                 raise ScaleOTError(f"{where}: {rel} is not UTF-8 text") from None
+
+
+def check_model_card(path: Path, rel: str, where: str) -> dict:
+    """A model card (:mod:`scaleot.model_card`): only a top-level ``README.md``, at most 1 MiB of
+    UTF-8 text, opening with a YAML front matter that is a mapping; returns the front matter."""
+    import yaml
+
+    if rel != CARD:
+        raise ScaleOTError(f"{where}: {rel}: the only markdown file allowed is {CARD} (refusing the folder)")
+    data = path.read_bytes()
+    if len(data) > MAX_CARD_BYTES:
+        raise ScaleOTError(f"{where}: {rel} is larger than {MAX_CARD_BYTES >> 20} MiB")
+    if b"\x00" in data:
+        raise ScaleOTError(f"{where}: {rel} is not text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScaleOTError(f"{where}: {rel} is not UTF-8 text") from None
+    parts = text.split("\n---\n", 1)
+    if not text.startswith("---\n") or len(parts) != 2:
+        raise ScaleOTError(f"{where}: {rel} has no YAML header (a model card starts with '---')")
+    try:
+        header = yaml.safe_load(parts[0][4:])
+    except yaml.YAMLError as e:
+        raise ScaleOTError(f"{where}: {rel} has a malformed YAML header ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(header, dict):
+        raise ScaleOTError(f"{where}: {rel}'s YAML header is not a mapping")
+    return header
 
 
 def safe_relative(rel: str) -> bool:
