@@ -21,7 +21,7 @@ from tests.finetune_helpers import one_thread  # noqa: F401 (fixture)
 def uniform():
     """A tiny model (8 blocks, adapter 2+2) and its uniform emulator keeping 2 of 4 middle blocks."""
     model = make_model()
-    bundle = build_emulator(model, EmulatorConfig(method="uniform", keep=2, diagnostic_blocks=0))
+    bundle = build_emulator(model, EmulatorConfig(method="uniform", keep=2, beta=0.0, diagnostic_blocks=0))
     return model, bundle
 
 
@@ -111,7 +111,7 @@ def _tiny_world(root):
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     emu = root / "emu"
-    cfg = EmulatorConfig(method="uniform", model=str(model_dir), n_bottom=1, n_top=1, keep=2, diagnostic_blocks=0)
+    cfg = EmulatorConfig(method="uniform", model=str(model_dir), n_bottom=1, n_top=1, keep=2, beta=0.0, diagnostic_blocks=0)
     build_emulator(model.eval(), cfg, tokenizer=tok).save(emu)
     rng = random.Random(0)
     task = root / "letters.jsonl"

@@ -74,7 +74,7 @@ def test_chunked_gram_equals_the_stacked_one():
 
 def test_find_leaks_still_catches_a_transposed_leak():
     model = make_model()
-    bundle = build_emulator(model, EmulatorConfig(method="uniform", keep=2))
+    bundle = build_emulator(model, EmulatorConfig(method="uniform", keep=2, beta=0.0))
     dropped = get_blocks(model)[2].mlp.down_proj.weight  # [32, 64]
     with torch.no_grad():  # up_proj is [64, 32]: a transposed copy of a dropped weight
         get_blocks(bundle.model)[0].mlp.up_proj.weight.copy_(dropped.t() * (1 + 1e-5))

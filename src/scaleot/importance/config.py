@@ -13,10 +13,10 @@ from scaleot.errors import ScaleOTError, check
 from scaleot.models.device import AUTOCAST
 from scaleot.split import AdapterSplit
 from scaleot.tuners.harmonizer import HarmonizerConfig
+from scaleot.tuners.scores import REWARDS
 from scaleot.validate.options import nonfinite_fields
 
 VARIANTS = ("replace", "drop")
-REWARDS = ("normalized", "neg_loss", "exp")
 
 
 @dataclass

@@ -48,24 +48,13 @@ from scaleot.tuners.harmonizer import (
     unwrap_blocks,
     wrap_blocks,
 )
+from scaleot.tuners.scores import advantages
 
 
 def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def advantages(losses: torch.Tensor, reward: str) -> torch.Tensor:
-    """Advantages ``a [N_c]`` from losses ``l [N_c]`` (mean baseline; see ImportanceConfig)."""
-    losses = losses.to(torch.float64)
-    if reward == "exp":
-        r = torch.exp(-losses)
-        return r - r.mean()
-    a = -(losses - losses.mean())
-    if reward == "normalized":
-        a = a / (a.std(unbiased=False) + 1e-6)
-    return a
 
 
 class ImportanceTrainer:

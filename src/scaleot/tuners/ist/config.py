@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from scaleot.errors import check
-from scaleot.importance.config import REWARDS
+from scaleot.tuners.scores import REWARDS
 from scaleot.validate.options import nonfinite_fields
 
 SAMPLINGS = ("ist", "rst")

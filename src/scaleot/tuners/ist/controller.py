@@ -27,10 +27,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from scaleot.importance.trainer import advantages
 from scaleot.tuners.ist.config import ISTConfig
 from scaleot.tuners.ist.layer import peft_layers_by_block, peft_parameters, suppressed
 from scaleot.tuners.ist.optim import move_optimizer_state
+from scaleot.tuners.scores import advantages
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
