@@ -372,3 +372,21 @@ def test_fuzz_report():
     print("fuzz cases:", dict(sorted(CASES.items())), "total", sum(CASES.values()))
     for target in ("bundle", "adapter", "checkpoint", "yaml", "task"):
         assert CASES.get(f"{target}:refused", 0) > 0, (target, CASES)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(header=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)),
+       body=st.binary(max_size=200), framed=st.booleans())
+def test_fuzz_model_card(tmp_path_factory, header, body, framed):
+    """A bundle's README.md (model card) is read as hostile text: any bytes give the header
+    mapping or a one-line ScaleOTError, never another exception."""
+    from scaleot.validate.files import check_model_card
+
+    path = tmp_path_factory.mktemp("card") / "README.md"
+    path.write_bytes((b"---\n" + header + b"\n---\n" + body) if framed else header + body)
+    try:
+        doc = check_model_card(path, "README.md", "bundle")
+    except ScaleOTError as e:
+        assert "\n" not in str(e)
+    else:
+        assert isinstance(doc, dict)
