@@ -38,7 +38,7 @@ def run_one(args, eta: float, seed: int) -> dict:
     torch.manual_seed(seed)
     splits = load_task(args.task, SplitConfig(seed=0, n_test=args.n_test, n_val=64))
     model, tok = load_model("smollm2-135m", device="cpu")
-    ist = ISTConfig(eta=eta, T=args.T, K=args.K, seed=seed, reward=args.reward)
+    ist = ISTConfig(eta=eta, T=args.T, K=args.K, seed=seed, reward=args.reward, credit=args.credit)
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                         probe_batch_size=args.probe_batch_size, seed=seed)
     tuner = SparseTuner(model, tok, splits.train, splits.val, ist, lora_config_for(model), opts)
@@ -47,6 +47,7 @@ def run_one(args, eta: float, seed: int) -> dict:
         losses.append(tuner.train_step(step)["loss"])
     ctl = tuner.controller
     return {"eta": eta, "seed": seed, "task": args.task, "T": args.T, "K": args.K, "reward": args.reward,
+            "credit": args.credit,
             "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
             "blocks": ctl.blocks, "scores": ctl._scores.tolist(), "counts": ctl.counts.tolist(),
             "history": ctl.history, "losses": losses, "wall_s": round(time.time() - t0, 1)}
@@ -60,17 +61,18 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> dict:
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
-    by_eta: dict[float, list[dict]] = {}
-    for r in runs:
-        by_eta.setdefault(r["eta"], []).append(r)
+    by_eta: dict[tuple[float, str], list[dict]] = {}
+    for r in runs:  # records from before the credit option used the paper's "set" credit
+        by_eta.setdefault((r["eta"], r.get("credit", "set")), []).append(r)
     rows = []
-    for eta, rs in sorted(by_eta.items()):
+    for (eta, credit), rs in sorted(by_eta.items()):
         rs.sort(key=lambda r: r["seed"])
         spreads = [max(r["scores"]) - min(r["scores"]) for r in rs]
         stds = [torch.tensor(r["scores"]).std().item() for r in rs]
         rhos = [spearman(rs[i]["scores"], rs[j]["scores"]) for i in range(len(rs)) for j in range(i + 1, len(rs))]
-        rows.append({"eta": eta, "seeds": [r["seed"] for r in rs], "spread": spreads, "std": stds, "spearman": rhos,
-                     "final_loss": [sum(r["losses"][-10:]) / 10 for r in rs], "wall_s": [r["wall_s"] for r in rs]})
+        rows.append({"eta": eta, "credit": credit, "seeds": [r["seed"] for r in rs], "spread": spreads, "std": stds, "spearman": rhos,
+                     "final_loss": [sum(r["losses"][-10:]) / 10 for r in rs],
+                     "count_rho": [spearman(r["counts"], [-x for x in r["scores"]]) for r in rs], "wall_s": [r["wall_s"] for r in rs]})
     ok = [r for r in rows if r["spearman"] and min(r["spread"]) >= target_spread and min(r["spearman"]) >= target_rho]
     chosen = (max(ok, key=lambda r: min(r["spearman"])) if ok
               else max(rows, key=lambda r: (min(r["spearman"]) if r["spearman"] else -1)))
@@ -79,16 +81,20 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
              f" batch {first['batch_size']}, max_length {first['max_length']}, lr {first['lr']},"
              f" IST T={first['T']} K={first['K']} reward={first['reward']}; spread = max(s) - min(s) of the"
              " final score logits, std = their standard deviation, Spearman between seeds' final scores.", "",
-             "| eta | seeds | spread per seed | std per seed | Spearman | loss (last 10 steps) |", "|---" * 6 + "|"]
+             "| eta | credit | seeds | spread per seed | std per seed | Spearman | count-importance Spearman | loss (last 10 steps) |",
+             "|---" * 8 + "|"]
     for r in rows:
         fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-        lines.append(f"| {r['eta']:g} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
-                     f" {fmt(r['spearman']) or '-'} | {fmt(r['final_loss'])} |")
-    lines += ["", f"Chosen eta: {chosen['eta']:g} ({'meets' if chosen in ok else 'does NOT meet'} spread >= "
+        lines.append(f"| {r['eta']:g} | {r['credit']} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
+                     f" {fmt(r['spearman']) or '-'} | {fmt(r['count_rho'])} | {fmt(r['final_loss'])} |")
+    lines += ["", "count-importance Spearman: between a seed's selection counts and its importance (-s);"
+              " high means the scores track training history (rich get richer).",
+              "", f"Chosen: eta {chosen['eta']:g}, credit {chosen['credit']} ({'meets' if chosen in ok else 'does NOT meet'} spread >= "
               f"{target_spread} and Spearman >= {target_rho})."]
-    plot_trajectories([r for r in runs if r["eta"] == chosen["eta"]], out / "trajectory.png")
+    plot_trajectories([r for r in runs if (r["eta"], r.get("credit", "set")) == (chosen["eta"], chosen["credit"])],
+                      out / "trajectory.png")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    summary = {"rows": rows, "chosen_eta": chosen["eta"], "meets_targets": chosen in ok}
+    summary = {"rows": rows, "chosen_eta": chosen["eta"], "chosen_credit": chosen["credit"], "meets_targets": chosen in ok}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     print("\n".join(lines))
     return summary
@@ -108,7 +114,7 @@ def plot_trajectories(runs: list[dict], path: Path) -> None:
         for i, b in enumerate(r["blocks"]):
             ax.plot(steps, [0.0] + [-h[1][i] for h in r["history"]], color=cmap(i / max(1, n - 1)), lw=1,
                     label=str(b) if i in (0, n - 1) else None)
-        ax.set_title(f"seed {r['seed']}, eta {r['eta']:g}")
+        ax.set_title(f"seed {r['seed']}, eta {r['eta']:g}, credit {r.get('credit', 'set')}")
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("-s (importance logit)")
     axes[0][0].legend(title="block (dark = low)", fontsize=7)
@@ -131,6 +137,7 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=ISTConfig.T)
     ap.add_argument("--K", type=int, default=ISTConfig.K)
     ap.add_argument("--reward", default="normalized")
+    ap.add_argument("--credit", default=ISTConfig.credit, help="IST credit rule (ISTConfig.credit)")
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--out", default="bench/results/ist_scores")
     ap.add_argument("--report", action="store_true", help="only summarise the recorded runs")
@@ -140,15 +147,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
         log = out / "runs.jsonl"
-        done = {(r["eta"], r["seed"]) for r in map(json.loads, log.read_text().splitlines())} if log.exists() else set()
+        done = ({(r["eta"], r.get("credit", "set"), r["seed"]) for r in map(json.loads, log.read_text().splitlines())}
+                if log.exists() else set())
         for eta in args.etas:
             for seed in args.seeds:
-                if (eta, seed) in done:
+                if (eta, args.credit, seed) in done:
                     continue
                 rec = run_one(args, eta, seed)
                 with log.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
-                print(f"eta {eta} seed {seed}: spread {max(rec['scores']) - min(rec['scores']):.2f}"
+                print(f"eta {eta} credit {args.credit} seed {seed}: spread {max(rec['scores']) - min(rec['scores']):.2f}"
                       f" ({rec['wall_s']} s)", flush=True)
     report(out)
 

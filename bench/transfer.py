@@ -253,6 +253,16 @@ def plan(name: str, tasks: list[str], split: dict) -> list[dict]:
     return specs
 
 
+def tuning(s: dict) -> str:
+    """The tuning column: method, plus the budget when it is not the default one epoch."""
+    label = s["tune"]
+    if s.get("epochs", 1) != 1:
+        label += f" x{s['epochs']} ep"
+    if s.get("steps") is not None:
+        label += f" {s['steps']} steps"
+    return label
+
+
 def paired(a: list[int], b: list[int]) -> tuple[float, float]:
     """mean(a - b) and its paired standard error, in points."""
     d = [x - y for x, y in zip(a, b, strict=True)]
@@ -303,7 +313,7 @@ def conditions(recs: list[dict], zs: dict, ft: dict) -> list[str]:
     for r in recs:
         s = r["spec"]
         if s["row"] == "offsite" and s["method"] != "reference":
-            cfg = (s["method"], f"{s['nb']}+{s['nt']}", s["alpha"], s.get("beta", 0.0), s["tune"], s["lr"],
+            cfg = (s["method"], f"{s['nb']}+{s['nt']}", s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"],
                    s["seed"], s["n_train"], s["n_test"])
             groups.setdefault(cfg, []).append(r)
     lines = ["Issue 14's conditions, pooled over the tasks each configuration ran on (mean of per-task paired "
@@ -338,7 +348,7 @@ def matched(recs: list[dict]) -> list[str]:
     """ScaleOT's plug-in against every other method at matched size (same split, alpha, beta,
     tuning, lr, seed, budget): paired difference pooled over the tasks both ran on."""
     def size(s):
-        return (s["nb"], s["nt"], s["alpha"], s.get("beta", 0.0), s["tune"], s["lr"], s["seed"], s["n_train"],
+        return (s["nb"], s["nt"], s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"], s["seed"], s["n_train"],
                 s["n_test"])
     offsite = [r for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] != "reference"]
     ours = {(size(r["spec"]), r["spec"]["task"]): r for r in offsite if r["spec"]["method"] == "scaleot"}
@@ -359,6 +369,88 @@ def matched(recs: list[dict]) -> list[str]:
         lines.append(f"| {method} | {sz[0]}+{sz[1]} | {sz[2]} | {sz[3]} | {sz[6]} | {len(diffs)} | {m:+.1f} ± {se:.1f} |")
     lines.append("")
     return lines
+
+
+def over_seeds(per_seed: dict[int, list[tuple[list[int], list[int]]]]) -> dict:
+    """A paired difference repeated over training seeds on the same test examples.
+
+    ``per_seed``: seed -> per task ``(a correct, b correct)``. Returns the mean over seeds
+    (points), ``se_test`` (paired se of the seed-averaged per-example difference, pooled over
+    tasks: test-sampling noise), ``sd_seed`` (standard deviation of the per-seed pooled
+    differences: training noise) and ``se = sqrt(se_test^2 + sd_seed^2 / k)``.
+    """
+    seeds = sorted(per_seed)
+    k, n_tasks = len(seeds), len(per_seed[seeds[0]])
+    per_task = []
+    for t in range(n_tasks):
+        n = len(per_seed[seeds[0]][t][0])
+        d = [sum(per_seed[s][t][0][i] - per_seed[s][t][1][i] for s in seeds) / k for i in range(n)]
+        m = sum(d) / n
+        per_task.append((100 * m, 100 * (sum((x - m) ** 2 for x in d) / (n - 1) / n) ** 0.5))
+    mean, se_test = pooled(per_task)
+    by_seed = [pooled([paired(a, b) for a, b in per_seed[s]])[0] for s in seeds]
+    sd = (sum((x - mean) ** 2 for x in by_seed) / (k - 1)) ** 0.5 if k > 1 else 0.0
+    return {"mean": mean, "se_test": se_test, "sd_seed": sd, "se": (se_test ** 2 + sd ** 2 / k) ** 0.5,
+            "k": k, "by_seed": by_seed}
+
+
+def seeded(recs: list[dict], zs: dict, ft: dict) -> list[str]:
+    """Configurations run with more than one training seed on the same tasks: the four conditions
+    and ScaleOT's matched-size margin, as the mean over seeds with seed noise in the error."""
+    def cfg_of(s):
+        return (s["method"], s["nb"], s["nt"], s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"],
+                s["n_train"], s["n_test"])
+    groups: dict[tuple, dict[int, dict[str, dict]]] = {}
+    for r in recs:
+        s = r["spec"]
+        if s["row"] == "offsite" and s["method"] != "reference":
+            groups.setdefault(cfg_of(s), {}).setdefault(s["seed"], {})[s["task"]] = r
+    def complete(by_seed):  # seeds that ran every task any seed ran
+        tasks = sorted({t for recs_t in by_seed.values() for t in recs_t})
+        return tasks, {sd: rt for sd, rt in by_seed.items() if all(t in rt for t in tasks)}
+    lines = []
+    for cfg, by_seed in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        tasks, full = complete(by_seed)
+        if len(full) < 2:
+            continue
+        if not lines:
+            lines = ["Over training seeds (same test examples; mean over seeds ± sqrt(se_test^2 + sd_seed^2/k): "
+                     "se_test the paired test-sampling error of the seed-averaged difference, sd_seed the spread "
+                     "of the per-seed pooled differences):", "",
+                     "| emulator | N_a | alpha | beta | tuning | seeds | tasks | quantity | mean ± se | se_test | "
+                     "sd_seed | per seed |", "|---" * 12 + "|"]
+        quantities = []
+        for name, (a, b), thr, n_se in CONDITIONS:
+            per_seed = {}
+            for sd, rt in full.items():
+                pairs = []
+                for t in tasks:
+                    r = rt[t]
+                    key = (t, r["spec"]["n_train"], r["spec"]["n_test"])
+                    get = {"full_zs": zs.get(key), "ft": ft.get(key), **{x: r.get(x) for x in ("plug_in", "emu_ft",
+                                                                                             "emu_zs")}}
+                    if get[a] is None or get[b] is None:
+                        break
+                    pairs.append((get[a]["correct"], get[b]["correct"]))
+                else:
+                    per_seed[sd] = pairs
+            if len(per_seed) == len(full):
+                quantities.append((name, over_seeds(per_seed), thr, n_se))
+        if cfg[0] != "scaleot":  # ScaleOT's margin over this baseline, seed by seed
+            ours = groups.get(("scaleot", *cfg[1:]), {})
+            both = {sd: [(ours[sd][t]["plug_in"]["correct"], full[sd][t]["plug_in"]["correct"]) for t in tasks]
+                    for sd in full if sd in ours and all(t in ours[sd] for t in tasks)}
+            if len(both) >= 2:
+                quantities.append((f"ScaleOT - {cfg[0]} (plug-in)", over_seeds(both), None, None))
+        for name, q, thr, n_se in quantities:
+            verdict = ""
+            if thr is not None:
+                ok = q["mean"] >= thr and (n_se is None or (q["se"] > 0 and q["mean"] / q["se"] >= n_se))
+                verdict = " pass" if ok else " FAIL"
+            lines.append(f"| {cfg[0]} | {cfg[1]}+{cfg[2]} | {cfg[3]} | {cfg[4]} | {cfg[5]} | {q['k']} | {len(tasks)} | "
+                         f"{name} | {q['mean']:+.1f} ± {q['se']:.1f}{verdict} | {q['se_test']:.1f} | {q['sd_seed']:.1f} |"
+                         f" {', '.join(f'{x:+.1f}' for x in q['by_seed'])} |")
+    return lines + [""] if lines else []
 
 
 def report(out: Path) -> str:
@@ -387,7 +479,7 @@ def report(out: Path) -> str:
         f = ft.get(key)
         lines.append(
             f"| {s['task'].removeprefix('bigbench:')} | {s['method']} | {s['nb']}+{s['nt']} | {s['alpha']} | "
-            f"{s.get('beta', 0)} | {s['tune']} | {s['lr']} | {s['seed']} | "
+            f"{s.get('beta', 0)} | {tuning(s)} | {s['lr']} | {s['seed']} | "
             + (f"{d['all']:.2f} / {d['min_block']:.2f}" if d else "1 (full model)") + " | "
             + (f"{100 * base['acc']:.1f}" if base else "-") + " | "
             + (f"{100 * r['emu_zs']['acc']:.1f}" if "emu_zs" in r else "-") + " | "
@@ -399,6 +491,7 @@ def report(out: Path) -> str:
     lines.append("")
     lines += conditions(recs, zs, ft)
     lines += matched(recs)
+    lines += seeded(recs, zs, ft)
     if len(xs) >= 3:
         lines.append(f"Transfer diagnostic (task-batch gradient cosine, all adapter weights) against the measured "
                      f"plug-in gain over {len(xs)} emulator-tuned records: Spearman rank correlation "

@@ -303,3 +303,28 @@ def test_backprop_stops_at_the_lowest_selected_block():
     outside = [p for pos in (0, 1) for p in ctl.params[pos]]
     assert not any(p in opt.state for p in outside)
     assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def test_count_credit_divides_each_layers_share_by_its_training_count():
+    """credit=count: the same probes move layer i's score by (mean(c)+1)/(c_i+1) times the set update."""
+    model = _peft()  # 4 LoRA layers
+    batch = {"input_ids": torch.randint(0, 50, (2, 6))}
+
+    def loss_fn(m, b):  # deterministic, differs per suppressed set
+        return m(**b, labels=b["input_ids"]).loss
+
+    with torch.no_grad():  # move the LoRA B matrices off zero so suppression changes the loss
+        for layers in peft_layers_by_block(model).values():
+            for layer in layers:
+                for p in layer.lora_B.parameters():
+                    p.normal_(0, 0.5)
+    moved = {}
+    for credit in ("set", "count"):
+        ctl = ISTController(model, ISTConfig(n_update=0.5, K=4, credit=credit, seed=5))
+        ctl.counts = torch.tensor([0, 1, 3, 8])
+        moved[credit] = ctl.update_importance(model, batch, loss_fn)
+    w = (torch.tensor(3.0) + 1) / (torch.tensor([0.0, 1, 3, 8]) + 1)  # mean count 3
+    assert moved["set"].abs().sum() > 0
+    torch.testing.assert_close(moved["count"], moved["set"] * w.double())
+    with pytest.raises(ConfigError, match="credit"):
+        ISTConfig(credit="equal")

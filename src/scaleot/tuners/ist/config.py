@@ -10,6 +10,7 @@ from scaleot.tuners.scores import REWARDS
 from scaleot.validate.options import nonfinite_fields
 
 SAMPLINGS = ("ist", "rst")
+CREDITS = ("count", "set")
 
 
 @dataclass
@@ -32,6 +33,13 @@ class ISTConfig:
     ``exp(-l_k) - mean exp(-l)``, whose advantages are ~1e-3 at LM losses and barely
     move the scores. The default ``eta`` was chosen by measurement (BENCHMARKS.md, IST).
 
+    Credit (``credit``): ``set`` gives every suppressed layer its probe's advantage (the
+    paper); ``count`` (default) scales layer ``i``'s share by ``(mean(c) + 1) / (c_i + 1)``,
+    ``c`` the selection counts so far. Suppressing a LoRA costs loss in proportion to how
+    far it has moved, so under ``set`` the layers that early random draws trained more look
+    more important and are trained still more (a rich-get-richer loop that two seeds do not
+    share); ``count`` credits the effect per update instead (BENCHMARKS.md, IST).
+
     ``depth`` bounds memory: only the top ``ceil(depth * L)`` layers (the output side)
     may be selected or probed, so backpropagation never reaches below them and the
     activations of the lower blocks are never stored (peak memory is set by the lowest
@@ -45,6 +53,8 @@ class ISTConfig:
     gamma: float = field(default=0.25, metadata={"help": "scale of the suppressed layers' PEFT output"})
     eta: float = field(default=1.0, metadata={"help": "score learning rate"})
     reward: str = field(default="normalized", metadata={"help": f"one of {REWARDS}: probe reward scaling"})
+    credit: str = field(default="count", metadata={
+        "help": f"one of {CREDITS}: how a probe's advantage is shared by the suppressed layers"})
     depth: float = field(
         default=1.0, metadata={"help": "fraction of the layers, counted from the top, that may be selected (memory bound)"},
     )
@@ -76,6 +86,9 @@ class ISTConfig:
             problems.append(f"eta must be >= 0 (got {self.eta})")
         if self.reward not in REWARDS:
             problems.append(f"reward must be one of {REWARDS} (got {self.reward!r})")
+        self.credit = self.credit.lower()
+        if self.credit not in CREDITS:
+            problems.append(f"credit must be one of {CREDITS} (got {self.credit!r})")
         if self.sampling not in SAMPLINGS:
             problems.append(f"sampling must be one of {SAMPLINGS} (got {self.sampling!r})")
         problems += nonfinite_fields(self)

@@ -154,6 +154,19 @@ class ISTController:
         self.update_importance(model, probe_batch, loss_fn)
         return True
 
+    def credit_weights(self) -> torch.Tensor:
+        """Per-layer share of a probe's advantage, ``[L]`` (``config.credit``).
+
+        ``set``: all ones. ``count``: ``(mean(c) + 1) / (c_i + 1)`` over the window, ``c``
+        the selection counts, so a layer trained twice as often as the average gets half
+        the credit for the loss its suppression causes (its effect per update).
+        """
+        if self.config.credit == "set":
+            return torch.ones_like(self._scores)
+        c = self.counts.to(torch.float64)
+        mean = c[self.window].mean()
+        return (mean + 1) / (c + 1)
+
     @torch.no_grad()
     def update_importance(self, model: nn.Module, probe_batch: dict, loss_fn: LossFn = default_loss) -> torch.Tensor:
         """``K`` suppressed forward passes on ``probe_batch`` and the REINFORCE score update.
@@ -162,7 +175,7 @@ class ISTController:
         ``sigmoid(s)`` (within the window), their PEFT output scaled by ``gamma``, loss
         ``l_k``; advantages ``a_k`` from the losses (``config.reward``; default
         ``normalized``: ``(r_k - mean r) / std r``, ``r = -l``, zero when ``std r = 0``);
-        ``s_i += eta · Σ_k [i ∈ S_k] a_k p_i (1 - p_i)``. A layer whose suppression costs
+        ``s_i += eta · w_i Σ_k [i ∈ S_k] a_k p_i (1 - p_i)``, ``w`` from :meth:`credit_weights`. A layer whose suppression costs
         little gets a higher score and is trained less.
 
         Returns:
@@ -193,6 +206,7 @@ class ISTController:
         delta = torch.zeros_like(self._scores)
         for chosen, a in zip(sets, adv, strict=True):
             delta[chosen] += a
+        delta *= self.credit_weights()
         self._scores += cfg.eta * delta * p * (1 - p)
         self.last_update = {"losses": loss_t.tolist(), "advantages": adv.tolist(),
                             "suppressed": [[self.blocks[i] for i in s] for s in sets]}
