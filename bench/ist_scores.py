@@ -47,10 +47,19 @@ def run_one(args, eta: float, seed: int) -> dict:
         losses.append(tuner.train_step(step)["loss"])
     ctl = tuner.controller
     return {"eta": eta, "seed": seed, "task": args.task, "T": args.T, "K": args.K, "reward": args.reward,
-            "credit": args.credit,
+            "credit": args.credit, "probe_batch_size": args.probe_batch_size,
             "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
             "blocks": ctl.blocks, "scores": ctl._scores.tolist(), "counts": ctl.counts.tolist(),
             "history": ctl.history, "losses": losses, "wall_s": round(time.time() - t0, 1)}
+
+
+def setting(r: dict) -> tuple:
+    """What a run's scores depend on besides the seed: (eta, credit, K, probe batch).
+
+    Records from before these fields were stored ran with the paper's ``set`` credit and
+    a probe batch of 4 (the command in BENCHMARKS.md, "IST that learns").
+    """
+    return r["eta"], r.get("credit", "set"), r["K"], r.get("probe_batch_size", 4)
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -61,16 +70,16 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> dict:
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
-    by_eta: dict[tuple[float, str], list[dict]] = {}
-    for r in runs:  # records from before the credit option used the paper's "set" credit
-        by_eta.setdefault((r["eta"], r.get("credit", "set")), []).append(r)
+    by_eta: dict[tuple, list[dict]] = {}
+    for r in runs:
+        by_eta.setdefault(setting(r), []).append(r)
     rows = []
-    for (eta, credit), rs in sorted(by_eta.items()):
+    for (eta, credit, K, probe), rs in sorted(by_eta.items()):
         rs.sort(key=lambda r: r["seed"])
         spreads = [max(r["scores"]) - min(r["scores"]) for r in rs]
         stds = [torch.tensor(r["scores"]).std().item() for r in rs]
         rhos = [spearman(rs[i]["scores"], rs[j]["scores"]) for i in range(len(rs)) for j in range(i + 1, len(rs))]
-        rows.append({"eta": eta, "credit": credit, "seeds": [r["seed"] for r in rs], "spread": spreads, "std": stds, "spearman": rhos,
+        rows.append({"eta": eta, "credit": credit, "K": K, "probe_batch_size": probe, "seeds": [r["seed"] for r in rs], "spread": spreads, "std": stds, "spearman": rhos,
                      "final_loss": [sum(r["losses"][-10:]) / 10 for r in rs],
                      "count_rho": [spearman(r["counts"], [-x for x in r["scores"]]) for r in rs], "wall_s": [r["wall_s"] for r in rs]})
     ok = [r for r in rows if r["spearman"] and min(r["spread"]) >= target_spread and min(r["spearman"]) >= target_rho]
@@ -81,18 +90,19 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
              f" batch {first['batch_size']}, max_length {first['max_length']}, lr {first['lr']},"
              f" IST T={first['T']} K={first['K']} reward={first['reward']}; spread = max(s) - min(s) of the"
              " final score logits, std = their standard deviation, Spearman between seeds' final scores.", "",
-             "| eta | credit | seeds | spread per seed | std per seed | Spearman | count-importance Spearman | loss (last 10 steps) |",
-             "|---" * 8 + "|"]
+             "| eta | credit | K | probe batch | seeds | spread per seed | std per seed | Spearman | count-importance Spearman |"
+             " loss (last 10 steps) |", "|---" * 10 + "|"]
     for r in rows:
         fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-        lines.append(f"| {r['eta']:g} | {r['credit']} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
+        lines.append(f"| {r['eta']:g} | {r['credit']} | {r['K']} | {r['probe_batch_size']} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
                      f" {fmt(r['spearman']) or '-'} | {fmt(r['count_rho'])} | {fmt(r['final_loss'])} |")
     lines += ["", "count-importance Spearman: between a seed's selection counts and its importance (-s);"
-              " high means the scores track training history (rich get richer).",
-              "", f"Chosen: eta {chosen['eta']:g}, credit {chosen['credit']} ({'meets' if chosen in ok else 'does NOT meet'} spread >= "
+              " selection follows the scores by design, so it is high whatever the cause.",
+              "", f"Chosen: eta {chosen['eta']:g}, credit {chosen['credit']}, K {chosen['K']}, probe batch "
+              f"{chosen['probe_batch_size']} ({'meets' if chosen in ok else 'does NOT meet'} spread >= "
               f"{target_spread} and Spearman >= {target_rho})."]
-    plot_trajectories([r for r in runs if (r["eta"], r.get("credit", "set")) == (chosen["eta"], chosen["credit"])],
-                      out / "trajectory.png")
+    plot_trajectories([r for r in runs if setting(r) == (chosen["eta"], chosen["credit"], chosen["K"],
+                                                         chosen["probe_batch_size"])], out / "trajectory.png")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     summary = {"rows": rows, "chosen_eta": chosen["eta"], "chosen_credit": chosen["credit"], "meets_targets": chosen in ok}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
@@ -147,11 +157,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
         log = out / "runs.jsonl"
-        done = ({(r["eta"], r.get("credit", "set"), r["seed"]) for r in map(json.loads, log.read_text().splitlines())}
+        done = ({(*setting(r), r["seed"]) for r in map(json.loads, log.read_text().splitlines())}
                 if log.exists() else set())
         for eta in args.etas:
             for seed in args.seeds:
-                if (eta, args.credit, seed) in done:
+                if (eta, args.credit, args.K, args.probe_batch_size, seed) in done:
                     continue
                 rec = run_one(args, eta, seed)
                 with log.open("a") as f:

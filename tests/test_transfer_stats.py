@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
-
 from bench.transfer import over_seeds, paired, pooled, spearman
+from scipy.stats import spearmanr
 
 
 def _vectors(rng, n):

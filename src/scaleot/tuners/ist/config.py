@@ -33,12 +33,11 @@ class ISTConfig:
     ``exp(-l_k) - mean exp(-l)``, whose advantages are ~1e-3 at LM losses and barely
     move the scores. The default ``eta`` was chosen by measurement (BENCHMARKS.md, IST).
 
-    Credit (``credit``): ``set`` gives every suppressed layer its probe's advantage (the
-    paper); ``count`` (default) scales layer ``i``'s share by ``(mean(c) + 1) / (c_i + 1)``,
-    ``c`` the selection counts so far. Suppressing a LoRA costs loss in proportion to how
-    far it has moved, so under ``set`` the layers that early random draws trained more look
-    more important and are trained still more (a rich-get-richer loop that two seeds do not
-    share); ``count`` credits the effect per update instead (BENCHMARKS.md, IST).
+    Credit (``credit``): ``set`` (default) gives every suppressed layer its probe's
+    advantage (the paper); ``count`` scales layer ``i``'s share by ``(mean(c) + 1) / (c_i + 1)``,
+    ``c`` the selection counts so far, to credit the effect per update rather than one that
+    grows with how often a layer was trained. Measured, it did not make two seeds agree
+    (BENCHMARKS.md, IST), so it is not the default.
 
     ``depth`` bounds memory: only the top ``ceil(depth * L)`` layers (the output side)
     may be selected or probed, so backpropagation never reaches below them and the
@@ -53,7 +52,7 @@ class ISTConfig:
     gamma: float = field(default=0.25, metadata={"help": "scale of the suppressed layers' PEFT output"})
     eta: float = field(default=1.0, metadata={"help": "score learning rate"})
     reward: str = field(default="normalized", metadata={"help": f"one of {REWARDS}: probe reward scaling"})
-    credit: str = field(default="count", metadata={
+    credit: str = field(default="set", metadata={
         "help": f"one of {CREDITS}: how a probe's advantage is shared by the suppressed layers"})
     depth: float = field(
         default=1.0, metadata={"help": "fraction of the layers, counted from the top, that may be selected (memory bound)"},
