@@ -381,12 +381,9 @@ def over_seeds(per_seed: dict[int, list[tuple[list[int], list[int]]]]) -> dict:
     """
     seeds = sorted(per_seed)
     k, n_tasks = len(seeds), len(per_seed[seeds[0]])
-    per_task = []
-    for t in range(n_tasks):
-        n = len(per_seed[seeds[0]][t][0])
-        d = [sum(per_seed[s][t][0][i] - per_seed[s][t][1][i] for s in seeds) / k for i in range(n)]
-        m = sum(d) / n
-        per_task.append((100 * m, 100 * (sum((x - m) ** 2 for x in d) / (n - 1) / n) ** 0.5))
+    def seed_mean(t: int, side: int) -> list[float]:  # per-example mean over seeds
+        return [sum(col) / k for col in zip(*(per_seed[s][t][side] for s in seeds), strict=True)]
+    per_task = [paired(seed_mean(t, 0), seed_mean(t, 1)) for t in range(n_tasks)]
     mean, se_test = pooled(per_task)
     by_seed = [pooled([paired(a, b) for a, b in per_seed[s]])[0] for s in seeds]
     sd = (sum((x - mean) ** 2 for x in by_seed) / (k - 1)) ** 0.5 if k > 1 else 0.0
