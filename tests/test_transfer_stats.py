@@ -1,10 +1,13 @@
-"""bench/transfer.py's statistics against numpy/scipy references (paired, pooled, over seeds, Spearman)."""
+"""bench/transfer.py's statistics against numpy/scipy references (paired, pooled, over seeds, Spearman),
+and its reuse of an emulator's untuned numbers."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from bench.transfer import over_seeds, paired, pooled, spearman
+from bench.transfer import Lab, key_of, over_seeds, paired, pooled, spearman
 from scipy.stats import spearmanr
 
 
@@ -46,3 +49,26 @@ def test_spearman_matches_scipy_with_ties():
     x = [0.1, 0.4, 0.4, -0.2, 0.9, 0.0]
     y = [1.0, 3.0, 2.0, 2.0, 5.0, -1.0]
     assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+
+
+def test_untuned_numbers_are_reused_only_for_the_same_deterministic_emulator(tmp_path):
+    """Emu ZS and the diagnostic come from a finished record of the same emulator and test split
+    (any tuning), never from another emulator, a distilled one, or a record that itself reused."""
+    lab = object.__new__(Lab)
+    lab.out = tmp_path
+    (tmp_path / "records").mkdir()
+    base = {"row": "offsite", "task": "t", "n_train": 400, "n_test": 500, "method": "scaleot", "nb": 2, "nt": 2,
+            "alpha": 0.25, "beta": 0.5, "tune": "full", "lr": 3e-4, "seed": 0}
+
+    def put(spec, **extra):
+        rec = {"spec": spec, "diagnostic": {"all": 0.5}, "emu_zs": {"acc": 0.3}, **extra}
+        (tmp_path / "records" / f"{key_of(spec)}.json").write_text(json.dumps(rec))
+
+    put(base)
+    put({**base, "method": "uniform-kd"})
+    put({**base, "alpha": 0.35, "seed": 1}, untuned_from="x")
+    assert lab.untuned({**base, "seed": 3, "steps": 25, "tune": "lora", "lr": 1e-3})["spec"] == base
+    assert lab.untuned({**base, "beta": 0.0}) is None
+    assert lab.untuned({**base, "task": "other"}) is None
+    assert lab.untuned({**base, "method": "uniform-kd", "seed": 1}) is None
+    assert lab.untuned({**base, "alpha": 0.35}) is None
