@@ -398,11 +398,12 @@ def matched(recs: list[dict]) -> list[str]:
     if not pairs:
         return []
     lines = ["ScaleOT's plug-in minus each baseline's at matched size (same N_a, alpha, beta, tuning, seed), "
-             "pooled over the tasks both ran on:", "", "| baseline | N_a | alpha | beta | seed | tasks | "
-             "ScaleOT - baseline (plug-in) |", "|---|---|---|---|---|---|---|"]
+             "pooled over the tasks both ran on:", "", "| baseline | N_a | alpha | beta | tuning | lr | seed | tasks | "
+             "ScaleOT - baseline (plug-in) |", "|---" * 9 + "|"]
     for (method, sz), diffs in sorted(pairs.items(), key=lambda kv: tuple(map(str, kv[0]))):
         m, se = pooled(diffs)
-        lines.append(f"| {method} | {sz[0]}+{sz[1]} | {sz[2]} | {sz[3]} | {sz[6]} | {len(diffs)} | {m:+.1f} ± {se:.1f} |")
+        lines.append(f"| {method} | {sz[0]}+{sz[1]} | {sz[2]} | {sz[3]} | {sz[4]} | {sz[5]} | {sz[6]} | {len(diffs)} | "
+                     f"{m:+.1f} ± {se:.1f} |")
     lines.append("")
     return lines
 

@@ -56,8 +56,10 @@ def _reference_inclusion(weights: list[float], n: int, draws: int, seed: int = 1
 
 def test_config_validates_everything_at_once():
     with pytest.raises(ConfigError) as err:
-        ISTConfig(n_update=0, K=0, gamma=1.5, sampling="best")
-    assert len(err.value.problems) == 4
+        ISTConfig(n_update=0, K=0, gamma=1.5, sampling="best", credit="blame")
+    assert len(err.value.problems) == 5
+    assert any("credit" in p for p in err.value.problems)
+    assert ISTConfig(credit="COUNT").credit == "count"
     assert ISTConfig().resolve(30) == (8, 15)
 
 
