@@ -7,7 +7,7 @@ finished step has a manifest). Then three summaries are written beside the run's
 ``report.md``:
 
 - ``matrix.md``: ``uniform``, ``uniform-kd``, ``crash``, ``drop`` and ``scaleot`` at the
-  same emulator size (``alpha`` of the middle replaced or removed, ``beta = 0``), plus the
+  same emulator size (``alpha`` of the middle replaced or removed, the scale's ``beta``), plus the
   ``reference`` row: the adapter tuned on the full model itself (no emulator; the best any
   emulator's plug-in can do with this adapter and budget).
 - ``sweep.md``: ScaleOT at every ``alpha x beta`` of the scale.
@@ -21,9 +21,10 @@ Usage::
     python bench/offsite_matrix.py --scale quick --out runs/matrix_quick --importance DIR  # reuse stage 1
     python bench/offsite_matrix.py --out runs/matrix_quick --report-only                  # redo summaries
 
-Scales: ``quick`` is sized for a 2-core CPU (SmolLM2-135M, two BIG-bench tasks; wall time in
-BENCHMARKS.md);
-``full`` has more tasks, data and steps, for a GPU or a long run.
+Scales: ``default`` is ``configs/default.yaml`` itself (its tasks, stage 1, tuning budget and
+emulator size; issue 14's settled configuration), with ScaleOT's alpha swept at its beta;
+``quick`` is the issue-7 matrix sized for a 2-core CPU (SmolLM2-135M, two BIG-bench tasks; wall
+time in BENCHMARKS.md); ``full`` has more tasks, data and steps, for a GPU or a long run.
 """
 
 from __future__ import annotations
@@ -51,7 +52,24 @@ REFERENCE = "reference"  # the adapter tuned on the full model (uniform emulator
 
 _TASKS2 = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+def default_scale(path: Path = DEFAULT_CONFIG) -> dict:
+    """The ``default`` scale: ``configs/default.yaml``'s sections (read, not repeated here) and
+    its ScaleOT emulator's size, with alpha swept around it at the same beta."""
+    cfg = yaml.safe_load(path.read_text())
+    ours = next(e for e in cfg["emulators"] if e["method"] == "scaleot")
+    nb, nt = (int(x) for x in str(cfg.get("adapter", "2,2")).split(","))
+    scale = {k: cfg[k] for k in ("model", "tasks", "device", "importance", "finetune", "ft", "evaluate") if k in cfg}
+    scale["matrix"] = {"n_bottom": nb, "n_top": nt, "alpha": ours["alpha"], "beta": ours.get("beta", 0.0),
+                       "alphas": sorted({0.15, 0.35, 0.5, ours["alpha"]}), "betas": [ours.get("beta", 0.0)],
+                       "kd_steps": 50, "reference": True}
+    return scale
+
+
 SCALES: dict[str, dict] = {
+    "default": default_scale(),
     # Sized for a 2-core CPU. On an AVX2-only CPU (no native bf16, so fp32: see
     # models.device.bf16_is_fast) one forward+backward of the 135M model takes ~6 s, so the
     # budget is tight: stage 1 is the default preset cut to 60 steps, 30 tuning steps per
@@ -100,7 +118,8 @@ def matrix_config(scale: dict, model: str | None = None, tasks: list[str] | None
                   importance: str | None = None) -> dict:
     """The ``scaleot run`` config of a matrix: the scale's sections plus every emulator.
 
-    The emulator called ``scaleot`` is the sweep point ``(alpha, 0)``, shared by both tables.
+    The emulator called ``scaleot`` is the sweep point ``(alpha, beta)``, shared by both tables
+    (``beta``: the matrix's, 0 where it names none).
     """
     cfg = copy.deepcopy(scale)
     m = cfg.pop("matrix")
@@ -111,9 +130,10 @@ def matrix_config(scale: dict, model: str | None = None, tasks: list[str] | None
     if importance:
         cfg["importance"] = {"from": importance}
     adapter = {"n_bottom": m["n_bottom"], "n_top": m["n_top"]}
-    emus = [{"name": "scaleot", "method": "scaleot", **adapter, "alpha": m["alpha"], "beta": 0.0}]
+    beta = m.get("beta", 0.0)
+    emus = [{"name": "scaleot", "method": "scaleot", **adapter, "alpha": m["alpha"], "beta": beta}]
     for method in MATRIX_METHODS[1:]:
-        entry = {"name": method, "method": method, **adapter, "alpha": m["alpha"], "beta": 0.0}
+        entry = {"name": method, "method": method, **adapter, "alpha": m["alpha"], "beta": beta}
         if method == "uniform-kd":
             entry["kd_steps"] = m["kd_steps"]
         emus.append(entry)
@@ -121,7 +141,7 @@ def matrix_config(scale: dict, model: str | None = None, tasks: list[str] | None
         emus.append({"name": REFERENCE, "method": "uniform", **adapter, "alpha": 0.0, "beta": 0.0})
     for a in m["alphas"]:
         for b in m["betas"]:
-            if (a, b) != (m["alpha"], 0.0):
+            if (a, b) != (m["alpha"], beta):
                 emus.append({"name": sweep_name(a, b), "method": "scaleot", **adapter, "alpha": a, "beta": b})
     cfg["emulators"] = emus
     cfg["plug"] = ["scaleot"]  # one plug-in model on disk is enough; every row is scored in memory

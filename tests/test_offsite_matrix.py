@@ -138,3 +138,22 @@ def test_matrix_runs_end_to_end_and_continues(tmp_path, one_thread):  # noqa: F8
     assert all(r["perplexity"][str(text)] > 1 and 0 <= r["acc"][str(task)]["acc"] <= 1 for r in rows)
     assert rows[1]["stage1"]["steps"] == 3
     assert eq.main(["--importance", "no-equals-sign", "--alpha", "0.5", "--task", str(task), "--out", str(q)]) == 2
+
+
+def test_default_scale_is_the_shipped_default_config():
+    """`--scale default` reruns the matrix at configs/default.yaml's settings, read from the file:
+    every method at its ScaleOT emulator's size (same alpha and beta), alpha swept at that beta."""
+    import yaml
+
+    shipped = yaml.safe_load(om.DEFAULT_CONFIG.read_text())
+    ours = next(e for e in shipped["emulators"] if e["method"] == "scaleot")
+    scale = om.SCALES["default"]
+    for k in ("tasks", "importance", "finetune", "ft", "evaluate"):
+        assert scale[k] == shipped[k]
+    cfg = om.matrix_config(scale)
+    by_name = {e["name"]: e for e in cfg["emulators"]}
+    for m in om.MATRIX_METHODS:
+        assert (by_name[m]["alpha"], by_name[m]["beta"]) == (ours["alpha"], ours["beta"])
+    sweep = sorted(e["alpha"] for e in cfg["emulators"] if e["method"] == "scaleot")
+    assert ours["alpha"] in sweep and len(sweep) >= 3
+    assert all(e["beta"] == ours["beta"] for e in cfg["emulators"] if e["method"] == "scaleot")
