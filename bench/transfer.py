@@ -497,7 +497,7 @@ def report(out: Path) -> str:
           if r["spec"]["row"] == "ft"}
     lines = ["| task | emulator | N_a | alpha | beta | tuning | lr | seed | cos (all / min block) | Full ZS | Emu ZS | "
              "Emu FT | Plug-in | Plug-in - Full ZS | Plug-in - Emu FT | FT |", "|---" * 16 + "|"]
-    xs, ys = [], []
+    xs, ys, in_matrix = [], [], []
     for r in sorted((r for r in recs if r["spec"]["row"] == "offsite"),
                     key=lambda r: (r["spec"]["task"], r["spec"]["method"], r["spec"]["nb"], r["spec"]["alpha"])):
         s = r["spec"]
@@ -510,6 +510,8 @@ def report(out: Path) -> str:
         if d and gain:
             xs.append(d["all"])
             ys.append(gain[0])
+            in_matrix.append(key_of(s) in {key_of(m) for m in plan("matrix", [s["task"]], {
+                "n_train": s["n_train"], "n_test": s["n_test"]})})
         f = ft.get(key)
         lines.append(
             f"| {s['task'].removeprefix('bigbench:')} | {s['method']} | {s['nb']}+{s['nt']} | {s['alpha']} | "
@@ -530,6 +532,10 @@ def report(out: Path) -> str:
         lines.append(f"Transfer diagnostic (task-batch gradient cosine, all adapter weights) against the measured "
                      f"plug-in gain over {len(xs)} emulator-tuned records: Spearman rank correlation "
                      f"{spearman(xs, ys):+.2f}.")
+    mx = [(x, y) for x, y, m in zip(xs, ys, in_matrix, strict=True) if m]
+    if len(mx) >= 3:
+        lines.append(f"Over the {len(mx)} records of the matrix at the default configuration (`--plan matrix`): "
+                     f"Spearman {spearman([x for x, _ in mx], [y for _, y in mx]):+.2f}.")
     return "\n".join(lines)
 
 
