@@ -185,12 +185,11 @@ class Lab:
         """
         if spec["method"] not in DETERMINISTIC:
             return None
-        same = [k for k in EMULATOR_KEYS if k != "beta"]
+        def emulator_of(s):  # beta absent = 0 (records older than SRC)
+            return tuple(s.get(k, 0.0 if k == "beta" else None) for k in EMULATOR_KEYS)
         for path in sorted((self.out / "records").glob("offsite-*.json")):
             rec = json.loads(path.read_text())
-            s = rec["spec"]
-            if all(s.get(k) == spec.get(k) for k in same) and s.get("beta", 0.0) == spec.get("beta", 0.0) \
-                    and "emu_zs" in rec and "untuned_from" not in rec:
+            if emulator_of(rec["spec"]) == emulator_of(spec) and "emu_zs" in rec and "untuned_from" not in rec:
                 return rec
         return None
 
