@@ -3,8 +3,8 @@
 The grid: setting x task x seed x method, with
 
 - setting ``standalone``: LoRA on every block of the full SmolLM2-135M, tuned directly;
-  ``offsite``: the data owner's adapter (default 2+2 split) tuned through the default
-  ScaleOT emulator (``configs/default.yaml``: alpha 0.25, beta 0; needs ``--importance``,
+  ``offsite``: the data owner's adapter tuned through the default ScaleOT emulator (its
+  adapter split, alpha and beta read from ``configs/default.yaml``; needs ``--importance``,
   a stage-1 folder), then plugged into the full model;
 - method ``lora`` (every adapter layer each step), ``ist`` (IST defaults), ``rst`` (the
   same sparsity, uniform selection);
@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from offsite_matrix import default_scale  # bench/offsite_matrix.py: configs/default.yaml, read once
 from transfer import score  # bench/transfer.py (run as python bench/ist_accuracy.py)
 
 from scaleot.data import SplitConfig, load_task
@@ -83,8 +84,9 @@ class Grid:
         if "emu" not in self.emulators:
             from scaleot.emulator import EmulatorConfig, build_emulator
 
-            cfg = EmulatorConfig(method="scaleot", n_bottom=2, n_top=2, alpha=0.25, beta=0.0,
-                                 importance=self.args.importance, autocast="none", device="cpu")
+            m = default_scale()["matrix"]  # configs/default.yaml's ScaleOT emulator
+            cfg = EmulatorConfig(method="scaleot", n_bottom=m["n_bottom"], n_top=m["n_top"], alpha=m["alpha"],
+                                 beta=m["beta"], importance=self.args.importance, autocast="none", device="cpu")
             self.emulators["emu"] = build_emulator(full, cfg, self.tok)
         bundle = self.emulators["emu"]
         return (copy.deepcopy(bundle.model), list(bundle.adapter_positions), list(bundle.adapter_sources))

@@ -39,13 +39,17 @@ from scaleot.data.finetune import PadCollator, encode_example
 from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.emulator.diagnostic import gradient_alignment
 from scaleot.evaluation import evaluate_mc
-from scaleot.finetune import FinetuneConfig, apply_lora, freeze_all_but_blocks, train
+from scaleot.finetune import FinetuneConfig, freeze_all_but_blocks, train
 from scaleot.finetune.loop import AnswerLoss
+from scaleot.finetune.methods import TUNING_METHODS
 from scaleot.importance.folder import read_importance_info, write_importance
 from scaleot.manifest import write_json_atomic
 from scaleot.models import get_blocks, load_model, num_blocks
 from scaleot.split import AdapterSplit
 from scaleot.tuners.harmonizer import load_harmonizers
+
+sys.path.insert(0, str(Path(__file__).parent))
+from offsite_matrix import MATRIX_METHODS, default_scale  # noqa: E402  (configs/default.yaml, read once)
 
 TASKS = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
 N_VAL = 50  # validation examples (scored on the tuned model each epoch; the best epoch is kept)
@@ -153,13 +157,10 @@ class Lab:
                              n_val=N_VAL, n_test=spec["n_test"], seed=spec["seed"], val_limit=N_VAL,
                              eval_batch_size=32, lora_rank=spec.get("rank", 8),
                              lora_alpha=2.0 * spec.get("rank", 8), device="cpu")
-        peft = None
-        if spec["tune"] == "full":
-            freeze_all_but_blocks(emu, positions)
-        else:
-            peft = apply_lora(emu, positions, cfg)
+        # the product's registry (full / lora / ist), as `scaleot finetune --method` does
+        peft, controller = TUNING_METHODS[spec["tune"]].prepare(emu, positions, cfg, self.tok)
         with tempfile.TemporaryDirectory() as run_dir:
-            res = train(emu, self.tok, splits, cfg, run_dir, progress=False)
+            res = train(emu, self.tok, splits, cfg, run_dir, step_controller=controller, progress=False)
         if peft is not None:
             emu = peft.merge_and_unload()
         emu.eval()
@@ -272,13 +273,17 @@ def plan(name: str, tasks: list[str], split: dict) -> list[dict]:
         elif name == "alpha":
             for a in (0.15, 0.25, 0.35, 0.5):
                 base.append({"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, a), **tune()})
-        elif name == "matrix":  # the benchmark matrix at the default configuration (configs/default.yaml)
-            for m in ("scaleot", "uniform", "uniform-kd", "drop", "crash"):
-                base.append({"row": "offsite", "task": t, **split, **emu(m, 2, 2, 0.25, 0.5), **tune(steps=25)})
-            for a in (0.15, 0.35, 0.5):
-                base.append({"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, a, 0.5), **tune(steps=25)})
-            base.append({"row": "offsite", "task": t, **split, **emu("reference", 2, 2), **tune(steps=25)})
-            base.append({"row": "ft", "task": t, **split, "lr": 5e-5, "seed": 0})
+        elif name == "matrix":  # the benchmark matrix at the default configuration, read from configs/default.yaml
+            cfg = default_scale()
+            m, ft = cfg["matrix"], cfg["ft"]
+            size = (m["n_bottom"], m["n_top"])
+            budget = tune(lr=cfg["finetune"]["lr"], steps=cfg["finetune"]["max_steps"])
+            for method in MATRIX_METHODS:
+                base.append({"row": "offsite", "task": t, **split, **emu(method, *size, m["alpha"], m["beta"]), **budget})
+            for a in (a for a in m["alphas"] if a != m["alpha"]):
+                base.append({"row": "offsite", "task": t, **split, **emu("scaleot", *size, a, m["beta"]), **budget})
+            base.append({"row": "offsite", "task": t, **split, **emu("reference", *size), **budget})
+            base.append({"row": "ft", "task": t, **split, "lr": ft["lr"], "seed": 0})
         elif name == "tuning":  # LoRA vs full, learning rate
             for kind, lr in (("full", 1e-4), ("full", 3e-4), ("full", 1e-3), ("lora", 1e-3), ("lora", 3e-3)):
                 base.append({"row": "offsite", "task": t, **split, **emu("scaleot", 2, 2, 0.5), **tune(kind, lr)})

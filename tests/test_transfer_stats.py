@@ -72,3 +72,56 @@ def test_untuned_numbers_are_reused_only_for_the_same_deterministic_emulator(tmp
     assert lab.untuned({**base, "task": "other"}) is None
     assert lab.untuned({**base, "method": "uniform-kd", "seed": 1}) is None
     assert lab.untuned({**base, "alpha": 0.35}) is None
+
+
+def test_matrix_plan_follows_configs_default_yaml(monkeypatch):
+    """--plan matrix reads the emulator size, alpha, beta and tuning budget from configs/default.yaml."""
+    import bench.transfer as transfer
+
+    cfg = transfer.default_scale()
+    m = cfg["matrix"]
+    specs = transfer.plan("matrix", ["bigbench:x"], {"n_train": 10, "n_test": 10})
+    offsite = [s for s in specs if s["row"] == "offsite"]
+    at_default = [s for s in offsite if s["method"] != "reference" and s["alpha"] == m["alpha"]]
+    assert sorted(s["method"] for s in at_default) == sorted(transfer.MATRIX_METHODS)
+    assert {(s["nb"], s["nt"], s["beta"], s["steps"], s["lr"]) for s in at_default} == {
+        (m["n_bottom"], m["n_top"], m["beta"], cfg["finetune"]["max_steps"], cfg["finetune"]["lr"])}
+    swept = sorted(s["alpha"] for s in offsite if s["method"] == "scaleot")
+    assert swept == sorted(m["alphas"])
+    assert [s["lr"] for s in specs if s["row"] == "ft"] == [cfg["ft"]["lr"]]
+    # a changed file changes the plan: nothing is hard-coded beside it
+    changed = dict(cfg, matrix=dict(m, alpha=0.4, alphas=[0.4, 0.6], beta=0.1), finetune=dict(cfg["finetune"], max_steps=7))
+    monkeypatch.setattr(transfer, "default_scale", lambda: changed)
+    specs = transfer.plan("matrix", ["bigbench:x"], {"n_train": 10, "n_test": 10})
+    emus = [s for s in specs if s["row"] == "offsite" and s["method"] != "reference"]
+    assert {s["beta"] for s in emus} == {0.1} and {s["steps"] for s in emus} == {7}
+    assert sorted(s["alpha"] for s in emus if s["method"] == "scaleot") == [0.4, 0.6]
+
+
+def test_task_scan_report_ranks_by_reference_gain_with_paired_se(tmp_path):
+    """bench/finetune_tasks.py --report: tasks ranked by the reference gain, the 8-point rule marked."""
+    import argparse
+
+    import bench.finetune_tasks as ft
+
+    args = argparse.Namespace(out=str(tmp_path), n_train=400, n_test=300, steps=None, lr=3e-4, ft=False)
+    (tmp_path / "records").mkdir()
+    rng = np.random.default_rng(3)
+    gains = {}
+    for task, p_ref in zip(ft.CANDIDATES[:3], (0.45, 0.9, 0.6), strict=True):
+        zs = rng.binomial(1, 0.4, 300).tolist()
+        ref = [max(z, int(r)) for z, r in zip(zs, rng.binomial(1, p_ref - 0.4, 300), strict=True)]
+        for spec, key, correct in zip(ft.specs_for(task, args), ("full_zs", "plug_in"), (zs, ref), strict=True):
+            rec = {"spec": spec, key: {"acc": float(np.mean(correct)), "correct": correct}}
+            (tmp_path / "records" / f"{key_of(spec)}.json").write_text(json.dumps(rec))
+        d = np.array(ref) - np.array(zs)
+        gains[task] = (100 * d.mean(), 100 * d.std(ddof=1) / np.sqrt(len(d)))
+    text = ft.report(args)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| task")]
+    assert [r.split(" | ")[0][2:] for r in rows] == sorted(gains, key=lambda t: -gains[t][0])
+    for r in rows:
+        task = r.split(" | ")[0][2:]
+        m, se = gains[task]
+        assert f"{m:+.1f} ± {se:.1f}" in r
+        assert ("**yes**" in r) == (m >= ft.RULE)
+    assert f"3 of {len(ft.CANDIDATES)} candidate tasks scanned" in text
