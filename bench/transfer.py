@@ -51,7 +51,7 @@ from scaleot.tuners.harmonizer import load_harmonizers
 sys.path.insert(0, str(Path(__file__).parent))
 from offsite_matrix import MATRIX_METHODS, default_scale  # noqa: E402  (configs/default.yaml, read once)
 
-TASKS = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
+TASKS = default_scale()["tasks"]  # configs/default.yaml's tasks
 N_VAL = 50  # validation examples (scored on the tuned model each epoch; the best epoch is kept)
 
 
@@ -491,10 +491,13 @@ def seeded(recs: list[dict], zs: dict, ft: dict) -> list[str]:
     return lines + [""] if lines else []
 
 
-def report(out: Path) -> str:
+def report(out: Path, tasks: list[str] | None = None) -> str:
     """One table row per offsite record: Emu ZS, Emu FT, Plug-in and the gains with paired se;
-    then the diagnostic's rank correlation with the plug-in gain."""
+    then the diagnostic's rank correlation with the plug-in gain. ``tasks``: only these tasks'
+    records (every pooled figure is then over these tasks alone)."""
     recs = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+    if tasks:
+        recs = [r for r in recs if r["spec"]["task"] in tasks]
     zs = {(r["spec"]["task"], r["spec"]["n_train"], r["spec"]["n_test"]): r["full_zs"] for r in recs
           if r["spec"]["row"] == "zs"}
     ft = {(r["spec"]["task"], r["spec"]["n_train"], r["spec"]["n_test"]): r["ft"] for r in recs
@@ -549,18 +552,19 @@ def main() -> None:
     ap.add_argument("--importance", default="runs/transfer/importance")
     ap.add_argument("--plan", nargs="*", default=[])
     ap.add_argument("--spec", nargs="*", default=[], help="JSON experiment specs")
-    ap.add_argument("--tasks", nargs="*", default=TASKS)
+    ap.add_argument("--tasks", nargs="*", default=None,
+                    help="tasks of --plan (default: configs/default.yaml's); with --report: only these tasks' records")
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--report", help="write the table of every record here (no tuning)")
     args = ap.parse_args()
     if args.report:
-        text = report(Path(args.out))
+        text = report(Path(args.out), args.tasks)
         Path(args.report).write_text(text + "\n")
         print(text)
         return
     split = {"n_train": args.n_train, "n_test": args.n_test}
-    specs = [s for p in args.plan for s in plan(p, args.tasks, split)] + [json.loads(s) for s in args.spec]
+    specs = [s for p in args.plan for s in plan(p, args.tasks or TASKS, split)] + [json.loads(s) for s in args.spec]
     if not specs:
         sys.exit("nothing to do: give --plan or --spec")
     torch.manual_seed(0)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from scaleot.errors import ScaleOTError
@@ -35,6 +34,7 @@ from scaleot.manifest import (
     write_manifest,
 )
 from scaleot.models import arch_spec, get_blocks
+from scaleot.safetensors_io import save_tensors
 from scaleot.validate.exchange import check_finite_tensors
 
 FORMAT_VERSION = 1
@@ -111,7 +111,7 @@ def write_adapter(
         if info["method"] == "full":
             state = block_state(model, positions, sources)
             check_finite_tensors(state, f"adapter {out}")
-            save_file(state, str(tmp / "adapter.safetensors"), metadata={"format": "pt", "kind": "scaleot-adapter"})
+            save_tensors(state, tmp / "adapter.safetensors", metadata={"format": "pt", "kind": "scaleot-adapter"})
         else:
             from peft import get_peft_model_state_dict
 
@@ -122,7 +122,7 @@ def write_adapter(
             renamed = {rename_blocks(k, blocks_path, mapping): v.detach().cpu().contiguous()
                        for k, v in state.items()}
             check_finite_tensors(renamed, f"adapter {out}")
-            save_file(renamed, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+            save_tensors(renamed, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
             cfg = copy.deepcopy(peft_model.peft_config["default"])
             cfg.target_modules = sorted(rename_blocks(t, blocks_path, mapping) for t in cfg.target_modules)
             cfg.base_model_name_or_path = info.get("base_model")

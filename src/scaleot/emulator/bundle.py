@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_model
 from torch import nn
 
 from scaleot.emulator.layer_map import adapter_positions, adapter_sources, validate_layer_map
@@ -39,6 +38,7 @@ from scaleot.manifest import (
 from scaleot.model_card import emulator_card, write_card
 from scaleot.models.arch import arch_spec, get_blocks, set_blocks
 from scaleot.models.device import resolve_device, resolve_dtype
+from scaleot.safetensors_io import save_module
 from scaleot.tuners.harmonizer import Harmonizer, HarmonizerConfig, IdentityBlock
 
 FORMAT_VERSION = 1
@@ -84,7 +84,7 @@ class EmulatorBundle:
         path = Path(path)
         check_finite_model(self.model, f"emulator {path}")
         with atomic_output_dir(path, overwrite=overwrite) as tmp:
-            save_model(self.model, str(tmp / WEIGHTS), metadata={"format": "pt", "scaleot": "emulator"})
+            save_module(self.model, tmp / WEIGHTS, metadata={"format": "pt", "scaleot": "emulator"})
             self.model.config.to_json_file(str(tmp / "config.json"))
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp))

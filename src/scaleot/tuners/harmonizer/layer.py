@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from scaleot.errors import ScaleOTError
+from scaleot.safetensors_io import save_tensors
 from scaleot.tuners.harmonizer.config import HarmonizerConfig
 
 _ACT = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU}
@@ -65,7 +66,7 @@ def save_harmonizers(path: str | Path, harmonizers: dict[int, Harmonizer]) -> No
             "blocks": json.dumps(sorted(harmonizers))}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    save_tensors(tensors, tmp, metadata=meta)
     tmp.replace(path)
 
 
