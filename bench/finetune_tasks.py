@@ -35,6 +35,15 @@ CANDIDATES = [
 ]
 RULE = 8.0  # issue 14: default to tasks where the reference adapter gains at least this many points
 
+ABOVE_CHANCE = 5.0  # a default's zero-shot must beat chance by this much, so an emulator can be worse
+
+# Tasks that pass the rule for a reason that says nothing about transfer: the tuned adapter
+# learns one constant answer. Reported, never made a default.
+DEGENERATE = {
+    "bbq_lite_json/race_ethnicity_ambig": "every answer is the 'unknown' option (ambiguous contexts by "
+                                          "construction; 700 of 700 examples): tuning learns a constant",
+}
+
 
 def specs_for(task: str, args) -> list[dict]:
     split = {"n_train": args.n_train, "n_test": args.n_test}
@@ -46,7 +55,18 @@ def specs_for(task: str, args) -> list[dict]:
     return out
 
 
+def chance_of(task: str, args) -> float:
+    """Accuracy of a uniform guess on the task's test split: mean of 1 / (number of choices)."""
+    from scaleot.data import SplitConfig, load_task
+
+    test = load_task(f"bigbench:{task}", SplitConfig(seed=0, n_test=args.n_test, n_val=50, n_train=args.n_train)).test
+    return sum(1 / len(ex.choices) for ex in test) / len(test)
+
+
 def report(args) -> str:
+    """The ranked table. A task qualifies as a default when the reference gains >= RULE points,
+    it is not degenerate, and its zero-shot is >= ABOVE_CHANCE points above chance (else no
+    emulator can be measurably worse than the full model: the privacy condition is unmeasurable)."""
     rows = []
     for task in CANDIDATES:
         recs = {}
@@ -62,15 +82,22 @@ def report(args) -> str:
         mean = sum(diff) / n
         se = (sum((d - mean) ** 2 for d in diff) / (n - 1) / n) ** 0.5
         ft = f"{100 * recs['ft']['ft']['acc']:.1f}" if "ft" in recs else "-"
-        rule = "**yes**" if 100 * mean >= RULE else "no"
-        rows.append((100 * mean, f"| {task} | {n} | {100 * zs['acc']:.1f} | {100 * ref['acc']:.1f} | "
-                                 f"{100 * mean:+.1f} ± {100 * se:.1f} | {rule} | {ft} |"))
+        chance = 100 * chance_of(task, args)
+        rule = "yes" if 100 * mean >= RULE else "no"
+        if task in DEGENERATE:
+            rule = f"no: degenerate ({DEGENERATE[task]})"
+        above = 100 * zs["acc"] - chance
+        verdict = "**default**" if rule == "yes" and above >= ABOVE_CHANCE else "-"
+        rows.append((100 * mean, f"| {task} | {n} | {chance:.1f} | {100 * zs['acc']:.1f} | {100 * ref['acc']:.1f} | "
+                                 f"{100 * mean:+.1f} ± {100 * se:.1f} | {rule} | {above:+.1f} | {verdict} | {ft} |"))
     rows.sort(key=lambda r: -r[0])
-    head = (f"| task | n test | Full ZS | reference 2+2 | reference gain (paired se) | gain >= {RULE:g} | FT |\n"
-            "|---|---|---|---|---|---|---|")
-    meet = sum(r[0] >= RULE for r in rows)
-    foot = (f"\n{len(rows)} of {len(CANDIDATES)} candidate tasks scanned; {meet} meet the rule "
-            f"(reference gain >= {RULE:g} points over zero-shot).")
+    head = (f"| task | n test | chance | Full ZS | reference 2+2 | reference gain (paired se) | gain >= {RULE:g} | "
+            f"Full ZS - chance | default (>= {ABOVE_CHANCE:g} above chance) | FT |\n" + "|---" * 10 + "|")
+    meet = sum("| yes |" in r[1] for r in rows)
+    chosen = sum("**default**" in r[1] for r in rows)
+    foot = (f"\n{len(rows)} of {len(CANDIDATES)} candidate tasks scanned; {meet} meet the rule (reference gain >= "
+            f"{RULE:g} points over zero-shot, degenerate tasks excluded); {chosen} of them also have a zero-shot "
+            f"at least {ABOVE_CHANCE:g} points above chance.")
     return "\n".join([head] + [r[1] for r in rows]) + "\n" + foot
 
 

@@ -45,7 +45,7 @@ from scaleot.manifest import write_json_atomic
 from scaleot.models import get_blocks, load_model, num_blocks
 from scaleot.tuners.ist import ISTConfig, make_controller
 
-TASKS = ["bigbench:multiemo/all_sentence_en", "bigbench:goal_step_wikihow/step_inference"]
+TASKS = default_scale()["tasks"]  # configs/default.yaml's
 METHODS = ("ist", "rst", "lora")
 
 

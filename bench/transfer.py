@@ -502,7 +502,8 @@ def report(out: Path, tasks: list[str] | None = None) -> str:
           if r["spec"]["row"] == "zs"}
     ft = {(r["spec"]["task"], r["spec"]["n_train"], r["spec"]["n_test"]): r["ft"] for r in recs
           if r["spec"]["row"] == "ft"}
-    lines = ["| task | emulator | N_a | alpha | beta | tuning | lr | seed | cos (all / min block) | Full ZS | Emu ZS | "
+    lines = [f"Records of {', '.join(t.removeprefix('bigbench:') for t in tasks)} only (`--tasks`).", ""] if tasks else []
+    lines += ["| task | emulator | N_a | alpha | beta | tuning | lr | seed | cos (all / min block) | Full ZS | Emu ZS | "
              "Emu FT | Plug-in | Plug-in - Full ZS | Plug-in - Emu FT | FT |", "|---" * 16 + "|"]
     xs, ys, in_matrix = [], [], []
     for r in sorted((r for r in recs if r["spec"]["row"] == "offsite"),

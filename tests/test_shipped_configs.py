@@ -26,3 +26,11 @@ def test_demo_shows_the_default_emulator():
     pick = {k: v for k, v in default["emulators"][0].items() if k != "name"}
     assert any({k: v for k, v in e.items() if k != "name"} == pick for e in quick["emulators"])
     assert set(quick["tasks"]) <= set(default["tasks"])
+
+
+def test_audit_defaults_to_the_default_jobs_tasks():
+    """`scaleot audit` measures the capability gap on the tasks the default job tunes on."""
+    from scaleot.audit.config import DEFAULT_TASKS
+
+    default = load_run_config(CONFIGS[0].parent / "default.yaml")
+    assert DEFAULT_TASKS.split(",") == default["tasks"]

@@ -98,7 +98,7 @@ def test_matrix_plan_follows_configs_default_yaml(monkeypatch):
     assert sorted(s["alpha"] for s in emus if s["method"] == "scaleot") == [0.4, 0.6]
 
 
-def test_task_scan_report_ranks_by_reference_gain_with_paired_se(tmp_path):
+def test_task_scan_report_ranks_by_reference_gain_with_paired_se(tmp_path, monkeypatch):
     """bench/finetune_tasks.py --report: tasks ranked by the reference gain, the 8-point rule marked."""
     import argparse
 
@@ -116,6 +116,7 @@ def test_task_scan_report_ranks_by_reference_gain_with_paired_se(tmp_path):
             (tmp_path / "records" / f"{key_of(spec)}.json").write_text(json.dumps(rec))
         d = np.array(ref) - np.array(zs)
         gains[task] = (100 * d.mean(), 100 * d.std(ddof=1) / np.sqrt(len(d)))
+    monkeypatch.setattr(ft, "chance_of", lambda task, args: {ft.CANDIDATES[0]: 0.5}.get(task, 0.25))
     text = ft.report(args)
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| task")]
     assert [r.split(" | ")[0][2:] for r in rows] == sorted(gains, key=lambda t: -gains[t][0])
@@ -123,5 +124,8 @@ def test_task_scan_report_ranks_by_reference_gain_with_paired_se(tmp_path):
         task = r.split(" | ")[0][2:]
         m, se = gains[task]
         assert f"{m:+.1f} ± {se:.1f}" in r
-        assert ("**yes**" in r) == (m >= ft.RULE)
+        rule = m >= ft.RULE and task not in ft.DEGENERATE
+        assert ("| yes |" in r) == rule
+        zs_above = float(r.split(" | ")[3]) - (50.0 if task == ft.CANDIDATES[0] else 25.0)
+        assert ("**default**" in r) == (rule and zs_above >= ft.ABOVE_CHANCE)
     assert f"3 of {len(ft.CANDIDATES)} candidate tasks scanned" in text

@@ -25,7 +25,7 @@ from scaleot.errors import check
 from scaleot.models.device import AUTOCAST
 from scaleot.validate.options import nonfinite_fields
 
-DEFAULT_TASKS = "bigbench:multiemo/all_sentence_en,bigbench:goal_step_wikihow/step_inference"
+DEFAULT_TASKS = "bigbench:multiemo/all_sentence_en,bigbench:unit_conversion/si_conversion"  # configs/default.yaml's
 OPTIMIZER = "AdamW (betas 0.9/0.999, constant lr, no weight decay, grad-norm clip 1.0)"
 
 
