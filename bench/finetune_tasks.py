@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from transfer import Lab, emu, key_of, tune  # noqa: E402
+from transfer import N_VAL, Lab, emu, key_of, paired, tune  # noqa: E402
 
 # Short-context multiple-choice tasks with >= 1000 examples (from the bigbench 1.0.0 archive),
 # in the order they are scanned: cheap ones first.
@@ -59,7 +59,7 @@ def chance_of(task: str, args) -> float:
     """Accuracy of a uniform guess on the task's test split: mean of 1 / (number of choices)."""
     from scaleot.data import SplitConfig, load_task
 
-    test = load_task(f"bigbench:{task}", SplitConfig(seed=0, n_test=args.n_test, n_val=50, n_train=args.n_train)).test
+    test = load_task(f"bigbench:{task}", SplitConfig(seed=0, n_test=args.n_test, n_val=N_VAL, n_train=args.n_train)).test
     return sum(1 / len(ex.choices) for ex in test) / len(test)
 
 
@@ -77,19 +77,17 @@ def report(args) -> str:
         if "zs" not in recs or "offsite" not in recs:
             continue
         zs, ref = recs["zs"]["full_zs"], recs["offsite"]["plug_in"]
-        diff = [b - a for a, b in zip(zs["correct"], ref["correct"], strict=True)]
-        n = len(diff)
-        mean = sum(diff) / n
-        se = (sum((d - mean) ** 2 for d in diff) / (n - 1) / n) ** 0.5
+        gain, se = paired(ref["correct"], zs["correct"])  # points, paired standard error
+        n = len(zs["correct"])
         ft = f"{100 * recs['ft']['ft']['acc']:.1f}" if "ft" in recs else "-"
         chance = 100 * chance_of(task, args)
-        rule = "yes" if 100 * mean >= RULE else "no"
+        rule = "yes" if gain >= RULE else "no"
         if task in DEGENERATE:
             rule = f"no: degenerate ({DEGENERATE[task]})"
         above = 100 * zs["acc"] - chance
         verdict = "**default**" if rule == "yes" and above >= ABOVE_CHANCE else "-"
-        rows.append((100 * mean, f"| {task} | {n} | {chance:.1f} | {100 * zs['acc']:.1f} | {100 * ref['acc']:.1f} | "
-                                 f"{100 * mean:+.1f} ± {100 * se:.1f} | {rule} | {above:+.1f} | {verdict} | {ft} |"))
+        rows.append((gain, f"| {task} | {n} | {chance:.1f} | {100 * zs['acc']:.1f} | {100 * ref['acc']:.1f} | "
+                                 f"{gain:+.1f} ± {se:.1f} | {rule} | {above:+.1f} | {verdict} | {ft} |"))
     rows.sort(key=lambda r: -r[0])
     head = (f"| task | n test | chance | Full ZS | reference 2+2 | reference gain (paired se) | gain >= {RULE:g} | "
             f"Full ZS - chance | default (>= {ABOVE_CHANCE:g} above chance) | FT |\n" + "|---" * 10 + "|")
