@@ -57,7 +57,7 @@ N_VAL = 50  # validation examples (scored on the tuned model each epoch; the bes
 
 # What decides the emulator and the test examples (not the tuning); DETERMINISTIC: methods
 # whose emulator is a function of these and the importance folder alone.
-EMULATOR_KEYS = ("task", "n_train", "n_test", "method", "nb", "nt", "alpha", "beta")
+EMULATOR_KEYS = ("task", "n_train", "n_test", "method", "nb", "nt", "alpha", "beta", "calibrate_steps")
 DETERMINISTIC = ("scaleot", "uniform", "drop", "crash")
 
 
@@ -126,6 +126,7 @@ class Lab:
         imp = derived_importance(Path(self.args.importance), spec["nb"], spec["nt"], self.n, self.out)
         cfg = EmulatorConfig(method=spec["method"], n_bottom=spec["nb"], n_top=spec["nt"], alpha=spec["alpha"],
                              beta=spec.get("beta", 0.0), importance=str(imp), kd_steps=spec.get("kd_steps", 50),
+                             calibrate_steps=spec.get("calibrate_steps", 0),
                              kd_run_dir=str(self.out / "kd" / key_of(spec)), autocast="none", device="cpu")
         bundle = build_emulator(self.full, cfg, self.tok)
         return bundle.model, bundle.layer_map
@@ -293,6 +294,12 @@ def plan(name: str, tasks: list[str], split: dict) -> list[dict]:
     return specs
 
 
+def method_of(s: dict) -> str:
+    """The emulator column: the method, plus ``+calN`` when ScaleOT's harmonizers had N steps of
+    stage-2 calibration (the harmonizer-objective hypothesis), so the two never pool together."""
+    return s["method"] + (f"+cal{s['calibrate_steps']}" if s.get("calibrate_steps") else "")
+
+
 def tuning(s: dict) -> str:
     """The tuning column: method, plus the budget when it is not the default one epoch."""
     label = s["tune"]
@@ -353,7 +360,7 @@ def conditions(recs: list[dict], zs: dict, ft: dict) -> list[str]:
     for r in recs:
         s = r["spec"]
         if s["row"] == "offsite" and s["method"] != "reference":
-            cfg = (s["method"], f"{s['nb']}+{s['nt']}", s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"],
+            cfg = (method_of(s), f"{s['nb']}+{s['nt']}", s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"],
                    s["seed"], s["n_train"], s["n_test"])
             groups.setdefault(cfg, []).append(r)
     lines = ["Issue 14's conditions, pooled over the tasks each configuration ran on (mean of per-task paired "
@@ -391,13 +398,13 @@ def matched(recs: list[dict]) -> list[str]:
         return (s["nb"], s["nt"], s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"], s["seed"], s["n_train"],
                 s["n_test"])
     offsite = [r for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] != "reference"]
-    ours = {(size(r["spec"]), r["spec"]["task"]): r for r in offsite if r["spec"]["method"] == "scaleot"}
+    ours = {(size(r["spec"]), r["spec"]["task"]): r for r in offsite if method_of(r["spec"]) == "scaleot"}
     pairs: dict[tuple, list[tuple[float, float]]] = {}
     for r in offsite:
         s = r["spec"]
         mine = ours.get((size(s), s["task"]))
-        if s["method"] != "scaleot" and mine is not None:
-            pairs.setdefault((s["method"], size(s)), []).append(
+        if method_of(s) != "scaleot" and mine is not None:
+            pairs.setdefault((method_of(s), size(s)), []).append(
                 paired(mine["plug_in"]["correct"], r["plug_in"]["correct"]))
     if not pairs:
         return []
@@ -436,7 +443,7 @@ def seeded(recs: list[dict], zs: dict, ft: dict) -> list[str]:
     """Configurations run with more than one training seed on the same tasks: the four conditions
     and ScaleOT's matched-size margin, as the mean over seeds with seed noise in the error."""
     def cfg_of(s):
-        return (s["method"], s["nb"], s["nt"], s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"],
+        return (method_of(s), s["nb"], s["nt"], s["alpha"], s.get("beta", 0.0), tuning(s), s["lr"],
                 s["n_train"], s["n_test"])
     groups: dict[tuple, dict[int, dict[str, dict]]] = {}
     for r in recs:
@@ -507,7 +514,7 @@ def report(out: Path, tasks: list[str] | None = None) -> str:
              "Emu FT | Plug-in | Plug-in - Full ZS | Plug-in - Emu FT | FT |", "|---" * 16 + "|"]
     xs, ys, in_matrix = [], [], []
     for r in sorted((r for r in recs if r["spec"]["row"] == "offsite"),
-                    key=lambda r: (r["spec"]["task"], r["spec"]["method"], r["spec"]["nb"], r["spec"]["alpha"])):
+                    key=lambda r: (r["spec"]["task"], method_of(r["spec"]), r["spec"]["nb"], r["spec"]["alpha"])):
         s = r["spec"]
         key = (s["task"], s["n_train"], s["n_test"])
         base = zs.get(key)
@@ -522,7 +529,7 @@ def report(out: Path, tasks: list[str] | None = None) -> str:
                 "n_train": s["n_train"], "n_test": s["n_test"]})})
         f = ft.get(key)
         lines.append(
-            f"| {s['task'].removeprefix('bigbench:')} | {s['method']} | {s['nb']}+{s['nt']} | {s['alpha']} | "
+            f"| {s['task'].removeprefix('bigbench:')} | {method_of(s)} | {s['nb']}+{s['nt']} | {s['alpha']} | "
             f"{s.get('beta', 0)} | {tuning(s)} | {s['lr']} | {s['seed']} | "
             + (f"{d['all']:.2f} / {d['min_block']:.2f}" if d else "1 (full model)") + " | "
             + (f"{100 * base['acc']:.1f}" if base else "-") + " | "

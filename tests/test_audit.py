@@ -213,3 +213,24 @@ def test_attack_resumes_to_the_uninterrupted_run(tmp_path):
     assert [r["tokens"] for r in results] == [64, 192] and second.step == 6
     for name, p in whole.named.items():
         torch.testing.assert_close(second.named[name], p)
+
+
+def test_attack_corpus_refused_when_stage1_trained_on_it(tmp_path):
+    """emulator.json records stage 1's corpus (``importance.corpus``): an attack on that text is
+    refused without the owner repeating it as ``--owner-corpus``; other text is accepted."""
+    from scaleot.recipes.audit import AuditRecipe, AuditRun
+
+    owner_text, other_text = tmp_path / "owner.jsonl", tmp_path / "other.jsonl"
+    owner_text.write_text('{"text": "harmonizer text"}\n')
+    other_text.write_text('{"text": "public text"}\n')
+    (tmp_path / "emu").mkdir()
+    info = {"method": "scaleot", "options": {}, "importance": {"corpus": str(owner_text)}}
+
+    def recipe(corpus):
+        return AuditRecipe(AuditRun(emulator=tmp_path / "emu", out=tmp_path / "audit",
+                                    config=AuditConfig(attack_corpus=str(corpus))))
+
+    with pytest.raises(ScaleOTError, match="trained this emulator on it"):
+        recipe(owner_text).check_corpus(info)
+    recipe(other_text).check_corpus(info)  # not the harmonizers' text: allowed
+    recipe(other_text).check_corpus({"method": "uniform", "options": {}, "importance": None})

@@ -44,7 +44,7 @@ def test_jsonl_errors_name_file_and_line(tmp_path, line, message):
 def test_missing_and_unknown_tasks():
     with pytest.raises(ScaleOTError, match="task file not found"):
         load_task("/nonexistent/task.jsonl")
-    with pytest.raises(ScaleOTError, match="unknown task 'mmlu'.*bigbench:social_iqa"):
+    with pytest.raises(ScaleOTError, match="unknown task 'mmlu'.*bigbench:multiemo/all_sentence_en"):
         load_task("mmlu")
 
 

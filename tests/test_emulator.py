@@ -113,6 +113,7 @@ def test_layer_map_per_method(tmp_path, hf_tokenizer, monkeypatch):
     sc = build_emulator(model, EmulatorConfig(method="scaleot", importance=str(imp), alpha=0.5, beta=0.5))
     assert [e["kind"] for e in sc.info["layer_map"]][2:6] == ["kept", "harmonizer", "kept", "harmonizer"]
     assert sc.info["layer_map"][2]["src_rank"] == {"q": 16, "k": 8, "v": 8, "o": 16}
+    assert sc.info["importance"]["corpus"] == "kjv"  # stage 1's text, for the audit's attacker check
     dr = build_emulator(model, EmulatorConfig(method="drop", importance=str(imp), alpha=0.25, beta=0.0))
     assert [e["kind"] for e in dr.info["layer_map"]][2:6] == ["kept", "identity", "kept", "kept"]
     assert dr.info["layer_map"][2]["src_rank"] is None

@@ -29,8 +29,11 @@ def test_demo_shows_the_default_emulator():
 
 
 def test_audit_defaults_to_the_default_jobs_tasks():
-    """`scaleot audit` measures the capability gap on the tasks the default job tunes on."""
+    """`scaleot audit` measures the capability gap on the tasks the default job tunes on, and
+    `scaleot fetch` extracts those tasks."""
     from scaleot.audit.config import DEFAULT_TASKS
+    from scaleot.data.bigbench import DEFAULT_TASKS as FETCHED
 
     default = load_run_config(CONFIGS[0].parent / "default.yaml")
     assert DEFAULT_TASKS.split(",") == default["tasks"]
+    assert [f"bigbench:{t}" for t in FETCHED] == default["tasks"]

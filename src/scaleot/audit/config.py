@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from scaleot.data.bigbench import DEFAULT_TASKS as BIGBENCH_DEFAULTS
 from scaleot.errors import check
 from scaleot.models.device import AUTOCAST
 from scaleot.validate.options import nonfinite_fields
 
-DEFAULT_TASKS = "bigbench:multiemo/all_sentence_en,bigbench:unit_conversion/si_conversion"  # configs/default.yaml's
+DEFAULT_TASKS = ",".join(f"bigbench:{t}" for t in BIGBENCH_DEFAULTS)  # configs/default.yaml's
 OPTIMIZER = "AdamW (betas 0.9/0.999, constant lr, no weight decay, grad-norm clip 1.0)"
 
 

@@ -70,5 +70,6 @@ def read_importance(folder: str | Path, base_fingerprint: str, with_harmonizers:
         raise ScaleOTError(f"{folder}/importance.json has no ranking")
     harmonizers = load_harmonizers(folder / "harmonizers.safetensors") if with_harmonizers else None
     record = {"path": str(folder), "importance_sha256": "sha256:" + sha256_file(folder / "importance.json"),
-              "variant": info.get("variant"), "steps": info.get("steps"), "timing": info.get("timing")}
+              "variant": info.get("variant"), "steps": info.get("steps"), "corpus": info.get("corpus"),
+              "timing": info.get("timing")}
     return info, harmonizers, record

@@ -99,6 +99,9 @@ class AuditRecipe:
 
         c = self.config
         owner = [c.owner_corpus]
+        stage1 = info.get("importance") or {}
+        if stage1.get("corpus"):  # the harmonizers' corpus, as emulator.json records it
+            owner.append(str(stage1["corpus"]))
         opts = info.get("options") or {}
         if info["method"] in TRAINS_ON_CORPUS or opts.get("calibrate_steps"):
             owner.append(str(opts.get("corpus")))

@@ -42,7 +42,7 @@ def fetch(model: str = DEFAULT_MODEL, tasks: list[str] | None = None) -> dict[st
 
 def command(
     model: Annotated[str, typer.Option(help="known model name to convert into the cache")] = DEFAULT_MODEL,
-    task: Annotated[list[str], typer.Option(help="tasks to extract (default: the candidate BIG-bench tasks)")] = None,
+    task: Annotated[list[str], typer.Option(help="tasks to extract (default: the default job's tasks, configs/default.yaml)")] = None,
 ) -> None:
     """Fetch the default model and data into the cache (no hub needed)."""
     for item, seconds in fetch(model, task).items():
