@@ -21,7 +21,7 @@ fetch: $(STAMP)
 	$(BIN)/scaleot fetch
 
 # The whole offsite-tuning job (importance -> emulate -> finetune -> plug -> five rows -> report.md)
-# on one task: 31 minutes on one CPU core (BENCHMARKS.md, "Transfer"). CONFIG=configs/default.yaml for the full job.
+# on one task: 16.5 minutes on 2 CPU cores, stage 1 included (BENCHMARKS.md, "Transfer"). CONFIG=configs/default.yaml for the full job.
 demo: fetch
 	$(BIN)/scaleot run $(CONFIG) --out runs/$(basename $(notdir $(CONFIG)))
 	@echo "report: runs/$(basename $(notdir $(CONFIG)))/report.md"
