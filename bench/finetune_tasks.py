@@ -86,17 +86,17 @@ def report(args) -> str:
             rule = f"no: degenerate ({DEGENERATE[task]})"
         above = 100 * zs["acc"] - chance
         verdict = "**default**" if rule == "yes" and above >= ABOVE_CHANCE else "-"
-        rows.append((gain, f"| {task} | {n} | {chance:.1f} | {100 * zs['acc']:.1f} | {100 * ref['acc']:.1f} | "
+        rows.append((gain, rule == "yes", verdict != "-", f"| {task} | {n} | {chance:.1f} | {100 * zs['acc']:.1f} | {100 * ref['acc']:.1f} | "
                                  f"{gain:+.1f} ± {se:.1f} | {rule} | {above:+.1f} | {verdict} | {ft} |"))
     rows.sort(key=lambda r: -r[0])
     head = (f"| task | n test | chance | Full ZS | reference 2+2 | reference gain (paired se) | gain >= {RULE:g} | "
             f"Full ZS - chance | default (>= {ABOVE_CHANCE:g} above chance) | FT |\n" + "|---" * 10 + "|")
-    meet = sum("| yes |" in r[1] for r in rows)
-    chosen = sum("**default**" in r[1] for r in rows)
+    meet = sum(r[1] for r in rows)
+    chosen = sum(r[2] for r in rows)
     foot = (f"\n{len(rows)} of {len(CANDIDATES)} candidate tasks scanned; {meet} meet the rule (reference gain >= "
             f"{RULE:g} points over zero-shot, degenerate tasks excluded); {chosen} of them also have a zero-shot "
             f"at least {ABOVE_CHANCE:g} points above chance.")
-    return "\n".join([head] + [r[1] for r in rows]) + "\n" + foot
+    return "\n".join([head] + [r[3] for r in rows]) + "\n" + foot
 
 
 def main() -> None:

@@ -307,6 +307,8 @@ BUNDLE_DAMAGE = {
                             "outside the base model"),
     "missing base_fingerprint": (lambda f: edit_json(f / "emulator.json", lambda d: d.pop("base_fingerprint")),
                                  "base_fingerprint"),
+    "importance record a list": (lambda f: edit_json(f / "emulator.json", lambda d: d.update(importance=[1])),
+                                 "importance"),
     "NaN in JSON": (lambda f: (f / "emulator.json").write_text((f / "emulator.json").read_text().replace(
         '"format_version": 1', '"format_version": NaN')), "NaN"),
     "oversized safetensors header": (lambda f: (f / "model.safetensors").write_bytes(

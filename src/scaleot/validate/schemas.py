@@ -81,6 +81,8 @@ class EmulatorDoc(_Doc):
     adapter: SplitDoc
     layer_map: Annotated[list[LayerEntry], Field(min_length=1)]
     harmonizer: dict | None = None
+    importance: dict | None = None  # stage 1's record (its corpus is read by `scaleot audit`)
+    options: dict | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> EmulatorDoc:
