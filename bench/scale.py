@@ -261,7 +261,8 @@ def report(rows_path: Path, out: Path, base_doc: dict) -> str:
     before = load_rows(rows_path, "before")
     if before:
         lines += ["", "Before and after the streaming changes (`--tag before`: the source tree before them, "
-                  "same model folders):", "",
+                  "same model folders; the importance rows: before stage 1's timing reference stopped holding "
+                  "every weight gradient):", "",
                   "| model | step | peak RSS before | after | peak anon before | after |", "|---|---|---|---|---|---|"]
         for (size, step), b in sorted(before.items(), key=lambda kv: (kv[1]["params"] or 0, kv[0][1])):
             r = next((x for x in rows if x["size"] == size and x["step"] == step), None)

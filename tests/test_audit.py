@@ -151,6 +151,28 @@ def test_attack_recovers_a_learnable_task_and_gates_the_release(tmp_path, one_th
     assert row.startswith("| tiny | - | ") and "FAIL: max_recovery" in row and "| 4096 |" in row
 
 
+def test_adding_a_budget_on_resume_continues_the_same_attack(tmp_path, one_thread):  # noqa: F811
+    """Budget 1 kept, then --resume with a larger budget == one run with both budgets (same batches)."""
+    from scaleot.cli import main
+
+    model_dir, emu, task, text = _tiny_world(tmp_path)
+
+    def audit(out, budgets, *extra):
+        args = ["audit", "--emulator", str(emu), "--model", str(model_dir), "--out", str(tmp_path / out),
+                "--tasks", str(task), "--n-test", "16", "--ppl-corpus", str(text), "--ppl-blocks", "2",
+                "--attack-corpus", str(text), "--budgets", budgets, "--attack-lr", "1e-2", "--attack-batch", "4",
+                "--block-size", "16", "--checkpoint-every", "100", "--no-progress", "--device", "cpu", *extra]
+        assert main(args) in (0, 1)
+        doc = json.loads((tmp_path / out / "audit.json").read_text())
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in doc["attack"]]
+
+    audit("grown", "256", "--keep-checkpoints")
+    grown = audit("grown", "256,1024", "--resume")
+    whole = audit("whole", "256,1024")
+    assert [r["tokens"] for r in whole] == [256, 1024]
+    assert grown == whole
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--emulator", "/nonexistent/emu"], "not a folder"),
     (["--budgets", "10,5"], "budgets must be positive and increasing"),

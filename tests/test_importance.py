@@ -8,6 +8,7 @@ from scaleot.importance import (
     ImportanceConfig,
     ImportanceTrainer,
     advantages,
+    discard_grads,
     groups,
     leave_one_out,
     sample_configuration,
@@ -106,6 +107,34 @@ def test_resume_equals_uninterrupted(rigged, tmp_path):
     with pytest.raises(ScaleOTError, match="options differ.*seed"):
         other.resume()
     other.close()
+
+
+def test_reference_step_computes_every_gradient_but_holds_one_at_a_time(rigged):
+    """Stage 1's timing reference (a full forward+backward) must not hold a second copy of the model."""
+    model, train, held = rigged
+    params = list(model.parameters())
+    live = []
+
+    def count_live(_p):
+        live.append(sum(q.grad is not None for q in params))
+
+    flags = [p.requires_grad for p in params]
+    model.requires_grad_(True)
+    watchers = [p.register_post_accumulate_grad_hook(count_live) for p in params]
+    try:
+        with discard_grads(params) as counts:
+            model(input_ids=train[:4], labels=train[:4]).loss.backward()
+    finally:
+        for w in watchers:
+            w.remove()
+        for p, f in zip(params, flags, strict=True):
+            p.requires_grad_(f)
+    assert sorted(counts) == sorted(id(p) for p in params) and set(counts.values()) == {1}  # every grad computed
+    assert max(live) == 1 and all(p.grad is None for p in params)  # and each freed before the next
+    trainer = ImportanceTrainer(model, train, held, ImportanceConfig(steps=1, **TINY), progress=False)
+    assert trainer.full_step_seconds(repeats=1) > 0
+    assert all(p.grad is None and not p.requires_grad for p in params)  # the LLM is frozen again
+    trainer.close()
 
 
 def test_config_reports_all_problems():

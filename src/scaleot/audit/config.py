@@ -28,6 +28,10 @@ from scaleot.validate.options import nonfinite_fields
 
 DEFAULT_TASKS = ",".join(f"bigbench:{t}" for t in BIGBENCH_DEFAULTS)  # configs/default.yaml's
 OPTIMIZER = "AdamW (betas 0.9/0.999, constant lr, no weight decay, grad-norm clip 1.0)"
+# The attack draws its batches from the first ATTACK_POOL_TOKENS tokens of the attack corpus (all
+# of it when shorter), reshuffled every pass. The pool does not depend on the budgets, so adding
+# a larger budget on --resume continues the very batches an uninterrupted run would have seen.
+ATTACK_POOL_TOKENS = 4_000_000
 
 
 def _opt(default, help: str, **extra):
@@ -117,7 +121,7 @@ class AuditConfig:
         """The attacker's recipe as the report records it."""
         return {"optimizer": OPTIMIZER, "lr": self.attack_lr, "batch_blocks": self.attack_batch,
                 "block_size": self.block_size, "tokens_per_step": self.attack_batch * self.block_size,
-                "corpus": self.attack_corpus, "budgets_tokens": self.budget_list,
+                "corpus": self.attack_corpus, "pool_tokens_max": ATTACK_POOL_TOKENS, "budgets_tokens": self.budget_list,
                 "steps": [self.steps_for(b) for b in self.budget_list], "trains": "every emulator parameter",
                 "seed": self.seed, "autocast": self.autocast}
 

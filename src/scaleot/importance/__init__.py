@@ -3,7 +3,7 @@
 from scaleot.importance.config import ImportanceConfig
 from scaleot.importance.leave_one_out import leave_one_out, spearman
 from scaleot.importance.sampling import groups, sample_configuration
-from scaleot.importance.trainer import ImportanceTrainer, advantages
+from scaleot.importance.trainer import ImportanceTrainer, advantages, discard_grads
 
-__all__ = ["ImportanceConfig", "ImportanceTrainer", "advantages", "groups", "leave_one_out",
+__all__ = ["ImportanceConfig", "ImportanceTrainer", "advantages", "discard_grads", "groups", "leave_one_out",
            "sample_configuration", "spearman"]

@@ -24,6 +24,7 @@ result as not stopping.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import statistics
 import time
@@ -55,6 +56,27 @@ def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@contextlib.contextmanager
+def discard_grads(params: list[torch.nn.Parameter]):
+    """Within the block, each parameter's gradient is dropped right after backward accumulates it.
+
+    Yields a dict counting the accumulations per parameter id (so a caller can check that every
+    gradient was computed). Peak memory then holds one parameter's gradient, not all of them.
+    """
+    counts: dict[int, int] = {}
+
+    def drop(p: torch.Tensor) -> None:
+        counts[id(p)] = counts.get(id(p), 0) + 1
+        p.grad = None
+
+    handles = [p.register_post_accumulate_grad_hook(drop) for p in params]
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class ImportanceTrainer:
@@ -264,7 +286,13 @@ class ImportanceTrainer:
         return {k: round(v, 6) for k, v in out.items()}
 
     def full_step_seconds(self, repeats: int = 2) -> float:
-        """Median seconds of one full-model forward+backward (all weights trainable) on a train batch."""
+        """Median seconds of one full-model forward+backward (all weights trainable) on a train batch.
+
+        Every weight gradient is computed, as in full fine-tuning, but freed as soon as it is
+        accumulated (:func:`discard_grads`): holding them all would cost a second fp32 copy of
+        the model, which stage 1 itself never needs (``bench/scale.py`` measured stage 1's peak
+        at 1.6x the model with it).
+        """
         apply_configuration(self.wrappers, torch.ones(len(self.middle), dtype=torch.bool), self.middle)
         x = self.train_blocks[: self.config.batch_size][self.rank :: self.world].to(self.device)
         params = list(self.model.parameters())
@@ -273,9 +301,10 @@ class ImportanceTrainer:
         for _ in range(repeats):
             for p in params:
                 p.requires_grad_(True)
-            t0 = time.perf_counter()
-            self._loss(x).backward()
-            times.append(time.perf_counter() - t0)
+            with discard_grads(params):
+                t0 = time.perf_counter()
+                self._loss(x).backward()
+                times.append(time.perf_counter() - t0)
             for p, f in zip(params, flags, strict=True):
                 p.grad = None
                 p.requires_grad_(f)

@@ -22,7 +22,6 @@ naming the checks; the report is written either way), 2 for bad input (one line)
 
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Annotated
 import typer
 
 from scaleot.audit import AuditConfig, RecoveryAttack, measure, render, scan, verdict
+from scaleot.audit.config import ATTACK_POOL_TOKENS
 from scaleot.audit.recovery import fidelity, gap, recovery, summary
 from scaleot.errors import ScaleOTError
 from scaleot.manifest import write_json_atomic, write_manifest
@@ -127,9 +127,9 @@ class AuditRecipe:
         self.splits = [load_task(t, SplitConfig(seed=c.split_seed, n_test=c.n_test, n_val=0)) for t in c.task_list]
         _, self.ppl_blocks = corpus_splits(c.ppl_corpus, self.tokenizer, c.block_size, max_train_blocks=1,
                                            max_heldout_blocks=c.ppl_blocks)
-        need = math.ceil(c.budget_list[-1] / c.block_size)
-        self.attack_blocks, _ = corpus_splits(c.attack_corpus, self.tokenizer, c.block_size, max_train_blocks=need,
-                                              max_heldout_blocks=1)
+        self.attack_blocks, _ = corpus_splits(c.attack_corpus, self.tokenizer, c.block_size,
+                                              max_train_blocks=ATTACK_POOL_TOKENS // c.block_size,
+                                              max_heldout_blocks=1)  # the same pool whatever the budgets
         if r.overwrite and not r.resume and Path(r.out).exists():
             shutil.rmtree(r.out)
 
