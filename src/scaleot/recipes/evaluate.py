@@ -166,7 +166,7 @@ def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | 
 
 
 def command(
-    model: Annotated[str, typer.Option(help="model name (smollm2-135m), local HF folder or hub id")] = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option(help="known model name (smollm2-135m, gemma3-270m), local HF folder or hub id")] = DEFAULT_MODEL,
     task: Annotated[list[str], typer.Option(help="task: bigbench:<task>[/<subtask>], a .jsonl file, hf:<dataset>; repeatable")] = None,
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N test examples of each task")] = None,
     split_seed: Annotated[int, typer.Option(help="seed of the task split")] = 0,

