@@ -201,6 +201,11 @@ def test_uniform_kd_trains_and_resumes(model, tmp_path, hf_tokenizer, patched_te
     resumed = build_emulator(model, cfg(4, "b", resume=True), tokenizer=hf_tokenizer)
     for (n, p), q in zip(full.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=n)
+    # --resume on a run stopped before its first checkpoint (an empty run folder) starts afresh.
+    (tmp_path / "c").mkdir()
+    fresh = build_emulator(model, cfg(4, "c", resume=True), tokenizer=hf_tokenizer)
+    for (n, p), q in zip(full.model.named_parameters(), fresh.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=n)
     base = build_emulator(model, EmulatorConfig(method="uniform", keep=2))
     moved = [n for (n, p), q in zip(full.model.named_parameters(), base.model.parameters(), strict=True)
              if not torch.equal(p, q)]

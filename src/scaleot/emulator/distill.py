@@ -119,15 +119,17 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     folder = RunFolder(run_dir, options, may_change=("steps", "kd_steps", "calibrate_steps", "kd_checkpoint_every",
                                                      "kd_run_dir"), provenance=provenance)
     step = 0
-    if config.resume:
-        weights, state = folder.resume(optimizer)
+    # --resume continues from the newest checkpoint; a run stopped before its first one starts afresh.
+    loaded = folder.resume(optimizer, required=False) if config.resume else None
+    if loaded is not None:
+        weights, state = loaded
         if set(weights) != set(params):
             raise ScaleOTError(f"--resume: the checkpoint in {run_dir} holds other weights than this run trains")
         with torch.no_grad():
             for k, v in weights.items():
                 params[k].copy_(v)
         step = state["step"]
-    folder.open_log(step if config.resume else None)
+    folder.open_log(step if loaded is not None else None)
     t0, first, last = time.perf_counter(), None, None
     student.train()
     bar = tqdm(total=steps, initial=step, desc=label, leave=False)
