@@ -30,6 +30,7 @@ import argparse
 import copy
 import hashlib
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -95,7 +96,8 @@ class Grid:
         t0 = time.perf_counter()
         splits = self.task(spec["task"])
         model, positions, sources = self.target(spec["setting"])
-        cfg = FinetuneConfig(method="lora" if spec["method"] == "lora" else "ist", lr=spec["lr"], epochs=1,
+        epochs = math.ceil(spec["steps"] * spec["batch_size"] / len(splits.train))  # so that every step runs
+        cfg = FinetuneConfig(method="lora" if spec["method"] == "lora" else "ist", lr=spec["lr"], epochs=epochs,
                              max_steps=spec["steps"], batch_size=spec["batch_size"], max_length=spec["max_length"],
                              seed=spec["seed"], val_limit=32, eval_batch_size=32, device="cpu")
         peft = apply_lora(model, positions, cfg)

@@ -24,7 +24,7 @@ def test_help_lists_commands(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["evaluate", "--model", "gpt-17"], "unknown model 'gpt-17' (known names: smollm2-135m"),
+    (["evaluate", "--model", "gpt-17"], "unknown model 'gpt-17' (known names: gemma3-270m, smollm2-135m"),
     (["evaluate", "--task", "mmlu"], "unknown task 'mmlu'"),
     (["evaluate", "--task", "/nonexistent/t.jsonl"], "task file not found: /nonexistent/t.jsonl"),
     (["evaluate", "--limit", "0"], "--limit must be > 0"),
