@@ -1,7 +1,7 @@
 """Issue 16's table: what each emulator method gives away to a recovery attacker.
 
 One process, one loaded full model (the default SmolLM2-135M). For every method at matched
-size (adapter 2+2, alpha 0.25, beta 0: the transfer issue's default configuration):
+size (adapter 2+2 and EmulatorConfig's alpha and beta, 0.25 and 0.5: the shipped configuration):
 
 1. build the emulator in memory (``build_emulator``; ``scaleot``/``drop`` read the stage-1
    ``--importance`` folder, ``crash`` calibrates on KJV, ``uniform-kd`` distils ``--kd-steps``
@@ -76,7 +76,7 @@ def run(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = AuditConfig(tasks=args.tasks, n_test=args.n_test, budgets=args.budgets, attack_lr=args.lr,
                          checkpoint_every=args.checkpoint_every, ppl_blocks=args.ppl_blocks,
-                         max_recovery=0.5, autocast="none")
+                         max_recovery=0.5, autocast="none", keep_checkpoints=args.keep_checkpoints)
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
     model, tok = load_model(args.model, device="cpu")
     full = full_measurement(model, tok, config, out)
@@ -145,8 +145,8 @@ def main() -> None:
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--importance", help="stage-1 folder (scaleot, drop)")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--alpha", type=float, default=0.25)
-    ap.add_argument("--beta", type=float, default=0.0)
+    ap.add_argument("--alpha", type=float, default=EmulatorConfig.alpha)
+    ap.add_argument("--beta", type=float, default=EmulatorConfig.beta)
     ap.add_argument("--kd-steps", type=int, default=200)
     ap.add_argument("--tasks", default="bigbench:multiemo/all_sentence_en")
     ap.add_argument("--n-test", type=int, default=200)
@@ -154,6 +154,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="100000,500000,2000000")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--checkpoint-every", type=int, default=10)
+    ap.add_argument("--keep-checkpoints", action="store_true",
+                    help="keep each attack's last checkpoint, so a later run can add a larger budget")
     ap.add_argument("--minutes", type=float, default=0,
                     help="stop the attack cleanly (checkpointed) after this many minutes (0: no limit)")
     args = ap.parse_args()

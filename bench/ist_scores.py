@@ -88,7 +88,7 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
     first = runs[0]
     lines = [f"Task {first['task']}, SmolLM2-135M fp32 on CPU, LoRA r=8 on all 30 blocks, {first['steps']} steps,"
              f" batch {first['batch_size']}, max_length {first['max_length']}, lr {first['lr']},"
-             f" IST T={first['T']} K={first['K']} reward={first['reward']}; spread = max(s) - min(s) of the"
+             f" IST T={first['T']} reward={first['reward']} (K per row); spread = max(s) - min(s) of the"
              " final score logits, std = their standard deviation, Spearman between seeds' final scores.", "",
              "| eta | credit | K | probe batch | seeds | spread per seed | std per seed | Spearman | count-importance Spearman |"
              " loss (last 10 steps) |", "|---" * 10 + "|"]
