@@ -116,3 +116,27 @@ def test_unknown_model_type_is_one_line_error():
 
     with pytest.raises(ScaleOTError, match="unsupported model_type 'mamba'.*llama"):
         arch_spec(Fake())
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "qwen2", "gemma3_text"])
+@pytest.mark.parametrize("method", ["uniform", "scaleot"])
+def test_emulator_bundle_round_trip_beyond_llama(model_type, method, tmp_path, hf_tokenizer):
+    """Built, saved and reloaded emulators give the same logits; gemma3 keeps each block's attention type."""
+    from scaleot.emulator import EmulatorConfig, build_emulator, load_emulator
+    from tests.emulator_helpers import fake_importance
+
+    model = make(model_type, n_layers=8)
+    imp = fake_importance(tmp_path / "imp", model, [4, 2, 5, 3])
+    cfg = (EmulatorConfig(method="uniform", keep=2, beta=0.5, diagnostic_blocks=0) if method == "uniform" else
+           EmulatorConfig(method="scaleot", importance=str(imp), alpha=0.5, beta=0.5, diagnostic_blocks=0))
+    bundle = build_emulator(model, cfg, tokenizer=hf_tokenizer)
+    loaded = load_emulator(bundle.save(tmp_path / "emu"), device="cpu")
+    sources = [e["source"] for e in loaded.info["layer_map"] if e["kind"] != "harmonizer"]
+    if method == "uniform":
+        assert loaded.model.config.num_hidden_layers == 6
+    types = getattr(model.config, "layer_types", None)
+    if model_type == "gemma3_text" and method == "uniform":
+        assert loaded.model.config.layer_types == [types[s] for s in sources]
+    ids = torch.randint(3, 40, (2, 20))  # past gemma3's sliding window of 8
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, bundle.model(ids).logits, atol=0, rtol=0)
