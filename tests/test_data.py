@@ -131,6 +131,24 @@ def test_generic_text_corpora(tmp_path, char_tokenizer):
     assert blocks[2, 0].item() == char_tokenizer.eos_token_id
 
 
+def test_blocks_open_with_the_tokenizers_bos_where_it_adds_one(hf_tokenizer):
+    """A tokenizer that prepends <bos> (Gemma) gets it at the start of every block; one that does not, nothing."""
+    from tokenizers import processors
+
+    from scaleot.data.text import text_prefix
+
+    docs = ["the cat is red", "the dog is blue", "the sky is blue"]
+    plain = pack_blocks(docs, hf_tokenizer, block_size=4)
+    assert text_prefix(hf_tokenizer) == [] and plain.shape == (3, 4)  # 4 + 1 eos, three times: 15 tokens
+    bos = hf_tokenizer.bos_token_id
+    hf_tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", bos)])
+    assert text_prefix(hf_tokenizer) == [bos]
+    blocks = pack_blocks(docs, hf_tokenizer, block_size=4)
+    assert blocks.shape == (5, 4) and (blocks[:, 0] == bos).all()  # 15 text tokens, 3 a block
+    assert blocks[:, 1:].flatten().tolist()[:12] == plain.flatten().tolist()  # the same text stream
+
+
 def test_encode_example_masks_context(char_tokenizer):
     from scaleot.data import MCExample
 
@@ -145,3 +163,23 @@ def test_encode_example_masks_context(char_tokenizer):
     assert batch["input_ids"].shape == (2, len(enc["input_ids"]))
     assert batch["attention_mask"][1].sum().item() == 6
     assert (batch["labels"][1, 6:] == IGNORE_INDEX).all()
+
+
+def test_encode_example_opens_with_bos_like_the_evaluator(hf_tokenizer):
+    """Where the tokenizer prepends <bos> (Gemma), training examples start with it too, unscored."""
+    from tokenizers import processors
+
+    from scaleot.data import MCExample
+    from scaleot.evaluation.fast_mc import LmEvalEncoder
+
+    ex = MCExample("Q: is the sky blue A:", [" no", " yes"], 1)
+    before = encode_example(ex, hf_tokenizer, max_length=64)
+    bos = hf_tokenizer.bos_token_id
+    hf_tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", bos)])
+    enc = encode_example(ex, hf_tokenizer, max_length=64)
+    assert enc["input_ids"] == [bos] + before["input_ids"] and enc["labels"] == [IGNORE_INDEX] + before["labels"]
+    ctx, cont = LmEvalEncoder(hf_tokenizer).pair(ex.context, ex.choices[1])
+    assert enc["input_ids"] == ctx + cont  # exactly the sequence the evaluator scores
+    short = encode_example(ex, hf_tokenizer, max_length=3)  # truncation keeps <bos> and the answer
+    assert short["input_ids"][0] == bos and len(short["input_ids"]) == 3 and short["labels"][-1] != IGNORE_INDEX

@@ -12,17 +12,24 @@ from dataclasses import dataclass
 import torch
 
 from scaleot.data.tasks import MCExample
+from scaleot.data.text import text_prefix
 
 IGNORE_INDEX = -100
 
 
 def encode_example(ex: MCExample, tokenizer, max_length: int = 256) -> dict[str, list[int]]:
-    """Token ids and labels for ``context + choices[label]`` (context truncated from the left)."""
+    """Token ids and labels for ``context + choices[label]`` (context truncated from the left).
+
+    The tokenizer's leading special tokens (Gemma's ``<bos>``, see :func:`text_prefix`) open the
+    sequence, as they do when the evaluator encodes the same context.
+    """
+    prefix = text_prefix(tokenizer)
+    room = max_length - len(prefix)
     ctx = tokenizer(ex.context, add_special_tokens=False)["input_ids"]
     ans = tokenizer(ex.choices[ex.label], add_special_tokens=False)["input_ids"]
-    ans = ans[:max_length]
-    ctx = ctx[max(0, len(ctx) - (max_length - len(ans))):] if len(ctx) + len(ans) > max_length else ctx
-    return {"input_ids": ctx + ans, "labels": [IGNORE_INDEX] * len(ctx) + ans}
+    ans = ans[:room]
+    ctx = ctx[max(0, len(ctx) - (room - len(ans))):] if len(ctx) + len(ans) > room else ctx
+    return {"input_ids": prefix + ctx + ans, "labels": [IGNORE_INDEX] * (len(prefix) + len(ctx)) + ans}
 
 
 @dataclass

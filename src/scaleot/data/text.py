@@ -8,7 +8,8 @@ recovery attacker's default corpus, since it is not the stage-1 one), or a path 
 ``.txt`` file (paragraphs) or ``.jsonl`` file (a ``text`` field a line).
 
 :func:`pack_blocks` tokenizes documents, joins them with EOS and cuts fixed-length
-blocks. :func:`corpus_splits` holds out the *last* ``heldout_fraction`` of the text for
+blocks, each opened the way the tokenizer opens a text (Gemma's ``<bos>``; nothing for
+SmolLM2), since a model that always saw that token at position 0 misreads a block without it. :func:`corpus_splits` holds out the *last* ``heldout_fraction`` of the text for
 score steps and perplexity, so they never see the harmonizers' training text.
 """
 
@@ -89,23 +90,46 @@ def read_corpus(corpus: str) -> list[str]:
     return docs
 
 
+def text_prefix(tokenizer) -> list[int]:
+    """The special tokens ``tokenizer`` puts before every text (Gemma: ``[<bos>]``), or ``[]``.
+
+    Measured on Gemma 3 270M, KJV blocks without their ``<bos>`` have LM loss 5.36 against
+    3.02 with it (SmolLM2's tokenizer adds nothing, so its blocks are unchanged).
+    """
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    if not plain or len(full) <= len(plain) or full[len(full) - len(plain):] != plain:
+        return []
+    return list(full[: len(full) - len(plain)])
+
+
 def pack_blocks(docs: list[str], tokenizer, block_size: int, max_blocks: int | None = None) -> torch.Tensor:
-    """Tokenize, join with EOS, cut into ``[n_blocks, block_size]`` token ids (remainder dropped)."""
+    """Tokenize, join with EOS, cut into ``[n_blocks, block_size]`` token ids (remainder dropped).
+
+    Every block starts with :func:`text_prefix` and holds ``block_size - len(prefix)`` text tokens.
+    """
     eos = tokenizer.eos_token_id
+    prefix = text_prefix(tokenizer)
+    body = block_size - len(prefix)
+    if body < 1:
+        raise ScaleOTError(f"block size {block_size} leaves no room after the tokenizer's {len(prefix)} leading tokens")
     ids: list[int] = []
-    need = None if max_blocks is None else max_blocks * block_size
+    need = None if max_blocks is None else max_blocks * body
     for doc in docs:
         ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
         if eos is not None:
             ids.append(eos)
         if need is not None and len(ids) >= need:
             break
-    n = len(ids) // block_size
+    n = len(ids) // body
     if max_blocks is not None:
         n = min(n, max_blocks)
     if n == 0:
         raise ScaleOTError(f"corpus too short for one block of {block_size} tokens")
-    return torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+    text = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
+    if not prefix:
+        return text
+    return torch.cat([torch.tensor(prefix, dtype=torch.long).expand(n, -1), text], dim=1)
 
 
 def corpus_splits(
