@@ -68,6 +68,10 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def mean(xs: list[float]) -> str:
+    return f"{sum(xs) / len(xs):.2f}" if xs else "-"
+
+
 def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> dict:
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
     by_eta: dict[tuple, list[dict]] = {}
@@ -90,12 +94,12 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
              f" batch {first['batch_size']}, max_length {first['max_length']}, lr {first['lr']},"
              f" IST T={first['T']} reward={first['reward']} (K per row); spread = max(s) - min(s) of the"
              " final score logits, std = their standard deviation, Spearman between seeds' final scores.", "",
-             "| eta | credit | K | probe batch | seeds | spread per seed | std per seed | Spearman | count-importance Spearman |"
-             " loss (last 10 steps) |", "|---" * 10 + "|"]
+             "| eta | credit | K | probe batch | seeds | spread per seed | std per seed | Spearman per pair of seeds |"
+             " mean Spearman | count-importance Spearman | loss (last 10 steps) |", "|---" * 11 + "|"]
     for r in rows:
         fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
         lines.append(f"| {r['eta']:g} | {r['credit']} | {r['K']} | {r['probe_batch_size']} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
-                     f" {fmt(r['spearman']) or '-'} | {fmt(r['count_rho'])} | {fmt(r['final_loss'])} |")
+                     f" {fmt(r['spearman']) or '-'} | {mean(r['spearman'])} | {fmt(r['count_rho'])} | {fmt(r['final_loss'])} |")
     lines += ["", "count-importance Spearman: between a seed's selection counts and its importance (-s);"
               " selection follows the scores by design, so it is high whatever the cause.",
               "", f"Chosen: eta {chosen['eta']:g}, credit {chosen['credit']}, K {chosen['K']}, probe batch "
