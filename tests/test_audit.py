@@ -256,3 +256,25 @@ def test_attack_corpus_refused_when_stage1_trained_on_it(tmp_path):
         recipe(owner_text).check_corpus(info)
     recipe(other_text).check_corpus(info)  # not the harmonizers' text: allowed
     recipe(other_text).check_corpus({"method": "uniform", "options": {}, "importance": None})
+
+
+def test_recovery_view_of_the_privacy_utility_plot(tmp_path):
+    """The third view: one point per attacked emulator at (recovered ZS, Plug-in), from its Emu ZS."""
+    from scaleot.report.plots import recovery_plot, recovery_points
+
+    def audit(emu, attacked):
+        return {"full": {"acc": 0.5}, "emulator_zs": {"acc": emu},
+                "attack": [{"tokens": 100, "acc": emu + 0.01}, {"tokens": 1000, "acc": attacked}]}
+
+    def evals(plug):
+        return {"average": {"Plug-in": {"acc": plug, "acc_stderr": 0.01}}}
+
+    audits = {"a": audit(0.2, 0.35), "b": audit(0.3, 0.32), "never_attacked": {**audit(0.3, 0.3), "attack": []}}
+    docs = {"a": evals(0.45), "b": evals(0.48), "never_attacked": evals(0.4)}
+    points = recovery_points(audits, docs)
+    assert [p[0] for p in points] == ["a", "b"]
+    assert points[0][1:] == pytest.approx((20.0, 35.0, 45.0)) and points[1][1:] == pytest.approx((30.0, 32.0, 48.0))
+    path = recovery_plot(audits, docs, tmp_path / "r.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert recovery_plot({"c": {**audit(0.2, 0.2), "attack": []}}, docs, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

@@ -62,3 +62,22 @@ def test_every_command_has_help(capsys, command):
     code, out, err = run_cli(capsys, command, "--help")
     assert code == 0, err
     assert f" {command} [OPTIONS]" in out
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device", "/full/disk/model.safetensors"),
+                                   "SafetensorError"])
+def test_a_full_disk_is_one_line_exit_1(capsys, monkeypatch, tmp_path, error):
+    """The machine failing (here: a full disk while saving) is one line and exit 1, not a traceback."""
+    import scaleot.recipes.fetch as fetch
+
+    if error == "SafetensorError":
+        error = type("SafetensorError", (Exception,), {})(
+            "Error while serializing: I/O error: No space left on device (os error 28)")
+
+    def full_disk(*a, **kw):
+        raise error
+
+    monkeypatch.setattr(fetch, "fetch", full_disk)
+    assert main(["fetch", "--model", "smollm2-135m"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("scaleot: error: ") and "No space left on device" in err and err.count("\n") == 1

@@ -110,3 +110,20 @@ def test_run_reuses_a_finished_stage_1(tmp_path):
     (stage1 / "importance.json").write_text('{"tampered": 1}')
     with pytest.raises(ScaleOTError, match="hash check failed"):
         RunRecipe(cfg, tmp_path / "run2", progress=False).importance()
+
+
+def test_run_with_an_audit_section_adds_the_columns_and_the_recovery_view(tmp_path, one_thread):  # noqa: F811
+    model_dir, task = tiny_model_dir(tmp_path), tiny_task(tmp_path)
+    text = tmp_path / "public.txt"
+    text.write_text("\n\n".join(f"the {w} is red and the {w} is blue" for w in "abcdefghijklmnop" * 4))
+    cfg = _config(tmp_path, model_dir, task)
+    cfg["emulators"] = cfg["emulators"][1:]  # uniform only: no stage 1
+    cfg.pop("importance")
+    cfg["audit"] = {"budgets": "64", "ppl_corpus": str(text), "attack_corpus": str(text), "ppl_blocks": 2,
+                    "block_size": 16, "n_test": 8, "max_recovery": None, "autocast": "none"}
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    assert (out / "audit" / "uniform" / "audit.json").is_file()
+    assert (out / "privacy_recovery.png").read_bytes()[:4] == b"\x89PNG"
+    text = report.read_text()
+    assert "## Audit: what each emulator gives away" in text and "![privacy-recovery](privacy_recovery.png)" in text

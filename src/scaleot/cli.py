@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
             return getattr(e, "exit_code", 0)
         if kind == "Abort":
             return 1
+        if isinstance(e, OSError) or (kind == "SafetensorError" and "I/O error" in str(e)):
+            # The machine, not the input (a full disk, a permission): one line, exit 1. Outputs are
+            # written to a private folder and renamed when complete, so nothing is half-written.
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            print(f"scaleot: error: {e}", file=sys.stderr)
+            return 1
         if hasattr(e, "format_message"):  # UsageError, NoSuchOption, BadParameter...
             message = e.format_message()
             if message:  # an empty message means click already printed the help

@@ -336,9 +336,14 @@ class RunRecipe:
         report = write_report(self.out, self.cfg, docs, self.steps, importance)
         if audits:
             from scaleot.audit.report import audit_columns
+            from scaleot.report.plots import recovery_plot
 
+            plot = recovery_plot(audits, docs, self.out / "privacy_recovery.png")
             with open(report, "a") as f:
                 f.write("\n" + audit_columns(audits, docs) + "\n")
+                if plot is not None:
+                    f.write(f"\nPlug-in against the accuracy the attacker recovers (arrows start at Emu ZS):"
+                            f"\n\n![privacy-recovery]({plot.name})\n")
         return report
 
 

@@ -77,3 +77,51 @@ def privacy_utility_plot(docs: dict[str, dict], path: str | Path, run_dir: Path 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def recovery_points(audits: dict[str, dict], evals: dict[str, dict]) -> list[tuple[str, float, float, float]]:
+    """``(name, Emu ZS, recovered ZS, Plug-in)`` in %, per emulator with an attack and a Plug-in row.
+
+    Recovered ZS is the attacked emulator's accuracy at the largest budget (``audit.json``);
+    Plug-in is the task average of ``eval/<name>.json``.
+    """
+    points = []
+    for name, audit in audits.items():
+        plug = (evals.get(name) or {}).get("average", {}).get("Plug-in")
+        if audit.get("attack") and plug:
+            points.append((name, 100 * audit["emulator_zs"]["acc"], 100 * audit["attack"][-1]["acc"],
+                           100 * plug["acc"]))
+    return points
+
+
+def recovery_plot(audits: dict[str, dict], evals: dict[str, dict], path: str | Path) -> Path | None:
+    """The privacy-utility plot's third view: Plug-in against the accuracy an attacker recovers.
+
+    One point per emulator at (recovered ZS, Plug-in), with an arrow from where the attack started
+    (Emu ZS); the further left, the less the attacker gets back. ``None`` when nothing was attacked.
+    """
+    points = recovery_points(audits, evals)
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, start, recovered, plug in points:
+        ax.annotate("", (recovered, plug), (start, plug), arrowprops={"arrowstyle": "->", "color": "gray"})
+        ax.plot([recovered], [plug], "o")
+        ax.annotate(name, (recovered, plug), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    full = next(iter(audits.values()))["full"]["acc"] * 100
+    ax.axvline(full, linestyle=":", color="gray", label="Full ZS (what a complete repair reaches)")
+    budget = next(iter(audits.values()))["attack"][-1]["tokens"]
+    ax.set_xlabel(f"attacked emulator accuracy after {budget} tokens (%)  <- more private")
+    ax.set_ylabel("Plug-in accuracy (%)  (utility)")
+    ax.set_title("Utility against what a recovery attack gets back")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
