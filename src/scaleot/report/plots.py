@@ -35,6 +35,17 @@ def label_layout(points: list[tuple[float, float, str]], near: float = 1.0,
     return out
 
 
+def _save(fig, ax, path: Path) -> Path:
+    """Legend, layout, write ``path`` and free the figure (both privacy plots end this way)."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def privacy_utility_plot(docs: dict[str, dict], path: str | Path, run_dir: Path | None = None) -> Path:
     """Scatter Plug-in vs Emu FT average accuracy, one point per emulator, with FT and Full ZS lines."""
     import matplotlib
@@ -72,11 +83,7 @@ def privacy_utility_plot(docs: dict[str, dict], path: str | Path, run_dir: Path 
     ax.set_xlabel("Emu FT accuracy (%)  <- more private")
     ax.set_ylabel("Plug-in accuracy (%)  (utility)")
     ax.set_title("Privacy-utility of the run's emulators")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def recovery_points(audits: dict[str, dict], evals: dict[str, dict]) -> list[tuple[str, float, float, float]]:
@@ -114,14 +121,11 @@ def recovery_plot(audits: dict[str, dict], evals: dict[str, dict], path: str | P
         ax.annotate("", (recovered, plug), (start, plug), arrowprops={"arrowstyle": "->", "color": "gray"})
         ax.plot([recovered], [plug], "o")
         ax.annotate(name, (recovered, plug), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    full = next(iter(audits.values()))["full"]["acc"] * 100
-    ax.axvline(full, linestyle=":", color="gray", label="Full ZS (what a complete repair reaches)")
-    budget = next(iter(audits.values()))["attack"][-1]["tokens"]
+    attacked = audits[points[0][0]]
+    ax.axvline(100 * attacked["full"]["acc"], linestyle=":", color="gray",
+               label="Full ZS (what a complete repair reaches)")
+    budget = attacked["attack"][-1]["tokens"]
     ax.set_xlabel(f"attacked emulator accuracy after {budget} tokens (%)  <- more private")
     ax.set_ylabel("Plug-in accuracy (%)  (utility)")
     ax.set_title("Utility against what a recovery attack gets back")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
