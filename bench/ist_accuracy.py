@@ -6,8 +6,9 @@ The grid: setting x task x seed x method, with
   ``offsite``: the data owner's adapter tuned through the default ScaleOT emulator (its
   adapter split, alpha and beta read from ``configs/default.yaml``; needs ``--importance``,
   a stage-1 folder), then plugged into the full model;
-- method ``lora`` (every adapter layer each step), ``ist`` (IST defaults), ``rst`` (the
-  same sparsity, uniform selection);
+- method ``lora`` (every adapter layer each step), ``ist`` (IST defaults: the paper's
+  suppression probe), ``ist-grad`` (IST with ``probe: grad``, scores from gradient norms),
+  ``rst`` (the same sparsity, uniform selection);
 - the same steps, learning rate, batches (``--seed`` also seeds the data order and LoRA
   init) for all three, through the product's fine-tuning loop (``scaleot finetune``'s
   :func:`scaleot.finetune.loop.train`).
@@ -16,7 +17,7 @@ Every run is one record ``<out>/records/<key>.json`` (test accuracy with per-exa
 ``correct``, training timing, IST scores and trajectory); a finished record is never
 redone, so the grid fills in over several invocations. ``--report`` writes
 ``<out>.md``: per (setting, task) the mean ± standard error over seeds of each method, and
-the paired differences IST - RST and IST - LoRA (per-seed differences, mean ± se).
+the paired differences of each IST variant against RST and LoRA (per-seed differences, mean ± se).
 
     flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
         .venv/bin/python bench/ist_accuracy.py --settings standalone --tasks bigbench:multiemo/all_sentence_en \\
@@ -47,7 +48,8 @@ from scaleot.models import get_blocks, load_model, num_blocks
 from scaleot.tuners.ist import ISTConfig, make_controller
 
 TASKS = default_scale()["tasks"]  # configs/default.yaml's
-METHODS = ("ist", "rst", "lora")
+METHODS = ("ist", "rst", "lora", "ist-grad")
+IST_VARIANTS = {"ist": {"sampling": "ist"}, "rst": {"sampling": "rst"}, "ist-grad": {"sampling": "ist", "probe": "grad"}}
 
 
 def key_of(spec: dict) -> str:
@@ -103,7 +105,7 @@ class Grid:
         peft = apply_lora(model, positions, cfg)
         hooks = None
         if spec["method"] != "lora":
-            ist = ISTConfig(seed=spec["seed"], sampling=spec["method"])
+            ist = ISTConfig(seed=spec["seed"], **IST_VARIANTS[spec["method"]])
             hooks = make_controller(peft, positions, cfg, tokenizer=self.tok, ist_config=ist)
         with tempfile.TemporaryDirectory() as run_dir:
             res = train(model, self.tok, splits, cfg, run_dir, step_controller=hooks, progress=False)
@@ -147,20 +149,22 @@ def report(out: Path) -> str:
         s = r["spec"]
         cell = (s["setting"], s["task"], s["steps"], s["lr"], s["batch_size"], s["max_length"], r["test"]["n"])
         groups.setdefault(cell, {}).setdefault(s["method"], {})[s["seed"]] = r["test"]["acc"]
-    lines = ["| setting | task | steps | lr | batch x len | n_test | seeds | IST | RST | LoRA | IST - RST | IST - LoRA |",
-             "|---" * 12 + "|"]
+    lines = ["| setting | task | steps | lr | batch x len | n_test | seeds | IST | IST (grad) | RST | LoRA |"
+             " IST - RST | IST - LoRA | IST (grad) - RST | IST (grad) - LoRA |", "|---" * 15 + "|"]
     for (setting, task, steps, lr, bs, ml, n), by in sorted(groups.items()):
-        seeds = sorted(set.intersection(*(set(v) for v in by.values()))) if by else []
+        base = [by[m] for m in ("ist", "rst", "lora") if m in by] or list(by.values())
+        seeds = sorted(set.intersection(*(set(v) for v in base))) if base else []
 
         def diff(a, b, seeds=seeds, by=by):
             if a not in by or b not in by:
                 return "-"
-            return _mean_se([by[a][s] - by[b][s] for s in seeds])
+            return _mean_se([by[a][s] - by[b][s] for s in seeds if s in by[a] and s in by[b]])
+
+        def col(m, seeds=seeds, by=by):
+            return _mean_se([by[m][s] for s in seeds if s in by.get(m, {})])
         lines.append(f"| {setting} | {task} | {steps} | {lr:g} | {bs} x {ml} | {n} | {len(seeds)} |"
-                     f" {_mean_se([by.get('ist', {}).get(s) for s in seeds if s in by.get('ist', {})])} |"
-                     f" {_mean_se([by.get('rst', {}).get(s) for s in seeds if s in by.get('rst', {})])} |"
-                     f" {_mean_se([by.get('lora', {}).get(s) for s in seeds if s in by.get('lora', {})])} |"
-                     f" {diff('ist', 'rst')} | {diff('ist', 'lora')} |")
+                     f" {col('ist')} | {col('ist-grad')} | {col('rst')} | {col('lora')} |"
+                     f" {diff('ist', 'rst')} | {diff('ist', 'lora')} | {diff('ist-grad', 'rst')} | {diff('ist-grad', 'lora')} |")
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     print(text)

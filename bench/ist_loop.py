@@ -140,6 +140,8 @@ class SparseTuner:
         selected = self.controller.before_step(step) if self.controller else None
         loss = self.loss(self.model, self.batch(step))
         loss.backward()
+        if self.controller:
+            self.controller.after_backward(step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         t_step = time.perf_counter() - t0
@@ -148,7 +150,7 @@ class SparseTuner:
             self.controller.after_step(step)
             record["selected"] = selected
             if self.controller.maybe_update_importance(step, self.model, self.probe_batch(step), self.loss):
-                record["probe_losses"] = self.controller.last_update["losses"]
+                record["probe_losses"] = self.controller.last_update.get("losses")
                 record["scores"] = self.controller.scores()
         record["time_s"] = time.perf_counter() - t0
         return record

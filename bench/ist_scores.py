@@ -38,7 +38,8 @@ def run_one(args, eta: float, seed: int) -> dict:
     torch.manual_seed(seed)
     splits = load_task(args.task, SplitConfig(seed=0, n_test=args.n_test, n_val=64))
     model, tok = load_model("smollm2-135m", device="cpu")
-    ist = ISTConfig(eta=eta, T=args.T, K=args.K, seed=seed, reward=args.reward, credit=args.credit)
+    ist = ISTConfig(eta=eta, T=args.T, K=args.K, seed=seed, reward=args.reward, credit=args.credit, probe=args.probe,
+                    grad_decay=args.grad_decay)
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                         probe_batch_size=args.probe_batch_size, seed=seed)
     tuner = SparseTuner(model, tok, splits.train, splits.val, ist, lora_config_for(model), opts)
@@ -47,19 +48,22 @@ def run_one(args, eta: float, seed: int) -> dict:
         losses.append(tuner.train_step(step)["loss"])
     ctl = tuner.controller
     return {"eta": eta, "seed": seed, "task": args.task, "T": args.T, "K": args.K, "reward": args.reward,
-            "credit": args.credit, "probe_batch_size": args.probe_batch_size,
+            "credit": args.credit, "probe_batch_size": args.probe_batch_size, "probe": args.probe,
+            "grad_decay": args.grad_decay,
             "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
             "blocks": ctl.blocks, "scores": ctl._scores.tolist(), "counts": ctl.counts.tolist(),
             "history": ctl.history, "losses": losses, "wall_s": round(time.time() - t0, 1)}
 
 
 def setting(r: dict) -> tuple:
-    """What a run's scores depend on besides the seed: (eta, credit, K, probe batch).
+    """What a run's scores depend on besides the seed: (eta, credit, K, probe batch, probe).
 
-    Records from before these fields were stored ran with the paper's ``set`` credit and
-    a probe batch of 4 (the command in BENCHMARKS.md, "IST that learns").
+    Records from before these fields were stored ran with the paper's ``set`` credit,
+    a probe batch of 4 and the suppression probe (the command in BENCHMARKS.md, "IST that learns").
+    Probe ``grad`` ignores credit, K and probe batch; its key carries them all the same.
     """
-    return r["eta"], r.get("credit", "set"), r["K"], r.get("probe_batch_size", 4)
+    return (r["eta"], r.get("credit", "set"), r["K"], r.get("probe_batch_size", 4),
+            r.get("probe", "suppress") + (f" {r['grad_decay']:g}" if r.get("probe") == "grad" else ""))
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -78,14 +82,15 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
     for r in runs:
         by_eta.setdefault(setting(r), []).append(r)
     rows = []
-    for (eta, credit, K, probe), rs in sorted(by_eta.items()):
+    for (eta, credit, K, probe, kind), rs in sorted(by_eta.items()):
         rs.sort(key=lambda r: r["seed"])
         spreads = [max(r["scores"]) - min(r["scores"]) for r in rs]
         stds = [torch.tensor(r["scores"]).std().item() for r in rs]
         rhos = [spearman(rs[i]["scores"], rs[j]["scores"]) for i in range(len(rs)) for j in range(i + 1, len(rs))]
-        rows.append({"eta": eta, "credit": credit, "K": K, "probe_batch_size": probe, "seeds": [r["seed"] for r in rs], "spread": spreads, "std": stds, "spearman": rhos,
+        rows.append({"eta": eta, "credit": credit, "K": K, "probe_batch_size": probe, "probe": kind, "seeds": [r["seed"] for r in rs], "spread": spreads, "std": stds, "spearman": rhos,
                      "final_loss": [sum(r["losses"][-10:]) / 10 for r in rs],
-                     "count_rho": [spearman(r["counts"], [-x for x in r["scores"]]) for r in rs], "wall_s": [r["wall_s"] for r in rs]})
+                     "count_rho": [spearman(r["counts"], [-x for x in r["scores"]]) for r in rs],
+                     "depth_rho": [spearman(r["blocks"], [-x for x in r["scores"]]) for r in rs], "wall_s": [r["wall_s"] for r in rs]})
     ok = [r for r in rows if r["spearman"] and min(r["spread"]) >= target_spread and min(r["spearman"]) >= target_rho]
     chosen = (max(ok, key=lambda r: min(r["spearman"])) if ok
               else max(rows, key=lambda r: (min(r["spearman"]) if r["spearman"] else -1)))
@@ -94,21 +99,25 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
              f" batch {first['batch_size']}, max_length {first['max_length']}, lr {first['lr']},"
              f" IST T={first['T']} reward={first['reward']} (K per row); spread = max(s) - min(s) of the"
              " final score logits, std = their standard deviation, Spearman between seeds' final scores.", "",
-             "| eta | credit | K | probe batch | seeds | spread per seed | std per seed | Spearman per pair of seeds |"
-             " mean Spearman | count-importance Spearman | loss (last 10 steps) |", "|---" * 11 + "|"]
+             "| probe | eta | credit | K | probe batch | seeds | spread per seed | std per seed | Spearman per pair of seeds |"
+             " mean Spearman | count-importance Spearman | depth-importance Spearman | loss (last 10 steps) |",
+             "|---" * 13 + "|"]
     for r in rows:
         fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-        lines.append(f"| {r['eta']:g} | {r['credit']} | {r['K']} | {r['probe_batch_size']} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
-                     f" {fmt(r['spearman']) or '-'} | {mean(r['spearman'])} | {fmt(r['count_rho'])} | {fmt(r['final_loss'])} |")
+        lines.append(f"| {r['probe']} | {r['eta']:g} | {r['credit']} | {r['K']} | {r['probe_batch_size']} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
+                     f" {fmt(r['spearman']) or '-'} | {mean(r['spearman'])} | {fmt(r['count_rho'])} | {fmt(r['depth_rho'])} | {fmt(r['final_loss'])} |")
     lines += ["", "count-importance Spearman: between a seed's selection counts and its importance (-s);"
               " selection follows the scores by design, so it is high whatever the cause.",
-              "", f"Chosen: eta {chosen['eta']:g}, credit {chosen['credit']}, K {chosen['K']}, probe batch "
+              "depth-importance Spearman: between block index and importance (-s); negative = low blocks trained more.",
+              "", f"Chosen: probe {chosen['probe']}, eta {chosen['eta']:g}, credit {chosen['credit']}, K {chosen['K']}, probe batch "
               f"{chosen['probe_batch_size']} ({'meets' if chosen in ok else 'does NOT meet'} spread >= "
               f"{target_spread} and Spearman >= {target_rho})."]
     plot_trajectories([r for r in runs if setting(r) == (chosen["eta"], chosen["credit"], chosen["K"],
-                                                         chosen["probe_batch_size"])], out / "trajectory.png")
+                                                         chosen["probe_batch_size"], chosen["probe"])],
+                      out / "trajectory.png")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    summary = {"rows": rows, "chosen_eta": chosen["eta"], "chosen_credit": chosen["credit"], "meets_targets": chosen in ok}
+    summary = {"rows": rows, "chosen_eta": chosen["eta"], "chosen_credit": chosen["credit"],
+               "chosen_probe": chosen["probe"], "meets_targets": chosen in ok}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     print("\n".join(lines))
     return summary
@@ -128,7 +137,7 @@ def plot_trajectories(runs: list[dict], path: Path) -> None:
         for i, b in enumerate(r["blocks"]):
             ax.plot(steps, [0.0] + [-h[1][i] for h in r["history"]], color=cmap(i / max(1, n - 1)), lw=1,
                     label=str(b) if i in (0, n - 1) else None)
-        ax.set_title(f"seed {r['seed']}, eta {r['eta']:g}, credit {r.get('credit', 'set')}")
+        ax.set_title(f"seed {r['seed']}, eta {r['eta']:g}, probe {r.get('probe', 'suppress')}")
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("-s (importance logit)")
     axes[0][0].legend(title="block (dark = low)", fontsize=7)
@@ -152,6 +161,8 @@ def main() -> None:
     ap.add_argument("--K", type=int, default=ISTConfig.K)
     ap.add_argument("--reward", default="normalized")
     ap.add_argument("--credit", default=ISTConfig.credit, help="IST credit rule (ISTConfig.credit)")
+    ap.add_argument("--probe", default=ISTConfig.probe, help="IST probe (ISTConfig.probe): suppress or grad")
+    ap.add_argument("--grad-decay", type=float, default=ISTConfig.grad_decay, help="ISTConfig.grad_decay")
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--out", default="bench/results/ist_scores")
     ap.add_argument("--report", action="store_true", help="only summarise the recorded runs")
@@ -165,7 +176,8 @@ def main() -> None:
                 if log.exists() else set())
         for eta in args.etas:
             for seed in args.seeds:
-                if (eta, args.credit, args.K, args.probe_batch_size, seed) in done:
+                kind = args.probe + (f" {args.grad_decay:g}" if args.probe == "grad" else "")
+                if (eta, args.credit, args.K, args.probe_batch_size, kind, seed) in done:
                     continue
                 rec = run_one(args, eta, seed)
                 with log.open("a") as f:

@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -164,7 +165,9 @@ def load_rows(path: Path, tag: str = "current") -> dict[tuple[str, str], dict]:
 
 
 def run_size(name: str, work: Path, rows_path: Path, steps: list[str], python: str, src: Path,
-             tag: str) -> None:
+             tag: str, keep: bool = False) -> None:
+    """Run ``steps`` for one size; once all succeed, remove its models and artifacts unless ``keep``
+    (a 1B-class size leaves about 10 GB there)."""
     rows = load_rows(rows_path, tag)
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,7 +197,13 @@ def run_size(name: str, work: Path, rows_path: Path, steps: list[str], python: s
             f.write(json.dumps(row) + "\n")
         if res["rc"] != 0:
             print((folder / f"{step}.{tag}.log").read_text()[-2000:], file=sys.stderr)
+            print(f"[scale] kept {folder} for inspection", flush=True)
             return
+    if keep:
+        print(f"[scale] kept {folder} (--keep)", flush=True)
+    else:
+        shutil.rmtree(folder)
+        print(f"[scale] removed {folder} (its rows are in {rows_path}; --keep keeps the models)", flush=True)
 
 
 def baseline(python: str) -> dict:
@@ -310,6 +319,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/scaleot-scale"), help="models and artifacts")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep each size's models and artifacts under --work")
     ap.add_argument("--src", type=Path, default=ROOT / "src", help="scaleot source tree to measure")
     ap.add_argument("--tag", default="current", help="name of that tree in the rows (e.g. before)")
     ap.add_argument("--build", help=argparse.SUPPRESS)  # internal: build one model in this process
@@ -322,7 +332,7 @@ def main() -> None:
     a.results.mkdir(parents=True, exist_ok=True)
     if not a.report_only:
         for name in a.sizes.split(","):
-            run_size(name, a.work, rows_path, a.steps.split(","), sys.executable, a.src, a.tag)
+            run_size(name, a.work, rows_path, a.steps.split(","), sys.executable, a.src, a.tag, a.keep)
     base_path = a.results / "scale_baseline.json"
     if not base_path.is_file() or "peak_anon" not in json.loads(base_path.read_text()):
         base_path.write_text(json.dumps(baseline(sys.executable)))

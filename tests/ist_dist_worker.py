@@ -2,7 +2,9 @@
 
 Each rank trains a tiny llama with ``scaleot finetune``'s loop and IST
 (:func:`scaleot.tuners.ist.make_controller`), once with rank 0's selection broadcast and
-once with the shared seed alone (``sync_selection=False``); per step it records the
+once with the shared seed alone (``sync_selection=False``), and once with scores from
+gradient norms (``probe="grad"``, shared seed: the DDP-averaged gradients must give every
+rank the same scores); per step it records the
 selected blocks and the blocks whose LoRA got a gradient under DDP. Rank 0 writes every
 rank's records to ``argv[1]`` (JSON).
 """
@@ -24,14 +26,14 @@ from scaleot.tuners.ist import ISTConfig, make_controller
 from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
 
 
-def run(out_dir: Path, sync: bool) -> dict:
+def run(out_dir: Path, sync: bool, probe: str = "suppress") -> dict:
     splits = TaskSplits("tiny", tiny_examples(16), tiny_examples(4, 1), tiny_examples(4, 2))
     cfg = FinetuneConfig(method="ist", max_steps=4, epochs=1, batch_size=2, lr=1e-2, device="cpu", val_limit=4,
                          checkpoint_every=0)
     model = tiny_model("llama")
     peft_model = apply_lora(model, [0, 1, 2, 3], cfg)
     hooks = make_controller(peft_model, [0, 1, 2, 3], cfg, tokenizer=CharTokenizer(),
-                            ist_config=ISTConfig(n_update=0.5, T=2, K=2, sync_selection=sync))
+                            ist_config=ISTConfig(n_update=0.5, T=2, K=2, sync_selection=sync, probe=probe))
     steps: list[dict] = []
     before, after_backward = hooks.before_step, hooks.after_backward
 
@@ -46,7 +48,7 @@ def run(out_dir: Path, sync: bool) -> dict:
         after_backward(step)
 
     hooks.before_step, hooks.after_backward = record_before, record_grads
-    train(model, CharTokenizer(), splits, cfg, out_dir / f"run_{sync}", step_controller=hooks, progress=False)
+    train(model, CharTokenizer(), splits, cfg, out_dir / f"run_{sync}_{probe}", step_controller=hooks, progress=False)
     weights = torch.cat([p.detach().flatten() for ps in hooks.controller.params for p in ps])
     return {"steps": steps, "scores": hooks.controller._scores.tolist(), "checksum": weights.double().sum().item(),
             "world": dist.get_world_size()}
@@ -56,6 +58,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
     mine = {str(sync): run(out.parent, sync) for sync in (True, False)}
+    mine["grad"] = run(out.parent, False, probe="grad")
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, mine)
     if dist.get_rank() == 0:

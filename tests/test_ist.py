@@ -330,3 +330,135 @@ def test_count_credit_divides_each_layers_share_by_its_training_count():
     torch.testing.assert_close(moved["count"], moved["set"] * w.double())
     with pytest.raises(ConfigError, match="credit"):
         ISTConfig(credit="equal")
+
+
+def _plant_gradients(ctl: ISTController, norms: dict[int, float]) -> None:
+    """Give each selected layer's PEFT parameters a gradient of total norm ``norms[position]``."""
+    for pos in ctl.selected:
+        params = ctl.params[pos]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        params[0].grad.view(-1)[0] = norms[pos]
+
+
+def test_grad_probe_scores_are_centered_log_gradient_norms():
+    """probe=grad: per observation m <- decay m + (1 - decay) log|g| (first one sets m);
+    every T steps s = -eta (m - mean m) over the observed layers, 0 for the rest; checked
+    against a pure-Python reference, and the largest gradients end up trained most."""
+    model = _peft()  # 4 LoRA layers
+    cfg = ISTConfig(n_update=0.5, probe="grad", T=2, eta=1.5, grad_decay=0.5, seed=0)
+    ctl = ISTController(model, cfg)
+    planted = {0: 1.0, 1: 2.0, 2: 50.0, 3: 0.5}
+    ref: dict[int, float] = {}
+    for step in range(1, 41):
+        ctl.before_step(step)
+        norms = {pos: planted[pos] * (1 + 0.01 * step) for pos in ctl.selected}
+        _plant_gradients(ctl, norms)
+        ctl.after_backward(step)
+        for pos, g in norms.items():
+            ref[pos] = 0.5 * ref[pos] + 0.5 * math.log(g) if pos in ref else math.log(g)
+        for ps in ctl.params:
+            for p in ps:
+                p.grad = None
+        ctl.after_step(step)
+        updated = ctl.maybe_update_importance(step)
+        assert updated == (step % 2 == 0)
+        if step == 2:  # after one step only the first selection is seen: the others score 0
+            seen = set(ref)
+            mean = sum(ref.values()) / len(ref)
+            expect = [-1.5 * (ref[i] - mean) if i in seen else 0.0 for i in range(4)]
+            assert ctl._scores.tolist() == pytest.approx(expect)
+    mean = sum(ref.values()) / len(ref)
+    assert sorted(ref) == [0, 1, 2, 3]
+    assert ctl.grad_log.tolist() == pytest.approx([ref[i] for i in range(4)])
+    assert ctl._scores.tolist() == pytest.approx([-1.5 * (ref[i] - mean) for i in range(4)])
+    assert len(ctl.history) == 20
+    imp = ctl.importance()
+    assert max(imp, key=imp.get) == 2 and min(imp, key=imp.get) == 3
+    ctl.counts.zero_()
+    for step in range(41, 241):
+        ctl.before_step(step)
+        ctl.after_step(step)
+    assert int(ctl.counts.argmax()) == 2
+    # the gradient averages are part of the state: a restored controller continues identically
+    again = ISTController(model, cfg)
+    again.load_state_dict(ctl.state_dict())
+    assert torch.equal(again.grad_log, ctl.grad_log) and torch.equal(again.grad_seen, ctl.grad_seen)
+
+
+def test_grad_probe_ignores_rst_and_layers_without_gradients():
+    model = _peft()
+    rst = ISTController(model, ISTConfig(n_update=0.5, probe="grad", sampling="rst"))
+    rst.before_step(1)
+    _plant_gradients(rst, dict.fromkeys(range(4), 3.0))
+    rst.after_backward(1)
+    assert not rst.grad_seen.any() and not rst.maybe_update_importance(5)
+    model.zero_grad(set_to_none=True)
+    ctl = ISTController(model, ISTConfig(n_update=0.5, probe="grad"))
+    ctl.before_step(1)  # no backward reached the adapters: nothing is observed
+    ctl.after_backward(1)
+    assert not ctl.grad_seen.any()
+    ctl.update_from_gradients()
+    assert torch.equal(ctl._scores, torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ConfigError) as err:
+        ISTConfig(probe="hessian", grad_decay=1.0)
+    assert len(err.value.problems) == 2
+
+
+@pytest.mark.parametrize("probe", ["suppress", "grad"])
+def test_grad_probe_in_the_finetune_loop_resumes_exactly(tmp_path, probe):
+    """Through the product loop: probe grad reads gradients after every backward, needs no
+    validation split for probes, logs its trajectory, and a resumed run equals the uninterrupted one."""
+    from scaleot.data import TaskSplits
+    from scaleot.errors import ScaleOTError
+    from scaleot.finetune.config import FinetuneConfig
+    from scaleot.finetune.loop import train
+    from scaleot.finetune.trainable import apply_lora
+    from scaleot.tuners.ist import make_controller
+
+    splits = TaskSplits("tiny", tiny_examples(24), tiny_examples(4, 1), tiny_examples(4, 2))
+    cfg = FinetuneConfig(method="ist", max_steps=6, batch_size=4, checkpoint_every=3, lr=1e-2, device="cpu",
+                         val_limit=4)
+    ist = ISTConfig(T=2, n_update=0.5, probe=probe)
+
+    def run(folder, resume=False, stop=None):
+        model = tiny_model("llama")
+        peft_model = apply_lora(model, [0, 1, 2, 3], cfg)
+        hooks = make_controller(peft_model, [0, 1, 2, 3], cfg, tokenizer=CharTokenizer(), ist_config=ist)
+        if stop is not None:  # interrupted after optimizer step `stop` (the checkpoint is at 3)
+            after = hooks.after_step
+
+            def after_step(step):
+                after(step)
+                if step + 1 == stop:
+                    raise KeyboardInterrupt
+            hooks.after_step = after_step
+        train(model, CharTokenizer(), splits, cfg, folder, resume=resume, step_controller=hooks, progress=False)
+        return hooks
+
+    full = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop=5)
+    resumed = run(tmp_path / "b", resume=True)
+    assert full.controller.step == resumed.controller.step == 6
+    assert torch.equal(full.controller._scores, resumed.controller._scores)
+    assert full.controller.history == resumed.controller.history and len(full.controller.history) == 3
+    assert torch.equal(full.controller.grad_log, resumed.controller.grad_log)
+    assert any(s != 0 for s in full.scores().values())
+    if probe == "grad":
+        assert full.controller.grad_seen.any()
+        seen = full.controller.grad_seen
+        m = full.controller.grad_log
+        expect = torch.where(seen, -(m - m[seen].mean()), torch.zeros_like(m))
+        torch.testing.assert_close(full.controller._scores, expect)
+    else:
+        assert not full.controller.grad_seen.any()
+    no_val = TaskSplits("tiny", tiny_examples(24), [], tiny_examples(4, 2))
+    hooks = make_controller(apply_lora(tiny_model("llama"), [0, 1, 2, 3], cfg), [0, 1, 2, 3], cfg,
+                            tokenizer=CharTokenizer(), ist_config=ist)
+    opt = torch.optim.AdamW([p for ps in hooks.controller.params for p in ps])
+    if probe == "grad":
+        hooks.bind(opt, hooks.model, no_val)  # gradients need no probe batches
+    else:
+        with pytest.raises(ScaleOTError, match="validation split"):
+            hooks.bind(opt, hooks.model, no_val)

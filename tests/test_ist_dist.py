@@ -4,8 +4,9 @@ The product loop (``scaleot finetune``'s :func:`scaleot.finetune.loop.train`) wr
 model in DDP; IST leaves the unselected layers out of each step's graph, which DDP must
 tolerate (``find_unused_parameters``) without writing gradients into them. Each rank
 trains on its own share of the batch; every rank must select the same layers at every
-step and end with the same scores and weights, with rank 0's selection broadcast (default)
-and with the shared seed alone (``sync_selection=False``). One launch runs both variants
+step and end with the same scores and weights, with rank 0's selection broadcast (default),
+with the shared seed alone (``sync_selection=False``), and with scores from the DDP-averaged
+gradient norms (``probe="grad"``). One launch runs both variants
 (process start-up dominates the cost of this test).
 """
 
@@ -40,7 +41,7 @@ def test_two_ranks_select_the_same_layers_under_accelerate_launch(tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     both = json.loads(out.read_text())
-    for sync in ("True", "False"):  # broadcast selection / shared seed + all-reduced probe losses
+    for sync in ("True", "False", "grad"):  # broadcast selection / shared seed + all-reduced probe losses / grad probe
         r0, r1 = both[0][sync], both[1][sync]
         assert r0["world"] == 2
         sel0 = [s["selected"] for s in r0["steps"]]

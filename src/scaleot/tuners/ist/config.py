@@ -11,6 +11,7 @@ from scaleot.validate.options import nonfinite_fields
 
 SAMPLINGS = ("ist", "rst")
 CREDITS = ("count", "set")
+PROBES = ("suppress", "grad")
 
 
 @dataclass
@@ -39,6 +40,17 @@ class ISTConfig:
     grows with how often a layer was trained. Measured, it did not make two seeds agree
     (BENCHMARKS.md, IST), so it is not the default.
 
+    Probe (``probe``): ``suppress`` (default) is the paper's probe above. ``grad`` reads
+    instead, after every backward pass, the gradient norm of each selected layer's PEFT
+    parameters (no extra forward or backward, no probe batch) and keeps per layer an
+    exponential moving average of its log (factor ``grad_decay`` per observation); every
+    ``T`` steps the scores become ``s_i = -eta (m_i - mean m)``, the mean over the layers
+    of the window seen so far (unseen layers get 0), so a layer is trained with weight
+    ``g_i^eta / (g_i^eta + gbar^eta)``: more where a step would move the loss most. The
+    suppression probe measures what an adapter has learned, which depends on the seed's
+    earlier picks; gradient norms agree across seeds (BENCHMARKS.md, IST). ``K``,
+    ``n_suppress``, ``gamma``, ``reward`` and ``credit`` belong to ``suppress`` only.
+
     ``depth`` bounds memory: only the top ``ceil(depth * L)`` layers (the output side)
     may be selected or probed, so backpropagation never reaches below them and the
     activations of the lower blocks are never stored (peak memory is set by the lowest
@@ -54,6 +66,10 @@ class ISTConfig:
     reward: str = field(default="normalized", metadata={"help": f"one of {REWARDS}: probe reward scaling"})
     credit: str = field(default="set", metadata={
         "help": f"one of {CREDITS}: how a probe's advantage is shared by the suppressed layers"})
+    probe: str = field(default="suppress", metadata={
+        "help": f"one of {PROBES}: importance from suppressed probe passes (the paper) or from gradient norms"})
+    grad_decay: float = field(default=0.9, metadata={
+        "help": "probe grad: moving-average factor of a layer's log gradient norm per observation"})
     depth: float = field(
         default=1.0, metadata={"help": "fraction of the layers, counted from the top, that may be selected (memory bound)"},
     )
@@ -88,6 +104,11 @@ class ISTConfig:
         self.credit = self.credit.lower()
         if self.credit not in CREDITS:
             problems.append(f"credit must be one of {CREDITS} (got {self.credit!r})")
+        self.probe = self.probe.lower()
+        if self.probe not in PROBES:
+            problems.append(f"probe must be one of {PROBES} (got {self.probe!r})")
+        if not 0 <= self.grad_decay < 1:
+            problems.append(f"grad_decay must be in [0, 1) (got {self.grad_decay})")
         if self.sampling not in SAMPLINGS:
             problems.append(f"sampling must be one of {SAMPLINGS} (got {self.sampling!r})")
         problems += nonfinite_fields(self)

@@ -6,6 +6,7 @@ A small object any training loop can drive through hooks::
     for step in range(1, steps + 1):
         ctl.before_step(step)                 # choose n_update layers; only they require grad
         loss = loss_fn(model, next(batches)); loss.backward()
+        ctl.after_backward(step)              # probe "grad": read the selected layers' gradient norms
         optimizer.step(); optimizer.zero_grad(set_to_none=True)
         ctl.after_step(step)
         ctl.maybe_update_importance(step, model, probe_batch, loss_fn)   # every T steps
@@ -17,10 +18,14 @@ the scores, the step and the generator state are all in :meth:`state_dict`, so a
 run selects exactly what the uninterrupted one would. Under ``torch.distributed`` the
 probe losses are averaged over ranks (identical score updates everywhere) and rank 0's
 selection is broadcast (``config.sync_selection``), so every rank trains the same layers.
+With ``probe: grad`` the scores come from the selected layers' gradient norms, read in
+:meth:`ISTController.after_backward` (after DDP has averaged them, so every rank reads the
+same numbers; rank 0's scores are broadcast all the same).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -58,6 +63,8 @@ class ISTController:
         n_update, n_suppress: the resolved counts.
         counts: ``LongTensor[L]``, how often each layer was selected.
         last_update: the latest importance update's losses, rewards and suppressed sets.
+        grad_log, grad_seen: probe ``grad``: per layer, the moving average of its log
+            gradient norm and whether it was observed yet.
         history: ``[(step, [score per layer])]`` after every importance update (the
             score trajectory; checkpointed, plotted beside the adapter).
         window: positions (into :attr:`blocks`) that may be selected: the top
@@ -78,6 +85,8 @@ class ISTController:
         self.history: list[tuple[int, list[float]]] = []
         self._scores = torch.zeros(len(self.blocks), dtype=torch.float64)
         self.counts = torch.zeros(len(self.blocks), dtype=torch.long)
+        self.grad_log = torch.zeros(len(self.blocks), dtype=torch.float64)
+        self.grad_seen = torch.zeros(len(self.blocks), dtype=torch.bool)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.selected: list[int] = []
@@ -131,6 +140,28 @@ class ISTController:
                 move_optimizer_state(self.optimizer, self.params[pos], self._device)
         return [self.blocks[pos] for pos in self.selected]
 
+    @torch.no_grad()
+    def after_backward(self, step: int | None = None) -> None:
+        """Probe ``grad``: fold each selected layer's gradient norm into its moving average.
+
+        Call after ``backward`` and before the optimizer step (and before any gradient
+        clipping). With the suppression probe (or RST) it does nothing.
+        """
+        if self.config.probe != "grad" or self.config.sampling != "ist":
+            return
+        norms = []
+        for pos in self.selected:
+            grads = [p.grad.detach().float() for p in self.params[pos] if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads
+                         else torch.tensor(0.0))
+        decay = self.config.grad_decay
+        for pos, norm in zip(self.selected, torch.stack(norms).cpu().tolist() if norms else [], strict=True):
+            if not norm > 0 or not math.isfinite(norm):
+                continue  # no gradient reached this layer's adapter (or it overflowed): no observation
+            m = math.log(norm)
+            self.grad_log[pos] = decay * self.grad_log[pos] + (1 - decay) * m if self.grad_seen[pos] else m
+            self.grad_seen[pos] = True
+
     def after_step(self, step: int) -> None:
         """Offload the stepped layers' state; mark every PEFT parameter trainable again.
 
@@ -146,13 +177,44 @@ class ISTController:
 
     # ----- importance ------------------------------------------------------------------
     def maybe_update_importance(
-        self, step: int, model: nn.Module, probe_batch: dict, loss_fn: LossFn = default_loss,
+        self, step: int, model: nn.Module | None = None, probe_batch: dict | None = None,
+        loss_fn: LossFn = default_loss,
     ) -> bool:
-        """Run :meth:`update_importance` when ``step`` is a multiple of ``T`` (IST only)."""
+        """Update the scores when ``step`` is a multiple of ``T`` (IST only): from the probe
+        passes (:meth:`update_importance`, probe ``suppress``, needs ``model`` and
+        ``probe_batch``) or from the gradient norms (:meth:`update_from_gradients`)."""
         if self.config.sampling != "ist" or self.config.T == 0 or step % self.config.T:
             return False
-        self.update_importance(model, probe_batch, loss_fn)
+        if self.config.probe == "grad":
+            self.update_from_gradients()
+        else:
+            self.update_importance(model, probe_batch, loss_fn)
         return True
+
+    def update_from_gradients(self) -> torch.Tensor:
+        """Probe ``grad``: ``s_i = -eta (m_i - mean m)`` over the window's observed layers.
+
+        ``m_i`` is layer ``i``'s moving average of its log gradient norm; a layer not yet
+        observed (or outside the window) gets ``s_i = 0``. Under ``torch.distributed`` rank
+        0's scores are broadcast.
+
+        Returns:
+            The new scores ``[L]``.
+        """
+        seen = self.grad_seen & self._in_window.bool()
+        scores = torch.zeros_like(self._scores)
+        if seen.any():
+            scores[seen] = -self.config.eta * (self.grad_log[seen] - self.grad_log[seen].mean())
+        if _distributed():
+            on = self._device if dist.get_backend() == "nccl" else torch.device("cpu")
+            buf = scores.to(on)
+            dist.broadcast(buf, src=0)
+            scores = buf.cpu()
+        self._scores = scores
+        self.last_update = {"log_grad_norm": {self.blocks[i]: float(self.grad_log[i]) for i in range(len(self.blocks))
+                                              if seen[i]}}
+        self.history.append((self.step, self._scores.tolist()))
+        return self._scores.clone()
 
     def credit_weights(self) -> torch.Tensor:
         """Per-layer share of a probe's advantage, ``[L]`` (``config.credit``).
@@ -230,6 +292,8 @@ class ISTController:
             "ist.step": torch.tensor([self.step], dtype=torch.long),
             "ist.rng": self.generator.get_state(),
             "ist.blocks": torch.tensor(self.blocks, dtype=torch.long),
+            "ist.grad_log": self.grad_log.clone(),
+            "ist.grad_seen": self.grad_seen.to(torch.long),
             "ist.history": torch.tensor([[step, *scores] for step, scores in self.history],
                                         dtype=torch.float64).reshape(-1, 1 + len(self.blocks)),
         }
@@ -241,6 +305,9 @@ class ISTController:
         self._scores = state["ist.scores"].to(torch.float64).clone()
         self.counts = state["ist.counts"].to(torch.long).clone()
         self.step = int(state["ist.step"][0])
+        zeros = torch.zeros(len(blocks))  # states written before probe "grad" existed
+        self.grad_log = state.get("ist.grad_log", zeros).to(torch.float64).clone()
+        self.grad_seen = state.get("ist.grad_seen", zeros).to(torch.bool).clone()
         self.generator.set_state(state["ist.rng"].clone())
         rows = state.get("ist.history", torch.zeros(0, 1 + len(blocks))).to(torch.float64).reshape(-1, 1 + len(blocks))
         self.history = [(int(r[0]), r[1:].tolist()) for r in rows]

@@ -47,8 +47,9 @@ class ISTStepController:
     def bind(self, optimizer: torch.optim.Optimizer, loss_model: nn.Module, splits) -> None:
         if self.tokenizer is None:
             raise ScaleOTError("IST needs the tokenizer to build its probe batches (make_controller(..., tokenizer=))")
-        if self.config.sampling == "ist" and self.config.T and not splits.val:
-            raise ScaleOTError("IST needs a validation split (n_val > 0) for its probe batches")
+        if self.config.sampling == "ist" and self.config.T and self.config.probe == "suppress" and not splits.val:
+            raise ScaleOTError("IST needs a validation split (n_val > 0) for its probe batches"
+                               " (or --ist-probe grad, which needs none)")
         self.controller = ISTController(self.model, self.config, optimizer)
         if self._pending is not None:
             self.controller.load_state_dict(self._pending)
@@ -68,13 +69,16 @@ class ISTStepController:
         return self.controller.before_step(step + 1)
 
     def after_backward(self, step: int) -> None:
-        """Nothing to do: unselected layers never got gradients."""
+        """Probe ``grad``: read the selected layers' gradient norms (unselected layers have none)."""
+        self.controller.after_backward(step + 1)
 
     def after_step(self, step: int) -> None:
         done = step + 1
         self.controller.after_step(done)
         self._updated = False
-        if self.loss_model is not None and self.probe:
+        if self.config.probe == "grad":
+            self._updated = self.controller.maybe_update_importance(done)
+        elif self.loss_model is not None and self.probe:
             batch = self._probe_batch(done // max(1, self.config.T))
             self._updated = self.controller.maybe_update_importance(done, self.loss_model, batch,
                                                                     lambda m, b: m(**b))
@@ -94,7 +98,8 @@ class ISTStepController:
         return {k: v.tolist() for k, v in self.controller.state_dict().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        dtypes = {"ist.rng": torch.uint8, "ist.scores": torch.float64, "ist.history": torch.float64}
+        dtypes = {"ist.rng": torch.uint8, "ist.scores": torch.float64, "ist.history": torch.float64,
+                  "ist.grad_log": torch.float64}
         tensors = {k: torch.tensor(v, dtype=dtypes.get(k, torch.long)) for k, v in state.items()}
         self._pending = tensors
         self.controller.load_state_dict(tensors)
