@@ -278,3 +278,23 @@ def test_recovery_view_of_the_privacy_utility_plot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert recovery_plot({"c": {**audit(0.2, 0.2), "attack": []}}, docs, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_recovered_accuracy_threshold_judges_the_end_accuracy_not_r():
+    """Two emulators end at the same attacked accuracy: R passes the one that started high and
+    fails the one that started low; max_recovered_acc treats them alike."""
+    from scaleot.audit.report import verdict
+
+    clean = {"exact": [], "near_copies": [], "rank_violations": []}
+    cfg = AuditConfig(max_recovery=0.5, max_recovered_acc=0.37)
+    high = verdict(cfg, clean, {"zs": 0.145}, [{"tokens": 100000, "acc": 0.36, "R": 0.48, "fidelity": 0.6}])
+    low = verdict(cfg, clean, {"zs": 0.223}, [{"tokens": 100000, "acc": 0.36, "R": 0.79, "fidelity": 0.6}])
+    assert high["ok"] and high["checks"][-1] == {"check": "max_recovered_acc (at 100000 tokens)", "value": 0.36,
+                                                  "threshold": 0.37, "ok": True}
+    assert low["broken"] == ["max_recovery (R at 100000 tokens)"]  # R alone tells them apart
+    strict = verdict(AuditConfig(max_recovery=None, max_recovered_acc=0.35), clean, {"zs": 0.145},
+                     [{"tokens": 100000, "acc": 0.36, "R": 0.48, "fidelity": 0.6}])
+    assert strict["broken"] == ["max_recovered_acc (at 100000 tokens)"]
+    assert not any("recovered_acc" in c["check"] for c in verdict(AuditConfig(), clean, {"zs": 0.1},
+                                                                   [{"tokens": 1, "acc": 0.9, "R": 0.1,
+                                                                     "fidelity": 0.5}])["checks"])

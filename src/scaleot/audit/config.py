@@ -12,7 +12,7 @@ Three groups of fields:
 - the attacker's recipe: ``attack_corpus`` (public text that is *not* the stage-1 corpus),
   ``budgets`` (cumulative token budgets), AdamW with ``attack_lr``, ``attack_batch`` blocks of
   ``block_size`` tokens a step;
-- the owner's release thresholds: ``max_recovery``, ``max_fidelity``, ``min_gap``; a
+- the owner's release thresholds: ``max_recovery``, ``max_recovered_acc``, ``max_fidelity``, ``min_gap``; a
   shipped near-copy of a withheld weight, or an attention projection above its promised
   rank, always fails.
 """
@@ -59,6 +59,8 @@ class AuditConfig:
     near_copy_cos: float = _opt(0.99, "|cosine| at which a shipped row/column copies a withheld one")
     rank_rtol: float = _opt(1e-4, "singular values above rank_rtol * largest count toward effective rank")
     max_recovery: float | None = _opt(0.5, "fail when R at the largest budget exceeds this (unset: no check)")
+    max_recovered_acc: float | None = _opt(
+        None, "fail when the attacked emulator's accuracy (pooled, fraction) at the largest budget exceeds this")
     max_fidelity: float | None = _opt(None, "fail when fidelity at the largest budget exceeds this")
     min_gap: float | None = _opt(None, "fail when Full ZS - Emu ZS (pooled, fraction) is below this")
     seed: int = _opt(0, "seed of the attacker's data order")

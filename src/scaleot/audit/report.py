@@ -6,6 +6,9 @@ passes when every check does. The leak scan has no threshold to set: any exact c
 near-copy or projection above its promised rank fails. Recovery and fidelity are judged
 at the largest budget; an R that is undefined (no gap to recover) fails ``max_recovery``,
 since the emulator then protects nothing the attacker would need to recover.
+``max_recovered_acc`` judges the attacked accuracy itself: R divides the gain by the gap,
+so an emulator that starts close to the full model passes ``max_recovery`` at the same end
+accuracy at which one that starts low fails it (BENCHMARKS.md, audit at 0.1M tokens).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ def verdict(config: AuditConfig, scan: dict, gap: dict, attack: list[dict]) -> d
         r = last.get("R")
         checks.append({"check": f"max_recovery (R at {last['tokens']} tokens)", "value": r,
                        "threshold": config.max_recovery, "ok": r is not None and r <= config.max_recovery})
+    if config.max_recovered_acc is not None and last is not None:  # R flatters an emulator that starts high
+        checks.append({"check": f"max_recovered_acc (at {last['tokens']} tokens)", "value": last["acc"],
+                       "threshold": config.max_recovered_acc, "ok": last["acc"] <= config.max_recovered_acc})
     if config.max_fidelity is not None and last is not None:
         checks.append({"check": f"max_fidelity (at {last['tokens']} tokens)", "value": last["fidelity"],
                        "threshold": config.max_fidelity, "ok": last["fidelity"] <= config.max_fidelity})

@@ -40,7 +40,8 @@ from scaleot.recipes.options import config_command
 KIND = "audit"
 OWN_ENTRIES = ("audit.json", "report.md", "manifest.json")
 # Options a --resume may change: they shape neither the attack nor its measurements.
-MAY_CHANGE = ("budgets", "checkpoint_every", "keep_checkpoints", "max_recovery", "max_fidelity", "min_gap",
+MAY_CHANGE = ("budgets", "checkpoint_every", "keep_checkpoints", "max_recovery", "max_recovered_acc", "max_fidelity",
+              "min_gap",
               "near_copy_cos", "rank_rtol")
 # Corpora the owner trained the emulator on, by method (emulator.json options.corpus).
 TRAINS_ON_CORPUS = ("uniform-kd", "crash")
