@@ -17,7 +17,8 @@ Every run is one record ``<out>/records/<key>.json`` (test accuracy with per-exa
 ``correct``, training timing, IST scores and trajectory); a finished record is never
 redone, so the grid fills in over several invocations. ``--report`` writes
 ``<out>.md``: per (setting, task) the mean ± standard error over seeds of each method, and
-the paired differences of each IST variant against RST and LoRA (per-seed differences, mean ± se).
+the paired differences of each method against RST and LoRA (per-seed differences, mean ± se).
+``--eta`` runs the IST variants at another score step (recorded in the key and the label).
 
     flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
         .venv/bin/python bench/ist_accuracy.py --settings standalone --tasks bigbench:multiemo/all_sentence_en \\
@@ -105,7 +106,8 @@ class Grid:
         peft = apply_lora(model, positions, cfg)
         hooks = None
         if spec["method"] != "lora":
-            ist = ISTConfig(seed=spec["seed"], **IST_VARIANTS[spec["method"]])
+            extra = {"eta": spec["eta"]} if "eta" in spec else {}
+            ist = ISTConfig(seed=spec["seed"], **IST_VARIANTS[spec["method"]], **extra)
             hooks = make_controller(peft, positions, cfg, tokenizer=self.tok, ist_config=ist)
         with tempfile.TemporaryDirectory() as run_dir:
             res = train(model, self.tok, splits, cfg, run_dir, step_controller=hooks, progress=False)
@@ -142,29 +144,31 @@ def _mean_se(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs) / len(xs) ** 0.5:.1f}"
 
 
+def method_label(spec: dict) -> str:
+    """The method with any non-default IST option (``ist-grad eta 3``)."""
+    return spec["method"] + (f" eta {spec['eta']:g}" if "eta" in spec else "")
+
+
 def report(out: Path) -> str:
+    """Per (setting, task, budget): every method's mean ± se over seeds, and each IST
+    variant's paired per-seed difference to RST and to LoRA (over the seeds both have)."""
     recs = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
     groups: dict[tuple, dict[str, dict[int, float]]] = {}
     for r in recs:
         s = r["spec"]
         cell = (s["setting"], s["task"], s["steps"], s["lr"], s["batch_size"], s["max_length"], r["test"]["n"])
-        groups.setdefault(cell, {}).setdefault(s["method"], {})[s["seed"]] = r["test"]["acc"]
-    lines = ["| setting | task | steps | lr | batch x len | n_test | seeds | IST | IST (grad) | RST | LoRA |"
-             " IST - RST | IST - LoRA | IST (grad) - RST | IST (grad) - LoRA |", "|---" * 15 + "|"]
+        groups.setdefault(cell, {}).setdefault(method_label(s), {})[s["seed"]] = r["test"]["acc"]
+    lines = ["| setting | task | steps | lr | batch x len | n_test | method | seeds | accuracy | - RST | - LoRA |",
+             "|---" * 11 + "|"]
+    order = {"lora": 0, "rst": 1, "ist": 2}
     for (setting, task, steps, lr, bs, ml, n), by in sorted(groups.items()):
-        base = [by[m] for m in ("ist", "rst", "lora") if m in by] or list(by.values())
-        seeds = sorted(set.intersection(*(set(v) for v in base))) if base else []
-
-        def diff(a, b, seeds=seeds, by=by):
-            if a not in by or b not in by:
-                return "-"
-            return _mean_se([by[a][s] - by[b][s] for s in seeds if s in by[a] and s in by[b]])
-
-        def col(m, seeds=seeds, by=by):
-            return _mean_se([by[m][s] for s in seeds if s in by.get(m, {})])
-        lines.append(f"| {setting} | {task} | {steps} | {lr:g} | {bs} x {ml} | {n} | {len(seeds)} |"
-                     f" {col('ist')} | {col('ist-grad')} | {col('rst')} | {col('lora')} |"
-                     f" {diff('ist', 'rst')} | {diff('ist', 'lora')} | {diff('ist-grad', 'rst')} | {diff('ist-grad', 'lora')} |")
+        def diff(a, b, by=by):
+            common = sorted(set(by[a]) & set(by.get(b, {})))
+            return _mean_se([by[a][s] - by[b][s] for s in common]) if a != b and common else "-"
+        for m in sorted(by, key=lambda m: (order.get(m, 3), m)):
+            seeds = sorted(by[m])
+            lines.append(f"| {setting} | {task} | {steps} | {lr:g} | {bs} x {ml} | {n} | {m} | {seeds} |"
+                         f" {_mean_se([by[m][s] for s in seeds])} | {diff(m, 'rst')} | {diff(m, 'lora')} |")
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     print(text)
@@ -183,6 +187,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--eta", type=float, default=None, help="IST score step (default: ISTConfig's); in the record key")
     ap.add_argument("--importance", default=None, help="stage-1 folder for the offsite setting's emulator")
     ap.add_argument("--out", default="bench/results/ist_accuracy")
     ap.add_argument("--report", action="store_true", help="only summarise the records")
@@ -194,9 +199,12 @@ def main() -> None:
             for task in args.tasks:
                 for seed in args.seeds:  # seed-major: every finished seed completes a row of the table
                     for method in args.methods:
-                        grid.do({"setting": setting, "task": task, "seed": seed, "method": method,
-                                 "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-                                 "max_length": args.max_length, "n_train": args.n_train, "n_test": args.n_test})
+                        spec = {"setting": setting, "task": task, "seed": seed, "method": method,
+                                "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
+                                "max_length": args.max_length, "n_train": args.n_train, "n_test": args.n_test}
+                        if args.eta is not None and method in ("ist", "ist-grad"):
+                            spec["eta"] = args.eta  # only then: records of the default keep their keys
+                        grid.do(spec)
     report(Path(args.out))
 
 
