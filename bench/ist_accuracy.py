@@ -18,7 +18,8 @@ Every run is one record ``<out>/records/<key>.json`` (test accuracy with per-exa
 redone, so the grid fills in over several invocations. ``--report`` writes
 ``<out>.md``: per (setting, task) the mean ± standard error over seeds of each method, and
 the paired differences of each method against RST and LoRA (per-seed differences, mean ± se).
-``--eta`` runs the IST variants at another score step (recorded in the key and the label).
+``--eta`` (and ``--grad-decay``) run the IST variants with another score step (moving-average
+factor), recorded in the key and the label.
 
     flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
         .venv/bin/python bench/ist_accuracy.py --settings standalone --tasks bigbench:multiemo/all_sentence_en \\
@@ -106,7 +107,7 @@ class Grid:
         peft = apply_lora(model, positions, cfg)
         hooks = None
         if spec["method"] != "lora":
-            extra = {"eta": spec["eta"]} if "eta" in spec else {}
+            extra = {k: spec[k] for k in ("eta", "grad_decay") if k in spec}
             ist = ISTConfig(seed=spec["seed"], **IST_VARIANTS[spec["method"]], **extra)
             hooks = make_controller(peft, positions, cfg, tokenizer=self.tok, ist_config=ist)
         with tempfile.TemporaryDirectory() as run_dir:
@@ -145,8 +146,9 @@ def _mean_se(xs: list[float]) -> str:
 
 
 def method_label(spec: dict) -> str:
-    """The method with any non-default IST option (``ist-grad eta 3``)."""
-    return spec["method"] + (f" eta {spec['eta']:g}" if "eta" in spec else "")
+    """The method with any non-default IST option (``ist-grad eta 3``, ``ist-grad decay 0.97``)."""
+    return (spec["method"] + (f" eta {spec['eta']:g}" if "eta" in spec else "")
+            + (f" decay {spec['grad_decay']:g}" if "grad_decay" in spec else ""))
 
 
 def report(out: Path) -> str:
@@ -188,6 +190,8 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--eta", type=float, default=None, help="IST score step (default: ISTConfig's); in the record key")
+    ap.add_argument("--grad-decay", type=float, default=None,
+                    help="ist-grad's moving-average factor (default: ISTConfig's); in the record key")
     ap.add_argument("--importance", default=None, help="stage-1 folder for the offsite setting's emulator")
     ap.add_argument("--out", default="bench/results/ist_accuracy")
     ap.add_argument("--report", action="store_true", help="only summarise the records")
@@ -204,6 +208,8 @@ def main() -> None:
                                 "max_length": args.max_length, "n_train": args.n_train, "n_test": args.n_test}
                         if args.eta is not None and method in ("ist", "ist-grad"):
                             spec["eta"] = args.eta  # only then: records of the default keep their keys
+                        if args.grad_decay is not None and method == "ist-grad":
+                            spec["grad_decay"] = args.grad_decay
                         grid.do(spec)
     report(Path(args.out))
 

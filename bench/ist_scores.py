@@ -72,6 +72,21 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def partial_agreement(rs: list[dict], covariates: tuple[str, ...]) -> list[float]:
+    """Per pair of seeds, the Pearson correlation of their importance ranks (-s) after each
+    seed's ranks are regressed on the ranks of its own ``covariates`` (``"blocks"`` = depth,
+    ``"counts"`` = its selection counts): what the seeds share beyond depth and selection history."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    def resid(r):
+        y = rankdata([-x for x in r["scores"]])
+        x = np.column_stack([np.ones(len(y))] + [rankdata(r[c]) for c in covariates])
+        return y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    res = [resid(r) for r in rs]
+    return [float(np.corrcoef(res[i], res[j])[0, 1]) for i in range(len(rs)) for j in range(i + 1, len(rs))]
+
+
 def mean(xs: list[float]) -> str:
     return f"{sum(xs) / len(xs):.2f}" if xs else "-"
 
@@ -90,7 +105,8 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
         rows.append({"eta": eta, "credit": credit, "K": K, "probe_batch_size": probe, "probe": kind, "seeds": [r["seed"] for r in rs], "spread": spreads, "std": stds, "spearman": rhos,
                      "final_loss": [sum(r["losses"][-10:]) / 10 for r in rs],
                      "count_rho": [spearman(r["counts"], [-x for x in r["scores"]]) for r in rs],
-                     "depth_rho": [spearman(r["blocks"], [-x for x in r["scores"]]) for r in rs], "wall_s": [r["wall_s"] for r in rs]})
+                     "depth_rho": [spearman(r["blocks"], [-x for x in r["scores"]]) for r in rs],
+                     "partial": partial_agreement(rs, ("blocks", "counts")), "wall_s": [r["wall_s"] for r in rs]})
     ok = [r for r in rows if r["spearman"] and min(r["spread"]) >= target_spread and min(r["spearman"]) >= target_rho]
     chosen = (max(ok, key=lambda r: min(r["spearman"])) if ok
               else max(rows, key=lambda r: (min(r["spearman"]) if r["spearman"] else -1)))
@@ -100,15 +116,17 @@ def report(out: Path, target_spread: float = 1.0, target_rho: float = 0.6) -> di
              f" IST T={first['T']} reward={first['reward']} (K per row); spread = max(s) - min(s) of the"
              " final score logits, std = their standard deviation, Spearman between seeds' final scores.", "",
              "| probe | eta | credit | K | probe batch | seeds | spread per seed | std per seed | Spearman per pair of seeds |"
-             " mean Spearman | count-importance Spearman | depth-importance Spearman | loss (last 10 steps) |",
-             "|---" * 13 + "|"]
+             " mean Spearman | mean, depth and counts partialled out | count-importance Spearman |"
+             " depth-importance Spearman | loss (last 10 steps) |", "|---" * 14 + "|"]
     for r in rows:
         fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
         lines.append(f"| {r['probe']} | {r['eta']:g} | {r['credit']} | {r['K']} | {r['probe_batch_size']} | {r['seeds']} | {fmt(r['spread'])} | {fmt(r['std'])} |"
-                     f" {fmt(r['spearman']) or '-'} | {mean(r['spearman'])} | {fmt(r['count_rho'])} | {fmt(r['depth_rho'])} | {fmt(r['final_loss'])} |")
+                     f" {fmt(r['spearman']) or '-'} | {mean(r['spearman'])} | {mean(r['partial'])} | {fmt(r['count_rho'])} | {fmt(r['depth_rho'])} | {fmt(r['final_loss'])} |")
     lines += ["", "count-importance Spearman: between a seed's selection counts and its importance (-s);"
               " selection follows the scores by design, so it is high whatever the cause.",
               "depth-importance Spearman: between block index and importance (-s); negative = low blocks trained more.",
+              "partialled out: each seed's importance ranks regressed on the ranks of its block index and its"
+              " selection counts, then correlated between seeds (what depth and selection history do not explain).",
               "", f"Chosen: probe {chosen['probe']}, eta {chosen['eta']:g}, credit {chosen['credit']}, K {chosen['K']}, probe batch "
               f"{chosen['probe_batch_size']} ({'meets' if chosen in ok else 'does NOT meet'} spread >= "
               f"{target_spread} and Spearman >= {target_rho})."]
