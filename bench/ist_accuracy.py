@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--eta", type=float, default=None, help="IST score step (default: ISTConfig's); in the record key")
     ap.add_argument("--grad-decay", type=float, default=None,
-                    help="ist-grad's moving-average factor (default: ISTConfig's); in the record key")
+                    help="ist-grad's moving-average factor (default: ISTConfig's); always in ist-grad's record key")
     ap.add_argument("--importance", default=None, help="stage-1 folder for the offsite setting's emulator")
     ap.add_argument("--out", default="bench/results/ist_accuracy")
     ap.add_argument("--report", action="store_true", help="only summarise the records")
@@ -208,8 +208,8 @@ def main() -> None:
                                 "max_length": args.max_length, "n_train": args.n_train, "n_test": args.n_test}
                         if args.eta is not None and method in ("ist", "ist-grad"):
                             spec["eta"] = args.eta  # only then: records of the default keep their keys
-                        if args.grad_decay is not None and method == "ist-grad":
-                            spec["grad_decay"] = args.grad_decay
+                        if method == "ist-grad":  # always in the key: its default changed once (0.9 -> 0.97)
+                            spec["grad_decay"] = args.grad_decay if args.grad_decay is not None else ISTConfig.grad_decay
                         grid.do(spec)
     report(Path(args.out))
 

@@ -43,7 +43,8 @@ class ISTConfig:
     Probe (``probe``): ``suppress`` (default) is the paper's probe above. ``grad`` reads
     instead, after every backward pass, the gradient norm of each selected layer's PEFT
     parameters (no extra forward or backward, no probe batch) and keeps per layer an
-    exponential moving average of its log (factor ``grad_decay`` per observation); every
+    exponential moving average of its log (factor ``grad_decay`` per observation, 0.97 chosen
+    by measurement: seeds agree more than at 0.9, BENCHMARKS.md, IST); every
     ``T`` steps the scores become ``s_i = -eta (m_i - mean m)``, the mean over the layers
     of the window seen so far (unseen layers get 0), so a layer is trained with weight
     ``g_i^eta / (g_i^eta + gbar^eta)``: more where a step would move the loss most. The
@@ -68,7 +69,7 @@ class ISTConfig:
         "help": f"one of {CREDITS}: how a probe's advantage is shared by the suppressed layers"})
     probe: str = field(default="suppress", metadata={
         "help": f"one of {PROBES}: importance from suppressed probe passes (the paper) or from gradient norms"})
-    grad_decay: float = field(default=0.9, metadata={
+    grad_decay: float = field(default=0.97, metadata={
         "help": "probe grad: moving-average factor of a layer's log gradient norm per observation"})
     depth: float = field(
         default=1.0, metadata={"help": "fraction of the layers, counted from the top, that may be selected (memory bound)"},
