@@ -152,25 +152,36 @@ def method_label(spec: dict) -> str:
 
 
 def report(out: Path) -> str:
-    """Per (setting, task, budget): every method's mean ± se over seeds, and each IST
-    variant's paired per-seed difference to RST and to LoRA (over the seeds both have)."""
+    """Per (setting, task, budget): every method's mean ± se over seeds, each method's paired
+    per-seed difference to RST and to LoRA (over the seeds both have), and how many of an IST
+    variant's layer picks differ from RST's under the same seed (the selection generator is
+    seeded alike, so mildly non-uniform weights mostly pick what uniform ones would)."""
     recs = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
     groups: dict[tuple, dict[str, dict[int, float]]] = {}
+    counts: dict[tuple, dict[str, dict[int, list[int]]]] = {}
     for r in recs:
         s = r["spec"]
         cell = (s["setting"], s["task"], s["steps"], s["lr"], s["batch_size"], s["max_length"], r["test"]["n"])
         groups.setdefault(cell, {}).setdefault(method_label(s), {})[s["seed"]] = r["test"]["acc"]
-    lines = ["| setting | task | steps | lr | batch x len | n_test | method | seeds | accuracy | - RST | - LoRA |",
-             "|---" * 11 + "|"]
+        if "ist" in r:
+            counts.setdefault(cell, {}).setdefault(method_label(s), {})[s["seed"]] = r["ist"]["counts"]
+    lines = ["| setting | task | steps | lr | batch x len | n_test | method | seeds | accuracy | - RST | - LoRA |"
+             " picks unlike RST's |", "|---" * 12 + "|"]
     order = {"lora": 0, "rst": 1, "ist": 2}
     for (setting, task, steps, lr, bs, ml, n), by in sorted(groups.items()):
         def diff(a, b, by=by):
             common = sorted(set(by[a]) & set(by.get(b, {})))
             return _mean_se([by[a][s] - by[b][s] for s in common]) if a != b and common else "-"
+        def unlike(m, cell=(setting, task, steps, lr, bs, ml, n)):
+            """Share of the layer picks that differ from RST's with the same seed (total variation of counts)."""
+            mine, rst = counts.get(cell, {}).get(m, {}), counts.get(cell, {}).get("rst", {})
+            tv = [sum(abs(a - b) for a, b in zip(mine[s], rst[s], strict=True)) / 2 / sum(mine[s])
+                  for s in sorted(set(mine) & set(rst))]
+            return f"{statistics.mean(tv):.2f}" if m != "rst" and tv else "-"
         for m in sorted(by, key=lambda m: (order.get(m, 3), m)):
             seeds = sorted(by[m])
             lines.append(f"| {setting} | {task} | {steps} | {lr:g} | {bs} x {ml} | {n} | {m} | {seeds} |"
-                         f" {_mean_se([by[m][s] for s in seeds])} | {diff(m, 'rst')} | {diff(m, 'lora')} |")
+                         f" {_mean_se([by[m][s] for s in seeds])} | {diff(m, 'rst')} | {diff(m, 'lora')} | {unlike(m)} |")
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     print(text)
