@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.utils import get_total_norm
 
 from scaleot.tuners.ist.config import ISTConfig
 from scaleot.tuners.ist.layer import peft_layers_by_block, peft_parameters, suppressed
@@ -106,11 +107,15 @@ class ISTController:
     def _draw(self, weights: torch.Tensor, n: int) -> torch.Tensor:
         picked = torch.multinomial(weights, n, replacement=False, generator=self.generator)
         if _distributed() and self.config.sync_selection:
-            on = self._device if dist.get_backend() == "nccl" else torch.device("cpu")
-            buf = picked.to(on)
-            dist.broadcast(buf, src=0)
-            picked = buf.cpu()
+            picked = self._collective(picked, lambda buf: dist.broadcast(buf, src=0))
         return picked.sort().values
+
+    def _collective(self, tensor: torch.Tensor, op: Callable[[torch.Tensor], object]) -> torch.Tensor:
+        """Run ``op`` (an in-place collective) on ``tensor`` where the backend wants it (the
+        model's device under nccl, the CPU under gloo); the result comes back on the CPU."""
+        buf = tensor.to(self._device if dist.get_backend() == "nccl" else torch.device("cpu"))
+        op(buf)
+        return buf.cpu()
 
     def select(self) -> list[int]:
         """Draw ``n_update`` layer positions (indices into :attr:`blocks`)."""
@@ -149,11 +154,7 @@ class ISTController:
         """
         if self.config.probe != "grad" or self.config.sampling != "ist":
             return
-        norms = []
-        for pos in self.selected:
-            grads = [p.grad.detach().float() for p in self.params[pos] if p.grad is not None]
-            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads
-                         else torch.tensor(0.0))
+        norms = [get_total_norm([p.grad for p in self.params[pos] if p.grad is not None]) for pos in self.selected]
         decay = self.config.grad_decay
         for pos, norm in zip(self.selected, torch.stack(norms).cpu().tolist() if norms else [], strict=True):
             if not norm > 0 or not math.isfinite(norm):
@@ -206,10 +207,7 @@ class ISTController:
         if seen.any():
             scores[seen] = -self.config.eta * (self.grad_log[seen] - self.grad_log[seen].mean())
         if _distributed():
-            on = self._device if dist.get_backend() == "nccl" else torch.device("cpu")
-            buf = scores.to(on)
-            dist.broadcast(buf, src=0)
-            scores = buf.cpu()
+            scores = self._collective(scores, lambda buf: dist.broadcast(buf, src=0))
         self._scores = scores
         self.last_update = {"log_grad_norm": {self.blocks[i]: float(self.grad_log[i]) for i in range(len(self.blocks))
                                               if seen[i]}}
@@ -259,10 +257,7 @@ class ISTController:
             model.train(was_training)
         loss_t = torch.tensor(losses, dtype=torch.float64)
         if _distributed():
-            on = self._device if dist.get_backend() == "nccl" else torch.device("cpu")
-            buf = loss_t.to(on)
-            dist.all_reduce(buf)
-            loss_t = buf.cpu() / dist.get_world_size()
+            loss_t = self._collective(loss_t, dist.all_reduce) / dist.get_world_size()
         adv = advantages(loss_t, self.config.reward)
         p = torch.sigmoid(self._scores)
         delta = torch.zeros_like(self._scores)
