@@ -66,10 +66,13 @@ def key_of(spec: dict) -> str:
     return f"{spec['row']}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+SCORE_AUTOCAST = None  # "bfloat16" to score under bf16 autocast (bench/suite.py sets it from --autocast)
+
+
 def score(model, tok, splits) -> dict:
     """acc and per-example correct on the test split (the fast scorer where this tree has one)."""
     kw = {"scorer": "fast"} if "scorer" in inspect.signature(evaluate_mc).parameters else {}
-    r = evaluate_mc(model, tok, [splits], batch_size=32, **kw)[splits.name]
+    r = evaluate_mc(model, tok, [splits], batch_size=32, autocast_dtype=SCORE_AUTOCAST, **kw)[splits.name]
     return {"acc": r["acc"], "acc_stderr": r["acc_stderr"], "n": r["n"], "correct": r["correct"],
             "scorer": r.get("scorer", kw.get("scorer", "lm-eval"))}
 
@@ -104,7 +107,7 @@ class Lab:
         self.args = args
         self.out = Path(args.out)
         (self.out / "records").mkdir(parents=True, exist_ok=True)
-        self.full, self.tok = load_model("smollm2-135m", device="cpu")
+        self.full, self.tok = load_model(getattr(args, "model", "smollm2-135m"), device="cpu")
         self.full.eval()
         self.n = num_blocks(self.full)
         self.splits = {}
@@ -157,7 +160,8 @@ class Lab:
                              max_steps=spec.get("steps"), batch_size=8, max_length=128, n_train=spec["n_train"],
                              n_val=N_VAL, n_test=spec["n_test"], seed=spec["seed"], val_limit=N_VAL,
                              eval_batch_size=32, lora_rank=spec.get("rank", 8),
-                             lora_alpha=2.0 * spec.get("rank", 8), device="cpu")
+                             lora_alpha=2.0 * spec.get("rank", 8), device="cpu",
+                             autocast=getattr(self.args, "autocast", "none"))
         # the product's registry (full / lora / ist), as `scaleot finetune --method` does
         peft, controller = TUNING_METHODS[spec["tune"]].prepare(emu, positions, cfg, self.tok)
         with tempfile.TemporaryDirectory() as run_dir:
@@ -203,7 +207,8 @@ class Lab:
         freeze_all_but_blocks(model, list(range(self.n)))
         cfg = FinetuneConfig(method="full", lr=spec["lr"], epochs=1, max_steps=spec.get("steps"), batch_size=8,
                              max_length=128, n_train=spec["n_train"], n_val=N_VAL, n_test=spec["n_test"],
-                             seed=spec["seed"], val_limit=N_VAL, eval_batch_size=32, device="cpu")
+                             seed=spec["seed"], val_limit=N_VAL, eval_batch_size=32, device="cpu",
+                             autocast=getattr(self.args, "autocast", "none"))
         splits = self.task(spec)
         with tempfile.TemporaryDirectory() as run_dir:
             res = train(model, self.tok, splits, cfg, run_dir, progress=False)

@@ -193,11 +193,11 @@ def test_run_yaml_audit_section(tmp_path):
 
     from scaleot.recipes.run import load_run_config
 
-    base = {"tasks": ["bigbench:social_iqa"], "emulators": [{"name": "u", "method": "uniform"}]}
+    base = {"tasks": ["gen:arithmetic"], "emulators": [{"name": "u", "method": "uniform"}]}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(dict(base, audit={"budgets": "1000,5000"})))
     cfg = load_run_config(path)
-    assert cfg["audit"]["tasks"] == "bigbench:social_iqa" and AuditConfig(**cfg["audit"]).budget_list == [1000, 5000]
+    assert cfg["audit"]["tasks"] == "gen:arithmetic" and AuditConfig(**cfg["audit"]).budget_list == [1000, 5000]
     path.write_text(yaml.safe_dump(dict(base, audit={"budget": "1000", "max_recovery": 2})))
     with pytest.raises(ScaleOTError) as e:
         load_run_config(path)

@@ -180,14 +180,14 @@ def test_validation_accuracy_uses_the_same_scorer(hf_tokenizer):
 
 
 @pytest.mark.smoke
-def test_real_model_matches_lm_eval_on_three_bigbench_tasks():
+def test_real_model_matches_lm_eval_on_generated_and_packaged_tasks():
     from scaleot.data import SplitConfig, load_task
     from scaleot.models import load_model
 
     torch.set_num_threads(2)
     model, tok = load_model("smollm2-135m", device="cpu")
     tasks = [load_task(t, SplitConfig(seed=0, n_test=500, n_val=100)) for t in
-             ("bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference", "bigbench:strategyqa")]
+             ("gen:arithmetic", "gen:calendar", "pkg:word_sentiment", "pkg:subdivision")]
     kw = dict(limit=10, batch_size=16, keep_loglikelihoods=True)
     reference = evaluate_mc(model, tok, tasks, scorer="lm-eval", **kw)
     fast = evaluate_mc(model, tok, tasks, scorer="fast", **kw)
@@ -255,7 +255,7 @@ def test_run_config_checks_the_evaluate_section(tmp_path):
     from scaleot.recipes.run import load_run_config
 
     path = tmp_path / "run.yaml"
-    cfg = {"tasks": ["bigbench:social_iqa"], "emulators": [{"name": "u", "method": "uniform"}],
+    cfg = {"tasks": ["gen:arithmetic"], "emulators": [{"name": "u", "method": "uniform"}],
            "evaluate": {"scorer": "fast", "batch_size": 8}}
     path.write_text(yaml.safe_dump(cfg))
     assert load_run_config(path)["evaluate"]["scorer"] == "fast"

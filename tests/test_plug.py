@@ -95,8 +95,8 @@ def test_finetune_cli_bad_inputs_fail_with_one_line(tiny_world, tmp_path, capsys
         (["--task", str(task), "--out", str(tmp_path / "a"), "--emulator", str(emu), "--method", "bitfit"],
          "method must be one of"),
         (["--task", str(task), "--out", str(tmp_path / "a"), "--emulator", str(tmp_path / "none")], "not a folder"),
-        (["--task", "bigbench:no_such_task_zz", "--out", str(tmp_path / "a"), "--emulator", str(emu)],
-         "unknown BIG-bench task"),
+        (["--task", "gen:no_such_task_zz", "--out", str(tmp_path / "a"), "--emulator", str(emu)],
+         "unknown generated task"),
         (["--task", str(task), "--out", str(tmp_path / "a"), "--model", str(model_dir), "--steps", "0"],
          "steps must be >= 1"),
     ]

@@ -15,7 +15,7 @@ from scaleot.recipes.finetune import run_finetune
 from scaleot.recipes.run import load_run_config
 from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401
 
-BASE = {"tasks": ["bigbench:social_iqa"], "importance": {"steps": 3},
+BASE = {"tasks": ["gen:arithmetic"], "importance": {"steps": 3},
         "emulators": [{"name": "s", "method": "scaleot"}, {"name": "u", "method": "uniform"}]}
 
 

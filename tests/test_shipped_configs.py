@@ -30,10 +30,17 @@ def test_demo_shows_the_default_emulator():
 
 def test_audit_defaults_to_the_default_jobs_tasks():
     """`scaleot audit` measures the capability gap on the tasks the default job tunes on, and
-    `scaleot fetch` extracts those tasks."""
+    `scaleot fetch` prepares those tasks."""
     from scaleot.audit.config import DEFAULT_TASKS
-    from scaleot.data.bigbench import DEFAULT_TASKS as FETCHED
+    from scaleot.data import DEFAULT_TASKS as FETCHED
 
     default = load_run_config(CONFIGS[0].parent / "default.yaml")
     assert DEFAULT_TASKS.split(",") == default["tasks"]
-    assert [f"bigbench:{t}" for t in FETCHED] == default["tasks"]
+    assert list(FETCHED) == default["tasks"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_need_no_bigbench(path):
+    """Defaults run anywhere: no shipped config names the optional BIG-bench source."""
+    assert "bigbench" not in path.read_text()
+    assert all(t.split(":")[0] in ("gen", "pkg") for t in load_run_config(path)["tasks"])

@@ -80,7 +80,7 @@ def test_matrix_plan_follows_configs_default_yaml(monkeypatch):
 
     cfg = transfer.default_scale()
     m = cfg["matrix"]
-    specs = transfer.plan("matrix", ["bigbench:x"], {"n_train": 10, "n_test": 10})
+    specs = transfer.plan("matrix", ["gen:x"], {"n_train": 10, "n_test": 10})
     offsite = [s for s in specs if s["row"] == "offsite"]
     at_default = [s for s in offsite if s["method"] != "reference" and s["alpha"] == m["alpha"]]
     assert sorted(s["method"] for s in at_default) == sorted(transfer.MATRIX_METHODS)
@@ -92,7 +92,7 @@ def test_matrix_plan_follows_configs_default_yaml(monkeypatch):
     # a changed file changes the plan: nothing is hard-coded beside it
     changed = dict(cfg, matrix=dict(m, alpha=0.4, alphas=[0.4, 0.6], beta=0.1), finetune=dict(cfg["finetune"], max_steps=7))
     monkeypatch.setattr(transfer, "default_scale", lambda: changed)
-    specs = transfer.plan("matrix", ["bigbench:x"], {"n_train": 10, "n_test": 10})
+    specs = transfer.plan("matrix", ["gen:x"], {"n_train": 10, "n_test": 10})
     emus = [s for s in specs if s["row"] == "offsite" and s["method"] != "reference"]
     assert {s["beta"] for s in emus} == {0.1} and {s["steps"] for s in emus} == {7}
     assert sorted(s["alpha"] for s in emus if s["method"] == "scaleot") == [0.4, 0.6]

@@ -412,8 +412,8 @@ def test_wrong_kinds_of_folder_are_refused(tiny_world, adapters, tmp_path, capsy
     (["emulate", "--adapter", "0,0", "--method", "uniform", "--out", "{tmp}/e"], "at least one block"),
     (["emulate", "--adapter", "-1,2", "--method", "uniform", "--out", "{tmp}/e"], ">= 0"),
     (["fetch", "--model", "nosuchmodel"], "nosuchmodel"),
-    (["evaluate", "--autocast", "fp7", "--task", "bigbench:social_iqa"], "autocast"),
-    (["evaluate", "--out", "{tmp}/file/inside.json", "--task", "bigbench:social_iqa"], "not a folder"),
+    (["evaluate", "--autocast", "fp7", "--task", "gen:arithmetic"], "autocast"),
+    (["evaluate", "--out", "{tmp}/file/inside.json", "--task", "gen:arithmetic"], "not a folder"),
 ])
 def test_small_gaps_fail_fast_with_one_line(tmp_path, capsys, args, message):
     (tmp_path / "file").write_text("x")

@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help strings hold literal [brackets] (bigbench:<task>[/<sub>])
+    rich_markup_mode=None,  # help strings hold literal [brackets] (gen:<family>[?n=<size>])
 )
 
 # (command name, module defining `command`), in workflow order.
@@ -34,6 +34,7 @@ COMMANDS = [
     ("audit", "scaleot.recipes.audit"),
     ("run", "scaleot.recipes.run"),
     ("fetch", "scaleot.recipes.fetch"),
+    ("doctor", "scaleot.recipes.doctor"),
 ]
 
 for _name, _module in COMMANDS:  # an import error here is a bug: let it surface
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning :class:`ScaleOTError` into a one-line exit 2."""
     logging.basicConfig(level=os.environ.get("SCALEOT_LOGLEVEL", "WARNING"), format="%(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except ScaleOTError as e:
         print(f"scaleot: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"scaleot: error: {message}", file=sys.stderr)
             return 2
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

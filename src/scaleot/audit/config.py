@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from scaleot.data.bigbench import DEFAULT_TASKS as BIGBENCH_DEFAULTS
+from scaleot.data.tasks import DEFAULT_TASKS as DEFAULT_TASK_NAMES
 from scaleot.errors import check
 from scaleot.models.device import AUTOCAST
 from scaleot.validate.options import nonfinite_fields
 
-DEFAULT_TASKS = ",".join(f"bigbench:{t}" for t in BIGBENCH_DEFAULTS)  # configs/default.yaml's
+DEFAULT_TASKS = ",".join(DEFAULT_TASK_NAMES)  # configs/default.yaml's
 OPTIMIZER = "AdamW (betas 0.9/0.999, constant lr, no weight decay, grad-norm clip 1.0)"
 # The attack draws its batches from the first ATTACK_POOL_TOKENS tokens of the attack corpus (all
 # of it when shorter), reshuffled every pass. The pool does not depend on the budgets, so adding
@@ -42,13 +42,13 @@ def _opt(default, help: str, **extra):
 class AuditConfig:
     """What ``scaleot audit`` measures, how the attacker works, and when the release fails."""
 
-    tasks: str = _opt(DEFAULT_TASKS, "audit tasks, comma-separated (bigbench:<task>[/<sub>] or a .jsonl file)")
+    tasks: str = _opt(DEFAULT_TASKS, "audit tasks, comma-separated (gen:<family>, pkg:<family>, a .jsonl file, ...)")
     n_test: int = _opt(500, "test examples per task (the same seeded cut as scaleot finetune)")
     split_seed: int = _opt(0, "seed of the task split")
     scorer: str = _opt("fast", "multiple-choice scorer: fast or lm-eval (same predictions)")
     ppl_corpus: str = _opt("kjv", "generic text whose held-out tail measures perplexity")
     ppl_blocks: int = _opt(32, "held-out blocks for perplexity")
-    attack_corpus: str = _opt("wiki-vitaminc", "attacker's public text (must differ from the owner's corpora)")
+    attack_corpus: str = _opt("python-docs", "attacker's public text (must differ from the owner's corpora)")
     owner_corpus: str = _opt("kjv", "the owner's stage-1 (harmonizer) corpus, which the attacker must not use")
     budgets: str = _opt("100000,500000,2000000", "cumulative attack token budgets, comma-separated, increasing")
     attack_lr: float = _opt(1e-4, "attacker's AdamW learning rate (every emulator parameter trains)")

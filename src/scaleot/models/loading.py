@@ -188,6 +188,21 @@ def _gguf_file(src: ModelSource, scratch: Path) -> Iterator[Path]:
         yield _gguf_path(src)
 
 
+def model_package_dir(name: str) -> str:
+    """Where a known model's GGUF package(s) are installed (checked, not converted; for ``scaleot doctor``)."""
+    src = KNOWN_MODELS[name]
+    if isinstance(src, ChunkedGGUFSource):
+        return str(chunk_paths(src)[0].parent)
+    return str(_gguf_path(src))
+
+
+def cached_model_dir_if_ready(name: str) -> Path | None:
+    """The converted safetensors folder of a known model, or None when it is not converted yet."""
+    target = scaleot_home() / "models" / name
+    ok = manifest_matches(target, "model") and _conversion_version(target) == CONVERSION_VERSION
+    return target if ok else None
+
+
 CONVERSION_VERSION = 2  # bump to invalidate caches written by older conversions
 
 

@@ -18,10 +18,13 @@ from typing import Annotated
 
 import typer
 
+from scaleot.data.tasks import DEFAULT_TASKS
 from scaleot.errors import ScaleOTError, check
-from scaleot.models.device import AUTOCAST, lm_eval_autocast
+from scaleot.models.device import AUTOCAST, lm_eval_autocast, machine_info
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.validate.options import nonfinite_fields
+
+SPLITS = {"test": "test", "dev": "val"}  # --split -> the TaskSplits field it scores
 
 
 @dataclass
@@ -29,7 +32,8 @@ class EvaluateConfig:
     """What to evaluate and how."""
 
     model: str = DEFAULT_MODEL
-    tasks: list[str] = field(default_factory=lambda: ["bigbench:social_iqa"])
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    split: str = "test"  # "dev" for choosing (tasks, settings); "test" is scored once, for reporting
     limit: int | None = None
     split_seed: int = 0
     n_test: int = 500
@@ -48,6 +52,8 @@ class EvaluateConfig:
         problems = nonfinite_fields(self)
         if not self.tasks:
             problems.append("at least one --task is needed")
+        if self.split not in SPLITS:
+            problems.append(f"--split must be one of {', '.join(SPLITS)} (got {self.split!r})")
         if self.limit is not None and self.limit <= 0:
             problems.append(f"--limit must be > 0 (got {self.limit})")
         if self.batch_size <= 0:
@@ -88,13 +94,17 @@ def run(cfg: EvaluateConfig, model, tokenizer, splits) -> dict:
     from scaleot.models import fingerprint_model
 
     t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    precision = lm_eval_autocast(cfg.autocast, device)
     results = evaluate_mc(model, tokenizer, splits, limit=cfg.limit, batch_size=cfg.batch_size,
-                          autocast_dtype=lm_eval_autocast(cfg.autocast, next(model.parameters()).device),
-                          scorer=cfg.scorer)
+                          split=SPLITS[cfg.split], autocast_dtype=precision, scorer=cfg.scorer)
     seconds = time.perf_counter() - t0
     n = sum(r["n"] for r in results.values())
     doc = {"format_version": 1, "kind": "evaluation", "model": cfg.model,
-           "model_fingerprint": fingerprint_model(model), "options": asdict(cfg),
+           "model_fingerprint": fingerprint_model(model), "options": asdict(cfg), "split": cfg.split,
+           "precision": {"weights": str(next(model.parameters()).dtype).removeprefix("torch."),
+                         "autocast": "bf16" if precision else "none"},
+           "machine": machine_info(device),
            "scorer": ", ".join(sorted({r["scorer"] for r in results.values()})),
            "tasks": results, "timing": {"mc_seconds": round(seconds, 2), "examples_per_second": round(n / seconds, 2)}}
     if cfg.perplexity_corpus:
@@ -167,11 +177,15 @@ def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | 
 
 def command(
     model: Annotated[str, typer.Option(help="known model name (smollm2-135m, gemma3-270m), local HF folder or hub id")] = DEFAULT_MODEL,
-    task: Annotated[list[str], typer.Option(help="task: bigbench:<task>[/<subtask>], a .jsonl file, hf:<dataset>; repeatable")] = None,
-    limit: Annotated[int | None, typer.Option(help="evaluate only the first N test examples of each task")] = None,
+    task: Annotated[list[str], typer.Option(help="task: gen:<family>, pkg:<family>, a .jsonl file or dataset "
+                                                 "folder, hf:<dataset>, bigbench:<task>; repeatable "
+                                                 "(default: the default job's tasks)")] = None,
+    split: Annotated[str, typer.Option(help="dev (for choosing tasks and settings) or test (scored once, "
+                                            "for the numbers you report)")] = "test",
+    limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of the split")] = None,
     split_seed: Annotated[int, typer.Option(help="seed of the task split")] = 0,
     n_test: Annotated[int, typer.Option(help="test split size")] = 500,
-    n_val: Annotated[int, typer.Option(help="validation split size (held out from train)")] = 100,
+    n_val: Annotated[int, typer.Option(help="dev split size (held out from train)")] = 100,
     batch_size: Annotated[int, typer.Option(help="lm-eval batch size (the fast scorer batches by tokens)")] = 16,
     scorer: Annotated[str, typer.Option(help="fast (one context pass per example, the default) or lm-eval "
                                              "(the reference); both give lm-eval's numbers")] = "fast",
@@ -196,7 +210,7 @@ def command(
                                        lm_eval_autocast(autocast, device), device, out,
                                        overwrite=overwrite, tasks=task, scorer=scorer))
         return
-    cfg = EvaluateConfig(model=model, tasks=task or ["bigbench:social_iqa"], limit=limit, split_seed=split_seed,
+    cfg = EvaluateConfig(model=model, tasks=task or list(DEFAULT_TASKS), split=split, limit=limit, split_seed=split_seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
                          autocast=autocast, scorer=scorer, perplexity_corpus=ppl_corpus,
                          perplexity_blocks=ppl_blocks, out=out, overwrite=overwrite)

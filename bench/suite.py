@@ -1,0 +1,240 @@
+"""The transfer suite: every built-in task, fixed train/dev/test splits, dev-only choices.
+
+Protocol (issue 27 item 4, issue 28 item 1):
+
+- Every task is split once, by seed 0: 400 test, 300 dev, 400 train examples
+  (``SPLIT``; recorded in every record). Scoring on ``dev`` is for choosing; ``test`` is
+  scored once, for the numbers that get reported.
+- **Suite rule, fixed before any emulator result** (``RULE``): a task is in the suite when,
+  on dev, the reference adapter (the 2+2 sandwich tuned on the full model itself, 25 steps at
+  lr 3e-4) gains at least 8 points over Full ZS, and Full ZS is above the majority-class rate
+  (so the reference, at least 8 points higher still, cannot be a constant answer).
+- ``--choose`` reads dev records only and refuses any record scored on test; the test
+  report (``--report test``) never feeds a choice.
+
+Records are those of bench/transfer.py (one JSON per experiment, resumable), with ``split``
+in every spec, so a dev and a test score never share a key. Each record also keeps the
+precision it ran in and the machine (:func:`scaleot.models.device.machine_info`).
+
+    python -m bench.suite --out runs/suite --scan              # Full ZS + reference, dev, every task
+    python -m bench.suite --out runs/suite --choose            # apply RULE to the dev records
+    python -m bench.suite --out runs/suite --importance runs/suite/importance \\
+        --config '{"method": "scaleot", "alpha": 0.25, "beta": 0.0}' --split dev
+    python -m bench.suite --out runs/suite --report dev        # the table (five rows, ratios)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import transfer  # noqa: E402
+from transfer import Lab, emu, key_of, paired, tune  # noqa: E402
+
+from scaleot.data import SplitConfig, builtin_tasks, load_task  # noqa: E402
+from scaleot.data.tasks import TaskSplits  # noqa: E402
+
+SPLIT = {"seed": 0, "n_test": 400, "n_dev": 300, "n_train": 400}
+RULE = {"min_reference_gain": 8.0, "zero_shot_above_majority": True}
+BUDGET = {"lr": 3e-4, "steps": 25}  # the data owner's tuning budget while the suite is chosen
+
+
+class SuiteLab(Lab):
+    """bench/transfer.py's Lab with the suite's splits: ``spec['split']`` picks dev or test."""
+
+    def task(self, spec: dict) -> TaskSplits:
+        key = (spec["task"], spec["split"])
+        if key not in self.splits:
+            s = load_task(spec["task"], SplitConfig(seed=SPLIT["seed"], n_test=SPLIT["n_test"],
+                                                    n_val=SPLIT["n_dev"], n_train=SPLIT["n_train"]))
+            scored = s.val if spec["split"] == "dev" else s.test
+            # the training loop's validation pass looks at the first 50 dev examples (no early stopping)
+            self.splits[key] = TaskSplits(s.name, s.train, s.val[:50], scored, s.config, s.n_total)
+        return self.splits[key]
+
+    def do(self, spec: dict) -> dict:
+        rec = super().do(spec)
+        if "machine" not in rec:
+            from scaleot.manifest import write_json_atomic
+            from scaleot.models.device import machine_info
+
+            rec["machine"] = machine_info()
+            rec["precision"] = {"train_autocast": self.args.autocast, "score_autocast": transfer.SCORE_AUTOCAST or "none"}
+            write_json_atomic(self.out / "records" / f"{key_of(spec)}.json", rec)
+        return rec
+
+
+def base(task: str, split: str) -> dict:
+    return {"task": task, "n_train": SPLIT["n_train"], "n_test": SPLIT["n_test"], "split": split}
+
+
+def scan_specs(tasks: list[str]) -> list[dict]:
+    out = []
+    for t in tasks:
+        out.append({"row": "zs", **base(t, "dev")})
+        out.append({"row": "offsite", **base(t, "dev"), **emu("reference", 2, 2), **tune(**BUDGET)})
+    return out
+
+
+def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -> list[dict]:
+    cfg = dict(config)
+    tuning = {k: cfg.pop(k) for k in ("tune", "lr", "steps", "rank") if k in cfg}
+    tuning.setdefault("lr", BUDGET["lr"])
+    tuning.setdefault("steps", BUDGET["steps"])
+    kind = tuning.pop("tune", "full")
+    out = []
+    for t in tasks:
+        out.append({"row": "zs", **base(t, split)})
+        for seed in seeds:
+            out.append({"row": "offsite", **base(t, split), **emu("reference", cfg.get("nb", 2), cfg.get("nt", 2)),
+                        **tune(kind, seed=seed, **tuning)})
+            out.append({"row": "offsite", **base(t, split), **emu(**cfg), **tune(kind, seed=seed, **tuning)})
+    return out
+
+
+def _records(out: Path, split: str) -> list[dict]:
+    recs = []
+    for p in sorted((out / "records").glob("*.json")):
+        r = json.loads(p.read_text())
+        if r["spec"].get("split") == split:
+            recs.append(r)
+    return recs
+
+
+def majority_rate(splits: TaskSplits) -> float:
+    counts = Counter(ex.label for ex in splits.test)
+    return max(counts.values()) / len(splits.test)
+
+
+def choose(out: Path) -> dict:
+    """Apply RULE to the dev records: which tasks form the suite. Test records are refused."""
+    for p in (out / "records").glob("*.json"):
+        if json.loads(p.read_text())["spec"].get("split") != "dev":
+            raise SystemExit(f"refusing to choose: {p} was not scored on dev (choices are made on dev only)")
+    recs = _records(out, "dev")
+    zs = {r["spec"]["task"]: r for r in recs if r["spec"]["row"] == "zs"}
+    ref = {r["spec"]["task"]: r for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] == "reference"
+           and r["spec"]["seed"] == 0 and r["spec"].get("steps") == BUDGET["steps"] and r["spec"]["lr"] == BUDGET["lr"]}
+    table = []
+    for task in builtin_tasks():
+        if task not in zs or task not in ref:
+            continue
+        s = load_task(task, SplitConfig(seed=SPLIT["seed"], n_test=SPLIT["n_test"], n_val=SPLIT["n_dev"], n_train=SPLIT["n_train"]))
+        dev = TaskSplits(s.name, s.train, [], s.val, s.config, s.n_total)
+        major = majority_rate(dev)
+        z, r = zs[task]["full_zs"], ref[task]["plug_in"]
+        gain, se = paired(r["correct"], z["correct"])
+        reasons = []
+        if gain < RULE["min_reference_gain"]:
+            reasons.append(f"reference gain {gain:.1f} < {RULE['min_reference_gain']}")
+        if 100 * z["acc"] <= 100 * major:
+            reasons.append(f"zero-shot {100 * z['acc']:.1f} <= majority {100 * major:.1f}")
+        table.append({"task": task, "full_zs": 100 * z["acc"], "reference": 100 * r["acc"], "gain": gain, "gain_se": se,
+                      "majority": 100 * major, "in_suite": not reasons, "why_not": "; ".join(reasons)})
+    return {"rule": RULE, "split": SPLIT, "budget": BUDGET, "tasks": table,
+            "suite": [t["task"] for t in table if t["in_suite"]]}
+
+
+def choose_table(doc: dict) -> str:
+    lines = ["| task | majority | Full ZS | reference | gain ± se | in suite |", "|---|---|---|---|---|---|"]
+    for t in doc["tasks"]:
+        verdict = "yes" if t["in_suite"] else f"no: {t['why_not']}"
+        lines.append(f"| {t['task']} | {t['majority']:.1f} | {t['full_zs']:.1f} | {t['reference']:.1f} | "
+                     f"{t['gain']:+.1f} ± {t['gain_se']:.1f} | {verdict} |")
+    return "\n".join(lines)
+
+
+def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
+    """Per configuration and task: the five rows, the reference, the transfer and ceiling ratios."""
+    recs = _records(out, split)
+    zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
+    groups: dict[str, list[dict]] = {}
+    refs: dict[tuple, dict] = {}
+    for r in recs:
+        s = r["spec"]
+        if s["row"] != "offsite":
+            continue
+        if s["method"] == "reference":
+            refs[(s["task"], s["seed"], s.get("lr"), s.get("steps"), s.get("tune"), s.get("nb"), s.get("nt"))] = r
+            continue
+        label = json.dumps({k: v for k, v in s.items() if k not in ("row", "task", "n_train", "n_test", "split", "seed")},
+                           sort_keys=True)
+        groups.setdefault(label, []).append(r)
+    lines = [f"split: {split}", ""]
+    for label, rs in sorted(groups.items()):
+        lines += [f"### {label}", "", "| task | seeds | Full ZS | Emu ZS | Emu FT | Plug-in | reference | "
+                  "Plug-in − ZS | Delta | ceiling ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+        ratios = []
+        for task in sorted({r["spec"]["task"] for r in rs}):
+            if tasks and task not in tasks or task not in zs:
+                continue
+            trs = [r for r in rs if r["spec"]["task"] == task]
+            z = zs[task]
+            def mean(key, trs=trs):
+                return sum(100 * r[key]["acc"] for r in trs) / len(trs)
+            ref = [refs.get((task, r["spec"]["seed"], r["spec"].get("lr"), r["spec"].get("steps"), r["spec"].get("tune"),
+                             r["spec"].get("nb"), r["spec"].get("nt"))) for r in trs]
+            pooled_plug = sum((r["plug_in"]["correct"] for r in trs), [])
+            pooled_zs = z["correct"] * len(trs)
+            pooled_emu = sum((r["emu_ft"]["correct"] for r in trs), [])
+            gain, gse = paired(pooled_plug, pooled_zs)
+            delta, dse = paired(pooled_plug, pooled_emu)
+            ref_acc = sum(100 * x["plug_in"]["acc"] for x in ref if x) / max(1, sum(1 for x in ref if x))
+            ceiling = gain / (ref_acc - 100 * z["acc"]) if all(ref) and ref_acc - 100 * z["acc"] > 0 else float("nan")
+            ratios.append(ceiling)
+            lines.append(f"| {task} | {len(trs)} | {100 * z['acc']:.1f} | {mean('emu_zs'):.1f} | {mean('emu_ft'):.1f} | "
+                         f"{mean('plug_in'):.1f} | {ref_acc:.1f} | {gain:+.1f} ± {gse:.1f} | {delta:+.1f} ± {dse:.1f} | "
+                         f"{ceiling:.2f} |")
+        good = sorted(x for x in ratios if x == x)
+        if good:
+            lines += ["", f"median ceiling ratio {good[len(good) // 2] if len(good) % 2 else (good[len(good) // 2 - 1] + good[len(good) // 2]) / 2:.2f} over {len(good)} tasks", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/suite")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--importance", default=None, help="stage-1 folder (scaleot importance) for emulator configs")
+    ap.add_argument("--tasks", nargs="*", default=None, help="default: every built-in task (scan) or the chosen suite")
+    ap.add_argument("--scan", action="store_true", help="Full ZS and the reference adapter on dev, every task")
+    ap.add_argument("--choose", action="store_true", help="apply the suite rule to the dev records")
+    ap.add_argument("--config", action="append", default=[], help="emulator + tuning as JSON (emu() and tune() keys)")
+    ap.add_argument("--split", choices=("dev", "test"), default="dev")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0])
+    ap.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                    help="bf16 autocast for tuning and scoring (recorded; never pool with fp32 numbers)")
+    ap.add_argument("--report", choices=("dev", "test"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    transfer.SCORE_AUTOCAST = "bfloat16" if args.autocast == "bf16" else None
+    if args.report:
+        print(report(out, args.report, args.tasks))
+        return
+    if args.choose:
+        doc = choose(out)
+        (out / "suite.json").write_text(json.dumps(doc, indent=1))
+        print(choose_table(doc))
+        print("suite:", " ".join(doc["suite"]))
+        return
+    if args.split == "test" and not args.config:
+        raise SystemExit("--split test scores a configuration once: give it with --config")
+    tasks = args.tasks
+    if tasks is None:
+        suite = out / "suite.json"
+        tasks = json.loads(suite.read_text())["suite"] if (suite.is_file() and not args.scan) else builtin_tasks()
+    specs = scan_specs(tasks) if args.scan else []
+    for c in args.config:
+        specs += config_specs(tasks, json.loads(c), args.split, args.seeds)
+    lab = SuiteLab(args)
+    for s in specs:
+        lab.do(s)
+
+
+if __name__ == "__main__":
+    main()
