@@ -11,7 +11,14 @@ Every command checks its ``--out`` (and any run folder it writes) with
   *same* kind and ``--overwrite`` was given; a folder of another kind, or one that is
   not a scaleot artifact at all (your notes), is always refused;
 - the nearest existing parent must be a writable folder, so a bad path fails in a
-  second, not after an hour of training.
+  second, not after an hour of training;
+- the folder's own name must be a name (not ``/``, ``.`` or ``..``) short enough that the
+  hidden names written beside it (``.<name>.tmp-XXXXXXXX``, ``<name>.run``) still fit the
+  file system's name limit (:func:`check_out_name`).
+
+Names that *become* paths inside an output folder (a run YAML's emulator names, the folder
+name of each task) pass one rule, :func:`check_name`, and :func:`path_inside` builds every
+such path: the result must stay inside the folder, links included.
 
 The folder itself is then written under a temporary name and renamed into place
 (:func:`scaleot.manifest.atomic_output_dir`), which removes the temporary on any failure.
@@ -19,8 +26,10 @@ The folder itself is then written under a temporary name and renamed into place
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,6 +39,58 @@ from scaleot.errors import ScaleOTError
 MANIFEST = "manifest.json"
 # What a run folder holds while a run is in progress (before its manifest exists).
 RUN_ENTRIES = frozenset({"checkpoints", "best.safetensors", "log.jsonl", "tb"})
+NAME_MAX = 255  # bytes in one path component on every common file system
+# The longest hidden name written beside an output folder: ".<name>.tmp-XXXXXXXX" (atomic_output_dir).
+SIDE_NAME_EXTRA = len(".") + len(".tmp-") + 8 + 2
+MAX_NAME_CHARS = 100
+NAME_RULE = re.compile(r"[0-9A-Za-z_][0-9A-Za-z_.-]*")
+
+
+def check_name(name: object, what: str) -> str:
+    """The one rule for a name that becomes a folder or file name inside an output folder.
+
+    1 to :data:`MAX_NAME_CHARS` characters from ``[0-9A-Za-z_.-]``, not starting with ``.``
+    or ``-``: so never empty, ``.``, ``..``, absolute, hidden or holding a separator.
+
+    Raises:
+        ScaleOTError: one line naming ``what``.
+    """
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS or not NAME_RULE.fullmatch(name):
+        raise ScaleOTError(f"{what} {name!r:.60} cannot name a folder: use 1 to {MAX_NAME_CHARS} letters, "
+                           "digits, '_', '-' or '.', starting with a letter, digit or '_'")
+    return name
+
+
+def path_inside(root: str | Path, *names: str, what: str = "name") -> Path:
+    """``root / names[0] / ...``, each name checked by :func:`check_name`; refused when the
+    path (through a link already there) resolves outside ``root``."""
+    root = Path(root)
+    for n in names:
+        check_name(n, what)
+    path = root.joinpath(*names)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ScaleOTError(f"{path} leads outside {root} (through a link); refusing to write there")
+    return path
+
+
+def check_out_name(out: str | Path, what: str = "--out") -> Path:
+    """An output path whose last component is a real name that leaves room for the hidden
+    names written beside it (the file-system limit is read from the nearest existing parent)."""
+    out = Path(out)
+    name = out.name
+    if not name or name in (".", ".."):
+        raise ScaleOTError(f"{what} {out} has no folder name of its own; name a new folder (e.g. {out}/result)")
+    limit = NAME_MAX
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    with contextlib.suppress(OSError, ValueError):
+        limit = min(limit, os.pathconf(parent, "PC_NAME_MAX"))
+    room = limit - SIDE_NAME_EXTRA
+    if len(os.fsencode(name)) > room:
+        raise ScaleOTError(f"{what} name is {len(os.fsencode(name))} bytes long; at most {room} fit beside the "
+                           f"hidden working names (file-system limit {limit})")
+    return out
 
 
 def _resolve(path: str | Path) -> Path:
@@ -117,6 +178,7 @@ def check_output(
     for p in protected:
         if target == p or target in p.parents:
             raise ScaleOTError(f"{what} {out} is {p} or holds it; choose a new folder for the output")
+    check_out_name(out, what)
     if out.is_symlink():
         raise ScaleOTError(f"{what} {out} is a link; refusing to write through it")
     if out.exists():
@@ -142,7 +204,7 @@ def check_output(
 def check_output_file(out: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path | None] = (),
                       what: str = "--out") -> Path:
     """A result file (``evaluate --out eval.json``): not an input, not a folder, replaced only with ``overwrite``."""
-    out = Path(out)
+    out = check_out_name(out, what)
     target = _resolve(out)
     for item in inputs:
         if item is not None and _overlap(target, _resolve(item)):

@@ -39,9 +39,11 @@ from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
 from scaleot.models.device import lm_eval_autocast
 from scaleot.models.loading import DEFAULT_MODEL
+from scaleot.outputs import MAX_NAME_CHARS, check_name, path_inside
 from scaleot.recipes.options import config_from_section
 from scaleot.recipes.run_config import job_problems
 from scaleot.split import AdapterSplit
+from scaleot.validate.files import load_yaml_unique
 
 SECTIONS = {"model", "adapter", "tasks", "device", "importance", "emulators", "finetune", "ft", "plug",
             "evaluate", "report", "audit"}
@@ -74,9 +76,47 @@ def _section(section: str, values: dict | None, where: str, split: AdapterSplit 
 
 
 def task_dir(task: str) -> str:
-    """A folder name for a task (``bigbench:a/b`` -> ``a__b``; a file path -> its stem)."""
+    """A folder name for a task (``bigbench:a/b`` -> ``a__b``; a file path -> its stem;
+    ``gen:arithmetic?n=40&seed=1`` -> ``gen_arithmetic_n_40_seed_1``).
+
+    Always a name under :func:`scaleot.outputs.check_name`'s rule: characters outside
+    ``[0-9A-Za-z_.-]`` become ``_``, a leading ``.`` or ``-`` becomes ``_`` (so never
+    ``.``, ``..`` or hidden), an empty result is ``_``, and a long one is cut and ends in a
+    hash of the whole task name.
+    """
     name = Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("/", "__"))
+    name = re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("/", "__"))
+    name = re.sub(r"^[.-]+", "_", name) or "_"
+    if len(name) > MAX_NAME_CHARS:
+        name = name[:MAX_NAME_CHARS - 13] + "-" + hashlib.sha256(task.encode("utf-8", "replace")).hexdigest()[:12]
+    return check_name(name, f"task {task!r:.60}: folder name")
+
+
+def name_problems(cfg: dict) -> list[str]:
+    """Every name of the job that becomes a path inside ``--out``, checked against the one rule
+    (:func:`scaleot.outputs.check_name`): emulator names, and task folder names (distinct)."""
+    problems = []
+    emulators = cfg.get("emulators")
+    for e in emulators if isinstance(emulators, list) else []:
+        if isinstance(e, dict) and isinstance(e.get("name"), str):
+            try:
+                check_name(e["name"], "emulators: name")
+            except ScaleOTError as err:
+                problems.append(str(err))
+    seen: dict[str, str] = {}
+    tasks = cfg.get("tasks")
+    for t in tasks if isinstance(tasks, list) else []:
+        if isinstance(t, str) and t:
+            try:
+                d = task_dir(t)
+            except ScaleOTError as err:
+                problems.append(str(err))
+                continue
+            if d in seen and seen[d] != t:
+                problems.append(f"tasks: {seen[d]!r:.60} and {t!r:.60} would share the folder {d!r}; "
+                                "rename one task file")
+            seen.setdefault(d, t)
+    return problems
 
 
 def load_run_config(path: str | Path) -> dict:
@@ -85,7 +125,7 @@ def load_run_config(path: str | Path) -> dict:
     if not path.is_file():
         raise ScaleOTError(f"config not found: {path}")
     try:
-        cfg = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        cfg = load_yaml_unique(path.read_bytes().decode("utf-8")) or {}
     except UnicodeDecodeError:
         raise ScaleOTError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
@@ -110,6 +150,7 @@ def load_run_config(path: str | Path) -> dict:
             AdapterSplit.parse(cfg["adapter"], name="adapter")
         except ScaleOTError as e:
             problems.append(str(e))
+    problems += name_problems(cfg)  # names that become paths stay inside --out
     readable = not problems  # the emulators and the job's adapter split can be read
     problems += job_problems(cfg)  # model, device, tasks (loaded), evaluate, report
     if readable:
@@ -184,10 +225,19 @@ class RunRecipe:
 
     def __init__(self, config: dict, out: str | Path, progress: bool = True):
         self.cfg, self.out, self.progress = config, Path(out), progress
+        check(f"run {out}", name_problems(config))  # a dict config too, before any work
+        self.built: list[Path] = []  # every path the run builds inside --out (tests walk them)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.steps_file = self.out / "steps.json"
+        self.steps_file = self.path("steps.json")
         self.steps = read_json(self.steps_file, "steps.json") if self.steps_file.is_file() else {}
         self.device = config.get("device")
+
+    def path(self, *names: str) -> Path:
+        """``--out / names...``: the only way the run builds a path; each name passes
+        :func:`scaleot.outputs.check_name` and the result stays inside ``--out``."""
+        p = path_inside(self.out, *names)
+        self.built.append(p)
+        return p
 
     def step(self, name: str, folder: Path, kind: str, options, fn) -> Path:
         """Run ``fn()`` unless ``folder`` is complete and was made with the same ``options``."""
@@ -218,7 +268,7 @@ class RunRecipe:
             write_json_atomic(self.steps_file, self.steps)
             return folder
         corpus = opts.pop("corpus", "kjv")
-        folder = self.out / "importance"
+        folder = self.path("importance")
         run = ImportanceRun(out=folder, model=self.cfg["model"], corpus=corpus,
                             options=ImportanceConfig(**opts), device=self.device, overwrite=True,
                             progress=self.progress)
@@ -234,7 +284,7 @@ class RunRecipe:
             if opts.get("method", "scaleot") in ("scaleot", "drop"):
                 opts["importance"] = str(importance)
             config = EmulatorConfig(model=self.cfg["model"], device=self.device, **opts)
-            folder = self.out / "emulators" / entry["name"]
+            folder = self.path("emulators", entry["name"])
             deps = [opts, self.steps.get("importance", {}).get("digest")]
             out[entry["name"]] = self.step(f"emulate/{entry['name']}", folder, "emulator", deps,
                                            lambda c=config, f=folder: run_emulate(c, f, overwrite=True))
@@ -247,20 +297,21 @@ class RunRecipe:
         adapters: dict[str, dict[str, Path]] = {}
         for name, emu in emulators.items():
             for task in self.cfg["tasks"]:
-                folder = self.out / "adapters" / name / task_dir(task)
+                folder = self.path("adapters", name, task_dir(task))
                 deps = [task, base, self.steps.get(f"emulate/{name}", {}).get("digest")]
                 adapters.setdefault(name, {})[task] = self.step(
                     f"finetune/{name}/{task_dir(task)}", folder, "adapter", deps,
                     lambda t=task, f=folder, e=emu: run_finetune(
-                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress, overwrite=True))
+                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress, overwrite=True,
+                        disclose_task=True))  # the run plays both parties: its evaluate pairs adapters by task
         ft_opts = dict(base, **(self.cfg.get("ft") or {}))
         fts = {}
         for task in self.cfg["tasks"]:
-            folder = self.out / "ft" / task_dir(task)
+            folder = self.path("ft", task_dir(task))
             fts[task] = self.step(f"ft/{task_dir(task)}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
                                   lambda t=task, f=folder: run_finetune(
                                       f, t, FinetuneConfig(**ft_opts), model=self.cfg["model"],
-                                      progress=self.progress, overwrite=True))
+                                      progress=self.progress, overwrite=True, disclose_task=True))
         return adapters, fts
 
     def plug(self, adapters: dict, emulators: dict) -> None:
@@ -270,7 +321,7 @@ class RunRecipe:
         for name in [e["name"] for e in self.cfg["emulators"]] if names is None else names:
             for task, adapter in adapters[name].items():
                 where = f"{name}/{task_dir(task)}"
-                folder = self.out / "plugged" / name / task_dir(task)
+                folder = self.path("plugged", name, task_dir(task))
                 self.step(f"plug/{where}", folder, PLUGGED_KIND,
                           [self.steps.get(f"finetune/{where}", {}).get("digest")],
                           lambda a=adapter, f=folder, n=name: plug(self.cfg["model"], a, f, device=self.device,
@@ -285,7 +336,7 @@ class RunRecipe:
         opts = dict(self.cfg.get("evaluate") or {})
         docs, known = {}, None
         for name, emu in emulators.items():
-            target = self.out / "eval" / f"{name}.json"
+            target = self.path("eval", f"{name}.json")
             key = digest([opts, [self.steps.get(f"finetune/{name}/{task_dir(t)}", {}).get("digest") for t in self.cfg["tasks"]],
                           [self.steps.get(f"ft/{task_dir(t)}", {}).get("digest") for t in self.cfg["tasks"]]])
             if target.is_file() and self.steps.get(f"evaluate/{name}", {}).get("digest") == key:
@@ -315,7 +366,7 @@ class RunRecipe:
         opts = dict(self.cfg["audit"] or {})
         docs = {}
         for name, emu in emulators.items():
-            folder = self.out / "audit" / name
+            folder = self.path("audit", name)
             deps = [opts, self.steps.get(f"emulate/{name}", {}).get("digest")]
             unfinished = folder.is_dir() and not (folder / "manifest.json").is_file()  # continue its attack
             run = AuditRun(emulator=emu, out=folder, config=AuditConfig(**opts), model=self.cfg["model"],
@@ -338,7 +389,7 @@ class RunRecipe:
             from scaleot.audit.report import audit_columns
             from scaleot.report.plots import recovery_plot
 
-            plot = recovery_plot(audits, docs, self.out / "privacy_recovery.png")
+            plot = recovery_plot(audits, docs, self.path("privacy_recovery.png"))
             with open(report, "a") as f:
                 f.write("\n" + audit_columns(audits, docs) + "\n")
                 if plot is not None:

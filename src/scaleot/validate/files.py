@@ -8,6 +8,8 @@ names the file (and the key where there is one), never a traceback:
 - :func:`check_safetensors` parses the header itself (size cap, known dtypes, offsets and
   byte counts consistent with the file) before safetensors or torch sees the file;
   :func:`load_safetensors` then loads it.
+- :func:`load_yaml_unique`: ``yaml.safe_load`` that refuses a key given twice in one
+  mapping (the run YAML: the last one silently winning is how a typo goes unnoticed).
 - :func:`check_closed_folder` is for folders that cross the trust boundary (emulator
   bundles, adapters): no links anywhere, manifest paths that stay inside the folder, no
   unlisted files, and every file's content matches its declared type (a pickle named
@@ -198,6 +200,38 @@ def check_model_card(path: Path, rel: str, where: str) -> dict:
     if not isinstance(header, dict):
         raise ScaleOTError(f"{where}: {rel}'s YAML header is not a mapping")
     return header
+
+
+def load_yaml_unique(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing a mapping that holds a key twice.
+
+    Raises:
+        yaml.YAMLError: malformed YAML, or ``duplicate key 'k' (line N)`` as its first line.
+    """
+    import yaml
+
+    class _Unique(yaml.SafeLoader):
+        pass
+
+    def _mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden
+                continue
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: safe_load refuses it itself
+                continue
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r:.60} (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    _Unique.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+    return yaml.load(text, Loader=_Unique)  # noqa: S506 (a SafeLoader subclass)
 
 
 def safe_relative(rel: str) -> bool:
