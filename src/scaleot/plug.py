@@ -138,7 +138,7 @@ class _FullNamed:
         return self.model.get_submodule(rename_blocks(path, self.blocks_path, self.mapping))
 
 
-def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = None,
+def plug(model: str | None, adapter: str | Path, out: str | Path, device: str | None = None,
          emulator: str | Path | None = None, overwrite: bool = False, self_tuned: bool = False) -> Path:
     """Load ``model``, plug ``adapter`` in, write a standard HF model folder to ``out``.
 
@@ -153,6 +153,10 @@ def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = 
     (``scaleot finetune --model``): it may change the blocks it lists, and an adapter
     tuned on an emulator is refused.
 
+    ``model=None`` takes the base model the model owner's own ``emulator`` bundle records
+    (:func:`scaleot.recipes.plug.recorded_base_model`: a known name or a hub id), never
+    the one ``adapter.json`` names: the data owner's file does not choose what is opened.
+
     Raises:
         ScaleOTError: no ``emulator``; an adapter from another bundle or model, touching
             anything but the bundle's adapter blocks, malformed or non-finite; an ``out``
@@ -166,6 +170,9 @@ def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = 
     if (emulator is None) == (not self_tuned):
         raise ScaleOTError("plug needs --emulator DIR: the bundle the adapter was tuned on (it says which "
                            "blocks the adapter may change); --self-tuned only for your own full-model adapter")
+    if model is None and self_tuned:
+        raise ScaleOTError("--self-tuned needs --model: the base model comes from --model or from an "
+                           "emulator bundle, never from the adapter")
     check_output(out, PLUGGED_KIND, overwrite=overwrite, inputs=[adapter, emulator, local_path(model)])
     tuned = read_adapter(adapter)
     if self_tuned:
@@ -173,8 +180,17 @@ def plug(model: str, adapter: str | Path, out: str | Path, device: str | None = 
             raise ScaleOTError(f"adapter {adapter} was tuned on an emulator: plug it with --emulator DIR")
         allowed = tuned.sources
     else:
+        from scaleot.emulator.bundle import weights_fingerprint
+        from scaleot.manifest import read_json
+
         bundle_info, bundle_fp = read_bundle_info(Path(emulator))
-        allowed = check_adapter_matches_bundle(tuned.info, bundle_info, bundle_fp, f"adapter {adapter}")
+        if model is None:  # the model owner's own bundle says which base model, never the adapter
+            from scaleot.recipes.plug import recorded_base_model
+
+            model = recorded_base_model(bundle_info, f"emulator bundle {emulator}")
+        listed = read_json(Path(emulator) / "manifest.json", "manifest")["files"]  # verified just above
+        allowed = check_adapter_matches_bundle(tuned.info, bundle_info, bundle_fp, f"adapter {adapter}",
+                                               weights_fingerprint=weights_fingerprint(listed))
     full, tokenizer = load_model(model, device=device)
     base_fp = fingerprint_model(full)
     check_adapter_fits(full, tuned, base_fp)

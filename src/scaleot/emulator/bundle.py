@@ -9,6 +9,15 @@ Folder layout::
     README.md           the model card (hub YAML header: (N_a, alpha, beta), base fingerprint)
     manifest.json       kind "emulator": sha256 and size of every file
 
+The bundle's *fingerprint* (:func:`bundle_fingerprint`) is one sha256 over the name and
+sha256 of every file the data owner uses: the weights, ``config.json``, the tokenizer
+files and ``emulator.json`` (everything but the model card ``README.md`` and an
+``audit.json`` the model owner may add after auditing). The tuned
+adapter records it, and ``plug`` refuses an adapter tuned on a bundle that differs from
+the model owner's in any of those files. (Before this, the fingerprint covered
+``model.safetensors`` only; adapters that record such a fingerprint are refused with a
+line saying so: tune them again on the bundle.)
+
 :func:`load_emulator` verifies every hash, refuses unlisted or non-JSON/safetensors files
 (no pickle anywhere), rebuilds the module structure from ``config.json`` and the layer
 map, then loads ``model.safetensors`` strictly. The result is an ordinary transformers
@@ -45,6 +54,31 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 INFO = "emulator.json"
 SAFE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja", ".model", ".md")  # .md: README.md only
+# Read by people (and by the model owner's plug, for the card), never by the data owner's tuning:
+# the model card, and the audit numbers a model owner may add to a bundle after auditing it.
+UNFINGERPRINTED = ("README.md", "audit.json")
+
+
+def bundle_fingerprint(files: dict) -> str:
+    """``sha256:<hex>`` over ``name NUL sha256 LF`` of every manifest-listed file the data
+    owner uses (all but :data:`UNFINGERPRINTED`), in name order.
+
+    Args:
+        files: the manifest's ``files`` mapping (``{name: {"sha256": ..., "bytes": ...}}``).
+    """
+    import hashlib
+
+    h = hashlib.sha256(b"scaleot-emulator-bundle-v2\n")
+    for name in sorted(files):
+        if name not in UNFINGERPRINTED:
+            h.update(f"{name}\0{files[name]['sha256']}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def weights_fingerprint(files: dict) -> str:
+    """The fingerprint older scaleot recorded: ``model.safetensors`` only (for the message
+    that refuses an adapter carrying it)."""
+    return "sha256:" + files[WEIGHTS]["sha256"]
 
 
 @dataclass
@@ -55,7 +89,7 @@ class EmulatorBundle:
         model: a transformers ``*ForCausalLM`` in eval mode.
         tokenizer: the base tokenizer, or ``None``.
         info: the ``emulator.json`` dict (method, options, layer map, params...).
-        fingerprint: ``"sha256:<hex>"`` of ``model.safetensors`` once saved or loaded.
+        fingerprint: :func:`bundle_fingerprint` once saved or loaded (every file but the card).
     """
 
     model: nn.Module
@@ -98,7 +132,7 @@ class EmulatorBundle:
             write_card(tmp, emulator_card(self.info, self.info.get("audit")))
             manifest = write_manifest(tmp, "emulator", {"method": self.info["method"],
                                                         "base_fingerprint": self.info["base_fingerprint"]})
-        self.fingerprint = "sha256:" + manifest["files"][WEIGHTS]["sha256"]
+        self.fingerprint = bundle_fingerprint(manifest["files"])
         return path
 
 
@@ -306,7 +340,7 @@ def read_bundle_info(folder: Path) -> tuple[dict, str]:
     against :class:`scaleot.validate.schemas.EmulatorDoc`.
 
     Returns:
-        ``(emulator.json as a dict, "sha256:<hex> of model.safetensors")``.
+        ``(emulator.json as a dict, the bundle's fingerprint)`` (:func:`bundle_fingerprint`).
     """
     from scaleot.emulator.config import METHODS
     from scaleot.models.loading import check_model_config
@@ -324,4 +358,4 @@ def read_bundle_info(folder: Path) -> tuple[dict, str]:
     if info["method"] not in METHODS:
         raise ScaleOTError(f"{folder}: emulator.json names an unknown method {info['method']!r}")
     check_model_config(folder / "config.json")
-    return info, "sha256:" + listed["model.safetensors"]["sha256"]
+    return info, bundle_fingerprint(listed)

@@ -30,29 +30,55 @@ MAX_LORA_SCALE = 64.0
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _split_claims(doc: dict) -> list[dict]:
+    """Every ``{n_bottom, n_top}`` a document claims: its ``adapter`` entry and top-level keys."""
+    claims = []
+    split = doc.get("adapter")
+    if isinstance(split, dict) and {"n_bottom", "n_top"} & set(split):
+        claims.append({k: split.get(k) for k in ("n_bottom", "n_top")})
+    if {"n_bottom", "n_top"} & set(doc):
+        claims.append({k: doc.get(k) for k in ("n_bottom", "n_top")})
+    return claims
+
+
 def check_adapter_matches_bundle(adapter_info: dict, bundle_info: dict, bundle_fingerprint: str,
-                                 where: str) -> list[int]:
-    """The adapter was tuned on this bundle and claims exactly its adapter blocks.
+                                 where: str, weights_fingerprint: str | None = None) -> list[int]:
+    """The adapter was tuned on this bundle and claims exactly its adapter blocks and split.
+
+    Args:
+        weights_fingerprint: the bundle's older, weights-only fingerprint: an adapter that
+            records it was tuned before the fingerprint covered the whole bundle, and is
+            refused with a line saying so.
 
     Returns:
         The allowed full-model block indices (the bundle's adapter sources).
     """
     allowed = [e["source"] for e in bundle_info["layer_map"] if e["kind"] == "adapter"]
     theirs = adapter_info.get("emulator_fingerprint")
+    if weights_fingerprint is not None and theirs == weights_fingerprint:
+        raise ScaleOTError(f"{where} records the older emulator fingerprint (model.safetensors only), which "
+                           "cannot show it was tuned on this bundle's tokenizer, config and emulator.json; "
+                           "tune it again on this bundle")
     if theirs != bundle_fingerprint:
         raise ScaleOTError(f"{where} was not tuned on this emulator bundle (emulator fingerprint "
-                           f"{str(theirs)[:19]}..., the bundle is {bundle_fingerprint[:19]}...)")
+                           f"{str(theirs)[:19]}..., the bundle is {bundle_fingerprint[:19]}...; it covers the "
+                           "weights, config, tokenizer files and emulator.json)")
     if adapter_info.get("base_fingerprint") != bundle_info.get("base_fingerprint"):
         raise ScaleOTError(f"{where}: base fingerprint differs from the emulator bundle's")
     if sorted(adapter_info.get("adapter_sources", [])) != sorted(allowed):
         raise ScaleOTError(f"{where}: adapter_sources {adapter_info.get('adapter_sources')} are not the "
                            f"bundle's adapter blocks {allowed}")
+    bundle = (_split_claims(bundle_info) or [None])[0]
+    for mine in _split_claims(adapter_info):
+        if mine != bundle:
+            raise ScaleOTError(f"{where}: adapter.json claims the adapter split {mine}, the bundle's is {bundle}")
     return allowed
 
 
 def _check_tensor(name: str, t: torch.Tensor, shape: tuple, where: str) -> None:
     if t.dtype not in FLOAT_DTYPES:
-        raise ScaleOTError(f"{where}: tensor {name} has dtype {t.dtype}, expected a float type")
+        raise ScaleOTError(f"{where}: tensor {name} has dtype {str(t.dtype).removeprefix('torch.')}, expected "
+                           "float32, float16 or bfloat16")
     if tuple(t.shape) != tuple(shape):
         raise ScaleOTError(f"{where}: tensor {name} has shape {list(t.shape)}, expected {list(shape)}")
     if not torch.isfinite(t).all():
