@@ -4,8 +4,12 @@
   fingerprints, parameter counts and timings. Local paths (the model folder, the
   importance folder, run folders) are cut to their last component.
 - Tuned adapter (data owner -> model owner): the method, options, fingerprints, split
-  sizes, validation accuracies and timings; the task by its name (``bigbench:...``) or,
-  for a local file, by file name and content hash, never its path.
+  sizes, validation accuracies and timings. The task: a public built-in name
+  (``gen:...``, ``pkg:...``, ``bigbench:...``) as given; anything else (a local file or
+  folder, an ``hf:`` dataset, which may be private) only as ``"undisclosed"`` unless the
+  data owner passes ``finetune --disclose-task``, which records a local file by its name
+  and content hash (never its path) and an ``hf:`` name as given. The example counts of
+  the split always travel.
 - Both manifests record ``scaleot <subcommand>``, never the command line.
 
 :func:`public_info` applies the path rule to a JSON-able document; :func:`public_task`
@@ -18,7 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-SAFE_PREFIXES = ("bigbench:", "hf:", "sha256:")
+SAFE_PREFIXES = ("gen:", "pkg:", "bigbench:", "hf:", "sha256:")
+PUBLIC_TASKS = ("gen:", "pkg:", "bigbench:")  # built-in task names: public, recorded as given
+UNDISCLOSED = "undisclosed"
 
 
 def _is_local_path(value: str) -> bool:
@@ -38,17 +44,35 @@ def public_info(obj: Any) -> Any:
     return obj
 
 
-def public_task(task: str) -> dict:
-    """``{"task": name, "task_sha256": ...}``: a local file by name and content hash, never its path."""
+def public_task(task: str, disclose: bool = False) -> dict:
+    """How an adapter records its task: ``{"task": ...}`` (plus ``task_sha256`` for a disclosed file).
+
+    A built-in public name (:data:`PUBLIC_TASKS`) is recorded as given. Anything else is
+    ``"undisclosed"`` unless ``disclose``: then a local file by name and content hash
+    (never its path), a local folder by its name, and an ``hf:`` name as given.
+    """
     from scaleot.validate.provenance import file_hash
 
+    if task.startswith(PUBLIC_TASKS):
+        return {"task": task}
+    if not disclose:
+        return {"task": UNDISCLOSED}
     p = Path(task).expanduser()
     if p.is_file():
         return {"task": p.name, "task_sha256": file_hash(p)}
+    if p.is_dir():
+        return {"task": p.name}
     return {"task": task}
 
 
 def task_matches(recorded: dict, task: str) -> bool:
-    """True when the task spec ``task`` (a name or a local path) is the one ``recorded`` describes."""
-    return public_task(task) == {k: recorded.get(k) for k in public_task(task)} and (
+    """True when the task spec ``task`` (a name or a local path) is the one ``recorded`` describes.
+
+    An undisclosed task matches any task that would itself be undisclosed (a local file
+    or folder, an ``hf:`` name): whoever evaluates it names the task with ``--task``.
+    """
+    if recorded.get("task") == UNDISCLOSED and "task_sha256" not in recorded:
+        return public_task(task) == {"task": UNDISCLOSED}
+    mine = public_task(task, disclose=True)
+    return mine == {k: recorded.get(k) for k in mine} and (
         "task_sha256" not in recorded or Path(task).expanduser().is_file())

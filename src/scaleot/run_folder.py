@@ -86,9 +86,7 @@ class RunFolder:
             raise ScaleOTError(f"cannot resume from {ckpt}: it records no options; use a new --out")
         keys = sorted((set(self.options) | set(theirs)) - self.may_change)
         diff = [k for k in keys if self.options.get(k) != theirs.get(k)]
-        if diff:
-            raise ScaleOTError(f"cannot resume from {ckpt}: options differ ({', '.join(diff)}); use a new --out")
-        check_resume(state, self.provenance, ckpt)
+        check_resume(state, self.provenance, ckpt, option_diff=diff)  # names every difference at once
         return load_checkpoint(ckpt, optimizer)
 
     # ------------------------------------------------------------------ logs

@@ -10,6 +10,14 @@ MAX_CONTEXT_CHARS = 32_768
 MAX_CHOICE_CHARS = 4_096
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class MCExample:
     """One multiple-choice example: the model scores each ``context + choice``."""
@@ -24,9 +32,14 @@ class MCExample:
         The context is a string of at most :data:`MAX_CONTEXT_CHARS` characters; the
         choices are at least 2 distinct non-blank strings of at most
         :data:`MAX_CHOICE_CHARS`; the label is an integer index into them (not a bool).
+        Every string is valid Unicode (a lone surrogate such as ``"\\ud800"``, which JSON
+        escapes allow, cannot be written as UTF-8 and is refused here, before training).
         """
         if not isinstance(self.context, str) or not isinstance(self.choices, list):
             raise ScaleOTError(f"{where}: needs a string 'context' and a list 'choices'")
+        for name, text in [("context", self.context), *((f"choice {i}", c) for i, c in enumerate(self.choices))]:
+            if isinstance(text, str) and not _is_unicode(text):
+                raise ScaleOTError(f"{where}: {name} holds a lone surrogate (e.g. \\ud800), not valid Unicode text")
         if len(self.context) > MAX_CONTEXT_CHARS:
             raise ScaleOTError(f"{where}: context longer than {MAX_CONTEXT_CHARS} characters")
         if len(self.choices) < 2:

@@ -16,6 +16,8 @@ from scaleot.tuners.ist.config import ISTConfig
 from scaleot.validate.options import nonfinite_fields
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
+MAX_LENGTH = 1 << 17  # tokens per example: beyond any supported model's context
+MAX_COUNT = 1 << 31  # any other count (steps, batch sizes, examples, rank): past it is a typo
 
 
 def _opt(default, help: str, **extra):
@@ -86,6 +88,13 @@ class FinetuneConfig:
         for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "lora_rank"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.max_length > MAX_LENGTH:
+            problems.append(f"max_length must be <= {MAX_LENGTH} tokens (got {self.max_length:.3g})")
+        for name in ("epochs", "max_steps", "batch_size", "grad_accum", "eval_batch_size", "lora_rank", "n_train",
+                     "n_val", "n_test", "val_limit", "checkpoint_every", "seed", "split_seed"):
+            v = getattr(self, name)
+            if isinstance(v, int) and abs(v) >= MAX_COUNT:
+                problems.append(f"{name} must be below {MAX_COUNT} (got {v:.3g})")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if not 0 <= self.warmup_ratio < 1:

@@ -123,6 +123,19 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _check_answer_tokens(encoded: list[dict], task: str) -> None:
+    """Every training example has an answer token the loss can predict.
+
+    The first token of a sequence is never predicted, so an example whose context is empty
+    (and no leading special token opens it) and whose answer is one token teaches nothing;
+    a batch of only such examples would make the loss 0/0. Refused here, before training.
+    """
+    empty = sum(1 for e in encoded if all(y == IGNORE_INDEX for y in e["labels"][1:]))
+    if empty:
+        raise ScaleOTError(f"task {task}: {empty} of {len(encoded)} training examples leave no answer token to "
+                           "learn (an empty context before a one-token answer); give every example a context")
+
+
 class _Run:
     """The state of one fine-tuning run; :func:`train` drives it (setup -> epochs -> validate -> save)."""
 
@@ -145,6 +158,7 @@ class _Run:
         if not self.params:
             raise ScaleOTError("nothing to train: no parameter requires a gradient")
         self.encoded = [encode_example(ex, tokenizer, config.max_length) for ex in splits.train]
+        _check_answer_tokens(self.encoded, splits.name)
         self.collate = PadCollator(tokenizer.pad_token_id)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.global_batch = config.batch_size * self.world

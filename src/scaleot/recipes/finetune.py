@@ -11,6 +11,12 @@ Recipe shape: ``setup -> train -> save``.
 
 Writes ``OUT/`` (the tuned adapter, see :mod:`scaleot.adapter`) and keeps
 checkpoints, ``log.jsonl`` and TensorBoard events in ``--run-dir`` (default ``OUT.run``).
+The adapter records a built-in task by its public name (``gen:``, ``pkg:``, ``bigbench:``);
+a local task file or folder, or an ``hf:`` dataset, is recorded as ``"undisclosed"`` unless
+``--disclose-task`` (then a file by its name and sha256, never its path): see
+:mod:`scaleot.disclosure`. A task whose test examples also appear among its training or
+validation examples is warned about (the test accuracy would measure memory).
+
 Runs under ``accelerate launch`` for data parallel. Raises :class:`ScaleOTError` for a
 missing/tampered emulator, unknown task or method, bad options, or ``--resume`` without a
 checkpoint.
@@ -18,6 +24,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +42,8 @@ from scaleot.models import fingerprint_model, load_model, num_blocks
 from scaleot.recipes.options import config_command
 from scaleot.split import AdapterSplit
 
+log = logging.getLogger(__name__)
+
 
 class FinetuneRecipe:
     """One fine-tuning job; ``run()`` = ``setup()``, ``train()``, ``save()``."""
@@ -42,7 +51,7 @@ class FinetuneRecipe:
     def __init__(self, out: str | Path, task: str, config: FinetuneConfig, emulator: str | Path | None = None,
                  model: str | None = None, blocks: str = "all", adapter: AdapterSplit | str = "2,2",
                  run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-                 overwrite: bool = False):
+                 overwrite: bool = False, disclose_task: bool = False):
         if (emulator is None) == (model is None):
             raise ScaleOTError("give exactly one of --emulator DIR (data owner) or --model M (FT row)")
         if blocks not in ("all", "sandwich"):
@@ -50,8 +59,9 @@ class FinetuneRecipe:
         self.out, self.task, self.config = Path(out), task, config
         self.emulator, self.model_name = emulator, model
         self.blocks, self.split = blocks, AdapterSplit.parse(adapter)
-        self.run_dir = Path(run_dir) if run_dir else self.out.with_name(self.out.name + ".run")
+        self.run_dir = Path(run_dir) if run_dir else None  # default OUT.run, once --out is known to be a name
         self.resume, self.progress, self.overwrite = resume, progress, overwrite
+        self.disclose_task = disclose_task
         self.check_paths()
 
     def check_paths(self) -> None:
@@ -62,11 +72,14 @@ class FinetuneRecipe:
             raise ScaleOTError(f"--adapter needs at least one adapter block with --blocks sandwich (got {self.split})")
         inputs = [self.emulator, local_path(self.model_name), local_path(self.task)]
         check_output(self.out, "adapter", overwrite=self.overwrite, inputs=[*inputs, self.run_dir])
+        if self.run_dir is None:
+            self.run_dir = self.out.with_name(self.out.name + ".run")
         check_run_dir(self.run_dir, resume=self.resume, overwrite=self.overwrite, inputs=[*inputs, self.out])
 
     def setup(self) -> None:
         t0 = time.perf_counter()
         self.splits = load_task(self.task, self.config.split_config())
+        warn_repeated_examples(self.splits)
         if self.emulator is not None:
             from scaleot.emulator import load_emulator
 
@@ -111,7 +124,7 @@ class FinetuneRecipe:
         from scaleot.outputs import check_output
 
         info = dict(self.identity, method=self.config.method, options=self.config.to_dict(),
-                    data=dict(self.splits.describe(), **public_task(self.task)), validation=self.result.validation, best=self.result.best,
+                    data=dict(self.splits.describe(), **public_task(self.task, self.disclose_task)), validation=self.result.validation, best=self.result.best,
                     steps=self.result.steps, params=self.params,
                     timing=dict(self.result.timing, setup_seconds=round(self.setup_seconds, 2)))
         extra = None
@@ -137,6 +150,21 @@ class FinetuneRecipe:
         return self.save()
 
 
+def warn_repeated_examples(splits) -> int:
+    """Warn (log) when test examples also appear among the training or validation examples;
+    returns how many do."""
+    def key(e):
+        return (e.context, tuple(e.choices), e.label)
+
+    seen = {key(e) for e in [*splits.train, *splits.val]}
+    repeated = sum(1 for e in splits.test if key(e) in seen)
+    if repeated:
+        log.warning("scaleot: warning: %d of %d test examples of %s also appear among its training or validation "
+                    "examples (the task repeats examples): the test accuracy measures memory, not transfer",
+                    repeated, len(splits.test), splits.name)
+    return repeated
+
+
 def run_finetune(out: str | Path, task: str, config: FinetuneConfig | None = None, **kwargs) -> Path:
     """Python API: fine-tune and write the adapter folder; see :class:`FinetuneRecipe`."""
     return FinetuneRecipe(out, task, config or FinetuneConfig(), **kwargs).run()
@@ -144,7 +172,8 @@ def run_finetune(out: str | Path, task: str, config: FinetuneConfig | None = Non
 
 @config_command(FinetuneConfig)
 def command(
-    task: Annotated[str, typer.Option(help="task: bigbench:<name>[/<sub>] or a .jsonl file")],
+    task: Annotated[str, typer.Option(help="task: gen:<family>[?n=<size>&seed=<seed>], pkg:<family>, a .jsonl "
+                                      "file or dataset folder, hf:<dataset>, bigbench:<name>[/<sub>]")],
     out: Annotated[Path, typer.Option(help="output adapter folder")],
     config: FinetuneConfig,
     emulator: Annotated[Path | None, typer.Option(help="emulator bundle (data owner: tune its adapter)")] = None,
@@ -155,9 +184,13 @@ def command(
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing adapter at --out and "
                                             "start the run folder over")] = False,
+    disclose_task: Annotated[bool, typer.Option("--disclose-task", help="record a local task file's name and "
+                                                "sha256 (or an hf: name) in the adapter; default: 'undisclosed' "
+                                                "(built-in gen:/pkg:/bigbench: names are always recorded)")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
 ) -> None:
     config = replace(config, device=device)
     path = run_finetune(out, task, config, emulator=emulator, model=model, blocks=blocks,
-                        adapter=AdapterSplit.parse(adapter), run_dir=run_dir, resume=resume, overwrite=overwrite)
+                        adapter=AdapterSplit.parse(adapter), run_dir=run_dir, resume=resume, overwrite=overwrite,
+                        disclose_task=disclose_task)
     typer.echo(f"adapter written to {path}")

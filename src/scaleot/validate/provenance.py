@@ -49,22 +49,38 @@ def _normal(obj):
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
-def check_resume(state: dict, provenance: dict, checkpoint: str | Path) -> None:
-    """Refuse resuming ``checkpoint`` for a run on other inputs.
+def provenance_differences(state: dict, provenance: dict) -> list[str]:
+    """``key (there, now)`` for every recorded input that differs (empty when none does)."""
+    theirs = state.get("provenance")
+    if not isinstance(theirs, dict):
+        return []
+    mine = _normal(provenance)
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    return [f"{k} ({theirs.get(k)!r:.40} there, {mine.get(k)!r:.40} now)" for k in diff]
+
+
+def check_resume(state: dict, provenance: dict, checkpoint: str | Path,
+                 option_diff: list[str] | None = None) -> None:
+    """Refuse resuming ``checkpoint`` for a run on other inputs (or, with ``option_diff``, other options).
+
+    Every difference is named in the one line: the options that differ and the inputs
+    (task, model or emulator fingerprint, blocks) that differ.
 
     Raises:
         ScaleOTError: the checkpoint has no provenance (made before scaleot recorded it,
-            or damaged), or any recorded key differs.
+            or damaged), or any recorded key or option differs.
     """
-    theirs = state.get("provenance")
-    if not isinstance(theirs, dict):
+    if not isinstance(state.get("provenance"), dict):
         raise ScaleOTError(f"--resume: checkpoint {checkpoint} does not record what it trained on; "
                            "start a new run")
-    mine = _normal(provenance)
-    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    if diff:
-        shown = ", ".join(f"{k} ({theirs.get(k)!r:.40} there, {mine.get(k)!r:.40} now)" for k in diff[:3])
-        raise ScaleOTError(f"--resume: checkpoint {checkpoint} trained on other inputs: {shown}")
+    inputs = provenance_differences(state, provenance)
+    parts = []
+    if option_diff:
+        parts.append(f"options differ ({', '.join(option_diff)})")
+    if inputs:
+        parts.append(f"trained on other inputs: {', '.join(inputs[:3])}")
+    if parts:
+        raise ScaleOTError(f"--resume: checkpoint {checkpoint} {'; '.join(parts)}; use a new --out")
 
 
 def prunable(root: Path, step: int, state: dict, keep: int) -> list[Path]:
