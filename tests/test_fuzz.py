@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,6 +43,10 @@ SETTINGS = dict(deadline=None, derandomize=True, database=None,
 OPS = ("type_swap", "delete_key", "nan", "truncate", "bitflip", "link", "unlisted", "wrong_shape", "int_dtype",
        "add_module", "add_block")
 SWAPS = [None, True, -1, 0, 10**9, 1.5, "x", "", [], [1, "a"], {}, {"k": None}]
+HOSTILE_NAMES = ["../../escape", "/abs/elsewhere", "..", ".", "a/b", "a\\b", ".hidden", "-flag", "x" * 101, "é", " ",
+                 "a\x00b", "~", "$HOME"]
+HOSTILE_TASKS = ["gen:arithmetic?n=40&seed=1", "gen:arithmetic?n=../..&seed=.", "gen:../../x", "pkg:..", "..jsonl",
+                 "...", "/", "bigbench:../..", "hf:../../x", "gen:arithmetic?n=40&seed=1&seed=2"]
 
 
 # ----------------------------------------------------------------------------- mutations
@@ -275,7 +280,8 @@ def _run_config(model_dir: Path, task: Path) -> dict:
 
 
 @settings(max_examples=80, **SETTINGS)
-@given(data=st.data(), op=st.sampled_from(["type_swap", "delete_key", "nan", "unknown_key", "truncate", "bitflip"]))
+@given(data=st.data(), op=st.sampled_from(["type_swap", "delete_key", "nan", "unknown_key", "truncate", "bitflip",
+                                           "hostile_name", "duplicate_key", "hostile_task"]))
 def test_fuzz_run_yaml(tiny_world, data, op):  # noqa: F811
     from scaleot.emulator import EmulatorConfig
     from scaleot.finetune import FinetuneConfig
@@ -294,6 +300,18 @@ def test_fuzz_run_yaml(tiny_world, data, op):  # noqa: F811
         if isinstance(parent, dict):
             parent[data.draw(st.sampled_from(["limitt", "lrr", "rank2", "nme"]))] = 1
         text = yaml.safe_dump(cfg).encode()
+    elif op == "hostile_name":  # issue 30: an emulator name is a folder inside --out, never a path out of it
+        cfg["emulators"][data.draw(st.integers(0, 1))]["name"] = data.draw(st.one_of(
+            st.sampled_from(HOSTILE_NAMES), st.text(min_size=0, max_size=120)))
+        text = yaml.safe_dump(cfg, allow_unicode=True).encode()
+    elif op == "duplicate_key":  # issue 30: the last one silently winning hides a typo
+        lines = yaml.safe_dump(cfg).splitlines()
+        keyed = [i for i, ln in enumerate(lines) if re.match(r"\s*[A-Za-z_]+:( |$)", ln)]
+        i = keyed[data.draw(st.integers(0, len(keyed) - 1))]
+        text = "\n".join([*lines[:i + 1], lines[i], *lines[i + 1:]]).encode() + b"\n"  # the key twice
+    elif op == "hostile_task":  # issue 30: a task name becomes a folder name inside --out
+        cfg["tasks"] = [str(task), data.draw(st.sampled_from(HOSTILE_TASKS))]
+        text = yaml.safe_dump(cfg, allow_unicode=True).encode()
     elif op in ("truncate", "bitflip"):
         text = bytearray(yaml.safe_dump(cfg).encode())
         if op == "truncate":
@@ -313,6 +331,14 @@ def test_fuzz_run_yaml(tiny_world, data, op):  # noqa: F811
             _count("yaml", "refused", e)
             return
     _count("yaml", "accepted")
+    assert op != "duplicate_key", text
+    # documented success: every name that becomes a path is a name inside --out
+    from scaleot.outputs import check_name
+    from scaleot.recipes.run import task_dir
+
+    for e in loaded["emulators"]:
+        assert check_name(e["name"], "emulator") not in (".", "..")
+    assert len({task_dir(t) for t in loaded["tasks"]}) == len(loaded["tasks"])
     # documented success: every step's options build (no TypeError after work has started)
     imp = {k: v for k, v in (loaded.get("importance") or {}).items() if k != "corpus"}
     if "from" not in imp:
@@ -326,7 +352,7 @@ def test_fuzz_run_yaml(tiny_world, data, op):  # noqa: F811
 
 @settings(max_examples=80, **SETTINGS)
 @given(data=st.data(), op=st.sampled_from(["type_swap", "delete_key", "nan", "truncate", "bitflip", "dup_choice",
-                                           "empty_choice", "bool_label"]))
+                                           "empty_choice", "bool_label", "surrogate"]))
 def test_fuzz_task_file(data, op):
     from scaleot.data.tasks import load_jsonl_task
 
@@ -339,6 +365,13 @@ def test_fuzz_task_file(data, op):
         rows[i]["choices"][1] = data.draw(st.sampled_from(["", "   "]))
     elif op == "bool_label":
         rows[i]["label"] = data.draw(st.booleans())
+    elif op == "surrogate":  # issue 30: a lone surrogate is refused at its line, like non-UTF-8 bytes
+        key = data.draw(st.sampled_from(["context", "choice"]))
+        bad = data.draw(st.sampled_from(["\ud800", "\udfff", "x\udc80y"]))
+        if key == "context":
+            rows[i]["context"] += bad
+        else:
+            rows[i]["choices"][0] += bad
     elif op in ("type_swap", "delete_key", "nan"):
         rows[i] = mutate_json_doc(rows[i], op, data.draw)
     if op in ("truncate", "bitflip"):
@@ -360,6 +393,7 @@ def test_fuzz_task_file(data, op):
         _count("task", "refused", e)
     else:
         _count("task", "accepted")
+        assert op != "surrogate"
         for ex in examples:  # documented success: every example is usable
             assert isinstance(ex.context, str) and all(isinstance(c, str) and c.strip() for c in ex.choices)
             assert type(ex.label) is int and 0 <= ex.label < len(ex.choices) and len(set(ex.choices)) == len(ex.choices)

@@ -442,7 +442,7 @@ def test_shipped_artifacts_carry_no_paths_or_command_lines(tiny_world, adapters)
         manifest = json.loads((folder / "manifest.json").read_text())
         assert isinstance(manifest["command"], str) and " --" not in manifest["command"]
     data = json.loads((adapters["lora"] / "adapter.json").read_text())["data"]
-    assert data["task"] == "parity.jsonl" and data["task_sha256"].startswith("sha256:")
+    assert data["task"] == "undisclosed" and "task_sha256" not in data  # opt-in: finetune --disclose-task
 
 
 def test_documented_success_still_works(tiny_world, adapters, tmp_path):  # noqa: F811
@@ -474,3 +474,254 @@ def test_importance_json_schema_names_every_problem():
         validate_doc(ImportanceDoc, bad, "importance.json x")
     assert "scores.1.keep_prob" in str(e.value) and "model_fingerprint" in str(e.value)
     assert "importance.json x" in str(e.value)
+
+
+# =========================================================================== issue 30: the second pass
+# Every case of the second fuzz, most severe first: a one-line error before any work, or a
+# documented success.
+HOSTILE_NAMES = ["../../escape", "/abs/elsewhere", "..", ".", "a/b", ".hidden", "-flag", "x" * 101, "tab\tname",
+                 "é"]
+
+
+def _job(model_dir, task, **kw) -> dict:
+    return dict({"model": str(model_dir), "tasks": [str(task)], "device": "cpu",
+                 "emulators": [{"name": "u", "method": "uniform", "n_bottom": 1, "n_top": 1}],
+                 "finetune": {"max_steps": 1, "n_train": 8, "n_val": 4, "n_test": 16}}, **kw)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_30_1_emulator_names_stay_inside_out(tiny_world, tmp_path, name):  # noqa: F811
+    from scaleot.recipes.run import RunRecipe, load_run_config
+
+    root, model_dir, task, emu = tiny_world
+    cfg = _job(model_dir, task, emulators=[{"name": name, "method": "uniform", "n_bottom": 1, "n_top": 1}])
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ScaleOTError, match="cannot name a folder") as e:
+        load_run_config(path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ScaleOTError, match="cannot name a folder"):  # the Python API with a dict, too
+        RunRecipe(cfg, tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]  # nothing made, nothing replaced
+
+
+def _bundle_edits():
+    def swap_tokens(folder):
+        def fn(doc):
+            vocab = doc["model"]["vocab"]
+            a, b = "the", "and"
+            vocab[a], vocab[b] = vocab[b], vocab[a]
+        edit_json(folder / "tokenizer.json", fn)
+
+    def share_source(folder):
+        def fn(doc):
+            middle = [e for e in doc["layer_map"] if e["kind"] not in ("adapter",)]
+            middle[-1]["source"] = middle[0]["source"]
+        edit_json(folder / "emulator.json", fn)
+
+    return {
+        "tokenizer.json token ids swapped": swap_tokens,
+        "config.json edited": lambda f: edit_json(f / "config.json", lambda d: d.update(rms_norm_eps=1e-5)),
+        "emulator.json relabelled": lambda f: edit_json(f / "emulator.json", lambda d: d.update(method="crash")),
+        "layer map shares a source": share_source,
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bundle_edits()))
+def test_30_2_fingerprint_covers_the_whole_bundle(tiny_world, adapters, tmp_path, case):  # noqa: F811
+    from scaleot.emulator.bundle import read_bundle_info
+
+    root, model_dir, task, emu = tiny_world
+    other = copy_artifact(emu, tmp_path / "other")
+    _bundle_edits()[case](other)
+    remanifest(other)
+    try:
+        _, theirs = read_bundle_info(other)
+    except ScaleOTError:
+        return  # refused outright (a layer map the schema rejects): no adapter can be tuned on it
+    _, mine = read_bundle_info(emu)
+    assert theirs != mine
+    # an adapter tuned on the other bundle (it records that bundle's fingerprint) ...
+    forged = _forge(adapters["lora"], tmp_path / "forged", _info_edit(emulator_fingerprint=theirs))
+    with pytest.raises(ScaleOTError, match="not tuned on this emulator bundle"):  # ... and the model owner's bundle
+        plug(str(model_dir), forged, tmp_path / "out", device="cpu", emulator=emu)
+    with pytest.raises(ScaleOTError, match="not tuned on this emulator bundle"):  # the honest adapter, other bundle
+        plug(str(model_dir), adapters["lora"], tmp_path / "out", device="cpu", emulator=other)
+    assert not (tmp_path / "out").exists()
+
+
+def test_30_2_adapter_really_tuned_on_a_swapped_tokenizer_is_refused(tiny_world, one_thread, tmp_path, capsys):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    other = copy_artifact(emu, tmp_path / "other")
+    _bundle_edits()["tokenizer.json token ids swapped"](other)
+    remanifest(other)
+    adapter = FinetuneRecipe(tmp_path / "a", str(task), _cfg(method="full", max_steps=1), emulator=other,
+                             progress=False).run()  # finetune accepts the data owner's (edited) bundle
+    assert cli_main(["plug", "--model", str(model_dir), "--adapter", str(adapter), "--emulator", str(emu),
+                     "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
+    assert "not tuned on this emulator bundle" in _one_error_line(capsys)
+
+
+def test_30_2_an_older_weights_only_fingerprint_is_named(tiny_world, adapters, tmp_path):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    weights = "sha256:" + json.loads((emu / "manifest.json").read_text())["files"]["model.safetensors"]["sha256"]
+    forged = _forge(adapters["lora"], tmp_path / "forged", _info_edit(emulator_fingerprint=weights))
+    with pytest.raises(ScaleOTError, match="older emulator fingerprint"):
+        plug(str(model_dir), forged, tmp_path / "out", device="cpu", emulator=emu)
+
+
+def test_30_3_plug_takes_the_base_model_from_the_bundle_not_the_adapter(  # noqa: F811
+        tiny_world, adapters, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import scaleot.plug as plug_module
+    from scaleot.recipes.plug import recorded_base_model
+
+    root, model_dir, task, emu = tiny_world
+    opened = []
+    monkeypatch.setattr(plug_module, "load_model", lambda m, **kw: opened.append(m) or (_ for _ in ()).throw(
+        ScaleOTError(f"opened {m}")))
+    for claim in ("/etc", "smollm2-135m", "../../x"):
+        forged = _forge(adapters["lora"], tmp_path / f"forged{len(opened)}{claim[:2]}", _info_edit(base_model=claim))
+        assert cli_main(["plug", "--adapter", str(forged), "--emulator", str(emu), "--out", str(tmp_path / "p"),
+                         "--device", "cpu"]) == 2
+        line = _one_error_line(capsys)
+        assert "pass --model" in line and claim not in line.split("records")[-1], line  # the bundle's name, local
+        shutil.rmtree(forged)
+    assert opened == []  # nothing the adapter named was opened
+    # a bundle recording a hub id or known name gives the default; paths never do
+    assert recorded_base_model({"base_model": "HuggingFaceTB/SmolLM2-135M"}) == "HuggingFaceTB/SmolLM2-135M"
+    for bad in ("/etc", "../x/y", "~/m", "./m", "a/../b", "", None):
+        with pytest.raises(ScaleOTError, match="pass --model"):
+            recorded_base_model({"base_model": bad})
+    # --self-tuned has no bundle: --model is needed
+    assert cli_main(["plug", "--adapter", str(adapters["full"]), "--self-tuned", "--out", str(tmp_path / "p")]) == 2
+    assert "--self-tuned needs --model" in _one_error_line(capsys)
+
+
+def test_30_4_out_without_a_name_and_lone_surrogates_are_one_line(tiny_world, tmp_path, capsys):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    for out in ("/", ".", ".."):
+        assert cli_main(["finetune", "--task", str(task), "--emulator", str(emu), "--out", out]) == 2, out
+        _one_error_line(capsys)
+    bad = tmp_path / "sur.jsonl"
+    bad.write_text('{"context": "Q \\ud800", "choices": [" a", " b"], "label": 0}\n'
+                   + "".join(json.dumps({"context": f"q{i}", "choices": [" a", " b"], "label": 0}) + "\n"
+                             for i in range(40)))
+    assert cli_main(["finetune", "--task", str(bad), "--emulator", str(emu), "--out", str(tmp_path / "o")]) == 2
+    line = _one_error_line(capsys)
+    assert "line 1" in line or ":1:" in line, line
+    assert "surrogate" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sur.jsonl"]  # refused at load: no run folder
+
+
+def test_30_5_duplicate_yaml_keys_are_refused(tiny_world, tmp_path):  # noqa: F811
+    from scaleot.recipes.run import load_run_config
+
+    root, model_dir, task, emu = tiny_world
+    path = tmp_path / "job.yaml"
+    text = yaml.safe_dump(_job(model_dir, task))
+    for dup in (text + "device: cuda\n", text.replace("finetune:\n", "finetune:\n  max_steps: 5\n")):
+        path.write_text(dup)
+        with pytest.raises(ScaleOTError, match="duplicate key") as e:
+            load_run_config(path)
+        assert "\n" not in str(e.value)
+    from scaleot.validate.files import load_yaml_unique
+
+    assert load_yaml_unique("a: &x {k: 1}\nb:\n  <<: *x\n  k: 2\n") == {"a": {"k": 1}, "b": {"k": 2}}
+
+
+def test_30_5_out_names_near_the_limit_fail_before_work(tiny_world, tmp_path, capsys):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    for n in (255, 245, 236):  # 236 + ".run" + the hidden working name's 16 bytes > 255
+        out = tmp_path / ("o" * n)
+        assert cli_main(["finetune", "--task", str(task), "--emulator", str(emu), "--out", str(out)]) == 2, n
+        assert "name is" in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []  # no .run folder left behind
+    from scaleot.outputs import check_out_name
+
+    assert check_out_name(tmp_path / ("o" * 239)).name == "o" * 239  # fits on its own (plug, emulate)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-length", "99999999999999999999", "max_length must be <="),
+    ("--max-length", "200000", "max_length must be <="),
+    ("--batch-size", "99999999999999999999", "batch_size must be below"),
+    ("--steps", "99999999999999999999", "max_steps must be below"),
+])
+def test_30_5_absurd_numbers_are_refused(tiny_world, tmp_path, capsys, flag, value, message):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    assert cli_main(["finetune", "--task", str(task), "--emulator", str(emu), "--out", str(tmp_path / "o"),
+                     flag, value]) == 2
+    assert message in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_30_5_a_task_repeating_its_examples_is_warned(tiny_world, one_thread, tmp_path, caplog):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    same = tmp_path / "same.jsonl"
+    same.write_text("".join(json.dumps({"context": "Is 2 even?\nA:", "choices": [" yes", " no"], "label": 0}) + "\n"
+                              for _ in range(60)))
+    with caplog.at_level("WARNING", logger="scaleot.recipes.finetune"):
+        out = FinetuneRecipe(tmp_path / "a", str(same), _cfg(method="full", max_steps=1), emulator=emu,
+                             progress=False).run()
+    assert (out / "manifest.json").is_file()  # documented success, with the warning
+    assert any("16 of 16 test examples" in r.getMessage() and "memory" in r.getMessage() for r in caplog.records)
+
+
+def test_30_5_adapter_split_claim_must_match_the_bundle(tiny_world, adapters, tmp_path):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    for edit in (_info_edit(adapter={"n_bottom": 3, "n_top": 1}), _info_edit(n_bottom=3)):
+        forged = _forge(adapters["lora"], tmp_path / "forged", edit)
+        with pytest.raises(ScaleOTError, match="claims the adapter split"):
+            plug(str(model_dir), forged, tmp_path / "out", device="cpu", emulator=emu)
+        shutil.rmtree(forged)
+
+
+def test_30_6_empty_context_is_named_not_divergence(tiny_world, one_thread, tmp_path, capsys):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("".join(json.dumps({"context": "", "choices": [" yes", " no"], "label": i % 2}) + "\n"
+                             for i in range(60)))
+    assert cli_main(["finetune", "--task", str(empty), "--emulator", str(emu), "--out", str(tmp_path / "o"),
+                     "--device", "cpu", "--n-val", "4", "--n-test", "8", "--steps", "1"]) == 2
+    line = _one_error_line(capsys)
+    assert "no answer token" in line and "diverged" not in line, line
+
+
+def test_30_6_float64_adapter_names_the_dtypes(tiny_world, adapters, tmp_path):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    forged = _forge(adapters["lora"], tmp_path / "forged",
+                    _lora_edit(lambda s: s.update({_first(s, "lora_B"): s[_first(s, "lora_B")].double()})))
+    with pytest.raises(ScaleOTError, match="dtype float64, expected float32, float16 or bfloat16"):
+        plug(str(model_dir), forged, tmp_path / "out", device="cpu", emulator=emu)
+
+
+def test_30_6_resume_names_every_difference(tiny_world, one_thread, tmp_path):  # noqa: F811
+    root, model_dir, task, emu = tiny_world
+    out = tmp_path / "a"
+    FinetuneRecipe(out, str(task), _cfg(method="full", max_steps=1), emulator=emu, progress=False).run()
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps({"context": f"{i} is odd?", "choices": [" yes", " no"], "label": i % 2})
+                               for i in range(80)))
+    with pytest.raises(ScaleOTError) as e:
+        FinetuneRecipe(tmp_path / "b", str(other), _cfg(method="full", max_steps=1, lr=5e-3, seed=3), emulator=emu,
+                       progress=False, run_dir=out.with_name("a.run"), resume=True).run()
+    msg = str(e.value)
+    assert "options differ (lr, seed)" in msg and "task" in msg.split("other inputs")[-1] and "\n" not in msg, msg
+
+
+def test_30_7_task_name_and_hash_are_opt_in(tiny_world, one_thread, tmp_path):  # noqa: F811
+    from scaleot.disclosure import public_task, task_matches
+
+    root, model_dir, task, emu = tiny_world
+    cfg = _cfg(method="full", max_steps=1)
+    quiet = FinetuneRecipe(tmp_path / "q", str(task), cfg, emulator=emu, progress=False).run()
+    told = FinetuneRecipe(tmp_path / "t", str(task), cfg, emulator=emu, progress=False, disclose_task=True).run()
+    q = json.loads((quiet / "adapter.json").read_text())["data"]
+    t = json.loads((told / "adapter.json").read_text())["data"]
+    assert q["task"] == "undisclosed" and "task_sha256" not in q and task.name not in json.dumps(q)
+    assert t["task"] == task.name and t["task_sha256"].startswith("sha256:")
+    assert q["n_train"] == t["n_train"]  # the split sizes always travel (documented)
+    assert public_task("gen:arithmetic") == {"task": "gen:arithmetic"}  # public names as given
+    assert public_task("pkg:rhyme?n=10") == {"task": "pkg:rhyme?n=10"}
+    assert public_task("hf:me/private") == {"task": "undisclosed"}
+    assert task_matches(q, str(task)) and task_matches(t, str(task)) and not task_matches(q, "gen:arithmetic")
