@@ -57,7 +57,7 @@ N_VAL = 50  # validation examples (scored on the tuned model each epoch; the bes
 
 # What decides the emulator and the test examples (not the tuning); DETERMINISTIC: methods
 # whose emulator is a function of these and the importance folder alone.
-EMULATOR_KEYS = ("task", "n_train", "n_test", "method", "nb", "nt", "alpha", "beta", "calibrate_steps")
+EMULATOR_KEYS = ("task", "n_train", "n_test", "method", "nb", "nt", "alpha", "beta", "calibrate_steps", "split", "noise")
 DETERMINISTIC = ("scaleot", "uniform", "drop", "crash")
 
 
@@ -100,6 +100,21 @@ def derived_importance(src: Path, n_bottom: int, n_top: int, n_blocks: int, root
     return dst
 
 
+def add_weight_noise(model, layer_map: list[dict], scale: float, seed: int = 0) -> None:
+    """Withhold the model by noise, not by a rank cut: every 2-D weight of the kept middle blocks
+    gets Gaussian noise of ``scale`` times that weight's own standard deviation (seeded; the
+    adapter blocks and harmonizers are untouched, so the adapter's gradient path is intact)."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = get_blocks(model)
+    with torch.no_grad():
+        for e in layer_map:
+            if e["kind"] != "kept":
+                continue
+            for w in blocks[e["position"]].parameters():
+                if w.dim() == 2:
+                    w.add_(torch.randn(w.shape, generator=g, dtype=w.dtype) * (scale * w.std()))
+
+
 class Lab:
     """Holds the full model, tasks and finished emulators of one process."""
 
@@ -132,6 +147,8 @@ class Lab:
                              calibrate_steps=spec.get("calibrate_steps", 0),
                              kd_run_dir=str(self.out / "kd" / key_of(spec)), autocast="none", device="cpu")
         bundle = build_emulator(self.full, cfg, self.tok)
+        if spec.get("noise"):
+            add_weight_noise(bundle.model, bundle.layer_map, spec["noise"], seed=0)
         return bundle.model, bundle.layer_map
 
     def diagnostic(self, emu, layer_map, splits, n_batches=4, batch_size=8) -> dict:

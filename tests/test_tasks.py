@@ -94,9 +94,36 @@ def solve_sequence(q: str) -> str:
     return str(terms[-1] + steps.pop())
 
 
+def solve_parity(q: str) -> str:
+    return "odd" if int(re.fullmatch(r"Is (\d+) an even or an odd number\?", q).group(1)) % 2 else "even"
+
+
+def solve_alphabetical(q: str) -> str:
+    words = re.fullmatch(r"Which word comes first in alphabetical order: ([a-z, ]+)\?", q).group(1).split(", ")
+    return sorted(words)[0]
+
+
+def solve_repeated(q: str) -> str:
+    words = re.fullmatch(r"Which word appears twice in this list: ([a-z, ]+)\?", q).group(1).split(", ")
+    (twice,) = [w for w in set(words) if words.count(w) == 2]
+    return twice
+
+
+def solve_position(q: str) -> str:
+    which, words = re.fullmatch(r"What is the (\w+) word in this list: ([a-z ]+)\?", q).groups()
+    return words.split()[["first", "second", "third", "fourth", "fifth"].index(which)]
+
+
+def solve_longest(q: str) -> str:
+    words = re.fullmatch(r"Which word is the longest: ([a-z, ]+)\?", q).group(1).split(", ")
+    (best,) = [w for w in words if len(w) == max(map(len, words))]
+    return best
+
+
 SOLVERS = {"unit_conversion": solve_unit_conversion, "arithmetic": solve_arithmetic, "calendar": solve_calendar,
            "ordering": solve_ordering, "logic": solve_logic, "letters": solve_letters,
-           "sequence": solve_sequence}
+           "sequence": solve_sequence, "parity": solve_parity, "alphabetical": solve_alphabetical,
+           "repeated": solve_repeated, "position": solve_position, "longest": solve_longest}
 
 
 def test_every_family_has_a_solver():

@@ -26,6 +26,15 @@ letters             ``Q: What is the last letter of the word "bamolu"?`` (first,
                     or last letter of a pronounceable pseudo-word; 4 letters)
 sequence            ``Q: What number comes next: 7, 11, 15, 19, 23?`` (arithmetic          1/4
                     progressions; 4 numbers: the next term and near-misses)
+parity              ``Q: Is 347 an even or an odd number?`` (`` even`` / `` odd``)           1/2
+alphabetical        ``Q: Which word comes first in alphabetical order: tisu, bamo, kelo,     1/4
+                    rapi?`` (4 pseudo-words with different first letters; they are the choices)
+repeated            ``Q: Which word appears twice in this list: tisu, bamo, kelo, tisu,      1/4
+                    rapi?`` (the 4 distinct words are the choices)
+position            ``Q: What is the third word in this list: bamo tisu kelo rapi nuda?``   1/4
+                    (4 of the 5 words are the choices)
+longest             ``Q: Which word is the longest: ba, kelomi, tisu, ramonuda?`` (1 to 5    1/4
+                    syllables; the 4 words are the choices)
 ==================  ====================================================================  ========
 
 Each answer choice starts with a space and is scored as the continuation of the context; no
@@ -193,6 +202,70 @@ def sequence(rng: random.Random) -> Draw:
     return _question(f"What number comes next: {', '.join(map(str, terms))}?"), choices, label
 
 
+# --- parity ----------------------------------------------------------------------------------
+def parity(rng: random.Random) -> Draw:
+    n = rng.randint(10, 9999)
+    return _question(f"Is {n} an even or an odd number?"), [" even", " odd"], n % 2
+
+
+# --- alphabetical ----------------------------------------------------------------------------
+def alphabetical(rng: random.Random) -> Draw:
+    words: list[str] = []
+    while len(words) < 4:  # distinct first letters: the first letter decides
+        w = pseudo_word(rng)
+        if all(w[0] != v[0] for v in words):
+            words.append(w)
+    answer = min(words)
+    return (_question(f"Which word comes first in alphabetical order: {', '.join(words)}?"),
+            [f" {w}" for w in words], words.index(answer))
+
+
+# --- repeated, position, longest: reading a short list of pseudo-words ------------------------
+def _distinct_words(rng: random.Random, k: int, lengths: list[int] | None = None) -> list[str]:
+    words: list[str] = []
+    while len(words) < k:
+        w = pseudo_word(rng) if lengths is None else "".join(
+            rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(lengths[len(words)]))
+        if w not in words:
+            words.append(w)
+    return words
+
+
+def repeated(rng: random.Random) -> Draw:
+    words = _distinct_words(rng, 4)
+    listed = words + [words[0]]
+    rng.shuffle(listed)
+    if not _prefix_free([f" {w}" for w in words]):
+        raise ValueError("a word is a prefix of another")
+    choices = [f" {w}" for w in words]
+    rng.shuffle(choices)
+    return (_question(f"Which word appears twice in this list: {', '.join(listed)}?"), choices,
+            choices.index(f" {words[0]}"))
+
+
+ORDINALS = ["first", "second", "third", "fourth", "fifth"]
+
+
+def position(rng: random.Random) -> Draw:
+    words = _distinct_words(rng, 5)
+    if not _prefix_free([f" {w}" for w in words]):
+        raise ValueError("a word is a prefix of another")
+    i = rng.randrange(5)
+    others = [f" {w}" for j, w in enumerate(words) if j != i]
+    choices, label = _shuffled(rng, f" {words[i]}", rng.sample(others, 4))
+    return _question(f"What is the {ORDINALS[i]} word in this list: {' '.join(words)}?"), choices, label
+
+
+def longest(rng: random.Random) -> Draw:
+    lengths = rng.sample([1, 2, 3, 4, 5], 4)  # syllables: the words differ in length by 2+ letters
+    words = _distinct_words(rng, 4, lengths)
+    if not _prefix_free([f" {w}" for w in words]):
+        raise ValueError("a word is a prefix of another")
+    answer = max(words, key=len)
+    return (_question(f"Which word is the longest: {', '.join(words)}?"), [f" {w}" for w in words],
+            words.index(answer))
+
+
 FAMILIES: dict[str, tuple[Callable[[random.Random], Draw], float]] = {
     # name: (draw one example, chance accuracy of a uniform guess)
     "unit_conversion": (unit_conversion, 0.25),
@@ -202,6 +275,11 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Draw], float]] = {
     "logic": (logic, 0.5),
     "letters": (letters, 0.25),
     "sequence": (sequence, 0.25),
+    "parity": (parity, 0.5),
+    "alphabetical": (alphabetical, 0.25),
+    "repeated": (repeated, 0.25),
+    "position": (position, 0.25),
+    "longest": (longest, 0.25),
 }
 
 
