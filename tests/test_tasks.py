@@ -162,6 +162,7 @@ def test_generated_tasks_are_deterministic_and_seeded():
     ("gen:arithmetic?n=abc", "n must be a non-negative integer"),
     ("gen:arithmetic?seed=-1", "seed must be a non-negative integer"),
     ("gen:arithmetic?size=3", "unknown parameter 'size'"),
+    ("gen:arithmetic?n=40&n=50", "n is given twice"),
     ("gen:ordering?n=200000", None),  # fine, only slow: not run
 ])
 def test_generated_bad_specs_fail_in_one_line(spec, message):

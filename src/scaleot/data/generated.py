@@ -283,24 +283,32 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Draw], float]] = {
 }
 
 
-def parse_generated(spec: str) -> tuple[str, int, int]:
-    """``gen:<family>[?n=<size>&seed=<seed>]`` -> (family, n, seed); bad parts fail in one line."""
-    body = spec.removeprefix("gen:")
-    family, _, query = body.partition("?")
-    if family not in FAMILIES:
-        raise ScaleOTError(f"unknown generated task {spec!r} (families: {', '.join(FAMILIES)})")
-    params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
-    unknown = set(params) - {"n", "seed"}
-    if unknown:
-        raise ScaleOTError(f"{spec}: unknown parameter {sorted(unknown)[0]!r} (use ?n=<size>&seed=<seed>)")
-    values = {"n": DEFAULT_SIZE, "seed": 0}
-    for key, text in params.items():
+def parse_params(spec: str, query: str, max_size: int) -> dict[str, int | None]:
+    """The ``?n=<size>&seed=<seed>`` of a ``gen:`` or ``pkg:`` name; anything else fails in one line."""
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    values: dict[str, int | None] = {"n": None, "seed": 0}
+    seen = set()
+    for key, text in pairs:
+        if key not in values:
+            raise ScaleOTError(f"{spec}: unknown parameter {key!r} (use ?n=<size>&seed=<seed>)")
+        if key in seen:
+            raise ScaleOTError(f"{spec}: {key} is given twice")
+        seen.add(key)
         if not text.isdigit() or len(text) > 9:
             raise ScaleOTError(f"{spec}: {key} must be a non-negative integer (got {text!r})")
         values[key] = int(text)
-    if not 10 <= values["n"] <= MAX_SIZE:
-        raise ScaleOTError(f"{spec}: n must be between 10 and {MAX_SIZE} (got {values['n']})")
-    return family, values["n"], values["seed"]
+    if values["n"] is not None and not 10 <= values["n"] <= max_size:
+        raise ScaleOTError(f"{spec}: n must be between 10 and {max_size} (got {values['n']})")
+    return values
+
+
+def parse_generated(spec: str) -> tuple[str, int, int]:
+    """``gen:<family>[?n=<size>&seed=<seed>]`` -> (family, n, seed); bad parts fail in one line."""
+    family, _, query = spec.removeprefix("gen:").partition("?")
+    if family not in FAMILIES:
+        raise ScaleOTError(f"unknown generated task {spec!r} (families: {', '.join(FAMILIES)})")
+    values = parse_params(spec, query, MAX_SIZE)
+    return family, values["n"] or DEFAULT_SIZE, values["seed"]
 
 
 def generate_task(spec: str) -> list[MCExample]:

@@ -32,9 +32,9 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 from scaleot.data.example import MCExample
+from scaleot.data.generated import parse_params
 from scaleot.errors import ScaleOTError
 
 PACKAGES = {  # family: (import name, pip spec, data file inside the package)
@@ -176,17 +176,7 @@ def parse_packaged(spec: str) -> tuple[str, int | None, int]:
     family, _, query = spec.removeprefix("pkg:").partition("?")
     if family not in FAMILIES:
         raise ScaleOTError(f"unknown packaged task {spec!r} (families: {', '.join(FAMILIES)})")
-    params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
-    unknown = set(params) - {"n", "seed"}
-    if unknown:
-        raise ScaleOTError(f"{spec}: unknown parameter {sorted(unknown)[0]!r} (use ?n=<size>&seed=<seed>)")
-    values: dict[str, int | None] = {"n": None, "seed": 0}
-    for key, text in params.items():
-        if not text.isdigit() or len(text) > 9:
-            raise ScaleOTError(f"{spec}: {key} must be a non-negative integer (got {text!r})")
-        values[key] = int(text)
-    if values["n"] is not None and not 10 <= values["n"] <= MAX_SIZE:
-        raise ScaleOTError(f"{spec}: n must be between 10 and {MAX_SIZE} (got {values['n']})")
+    values = parse_params(spec, query, MAX_SIZE)
     return family, values["n"], values["seed"]
 
 
