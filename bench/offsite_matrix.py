@@ -359,7 +359,7 @@ def anchors_md() -> str:
     from scaleot.report import ANCHORS
 
     lines = ["Published, for reference only: **OPT-1.3B, mean of 8 tasks** (OBQA, PIQA, ARC-E, ARC-C, "
-             "HellaSwag, SciQ, WebQs, RACE), a different model and different tasks (docs/method.md section 1).", "",
+             "HellaSwag, SciQ, WebQs, RACE), a different model and different tasks (docs/method.md section 7).", "",
              "| method | emulator made by | Plug-in | Emu FT | Delta |", "|---|---|---|---|---|"]
     lines += [f"| {m} | {how} | {p} | {e or '-'} | {d or '-'} |" for m, how, p, e, d in ANCHORS]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``scaleot audit``: what an emulator gives away, measured the way an attacker would (docs/METHOD.md section 7).
+"""``scaleot audit``: what an emulator gives away, measured the way an attacker would (docs/method.md section 9).
 
 - :mod:`.config`: :class:`AuditConfig`, the options and the owner's release thresholds;
 - :mod:`.leak_scan`: exact copies, near-copies (rows/columns, transposes, slices) and

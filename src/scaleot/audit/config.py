@@ -1,4 +1,4 @@
-"""Options of ``scaleot audit`` (docs/METHOD.md section 7, "Recovery attack").
+"""Options of ``scaleot audit`` (docs/method.md section 9, "Recovery attack").
 
 One dataclass, validated at once in ``__post_init__`` (every problem in one
 :class:`~scaleot.errors.ConfigError` line). ``scaleot audit``'s options and the ``audit:``

@@ -1,4 +1,4 @@
-"""The capability gap and the recovery attack (docs/METHOD.md section 7, "Recovery attack").
+"""The capability gap and the recovery attack (docs/method.md section 9, "Recovery attack").
 
 **Measurement** (:func:`measure`): zero-shot accuracy on the audit tasks (the fast scorer,
 lm-eval's numbers), each example's predicted choice, and perplexity on held-out generic

@@ -88,7 +88,7 @@ def render(doc: dict) -> str:
         lines.append(f"| {r['tokens']} | {r['steps']} | {r['train_seconds']} | {_pct(r['acc'], r['acc_stderr'])} | "
                      f"{rr} | {_pct(r['fidelity'], r['fidelity_stderr'])} | {r['ppl']:.2f} |")
     lines += ["", "R = (attacked - Emu ZS) / (Full ZS - Emu ZS); fidelity = share of examples where the "
-              "attacked emulator picks the full model's choice (docs/METHOD.md section 7).", ""]
+              "attacked emulator picks the full model's choice (docs/method.md section 9).", ""]
     return "\n".join(lines)
 
 
@@ -112,5 +112,5 @@ def audit_columns(audits: dict[str, dict], evals: dict[str, dict] | None = None)
             str(last["tokens"]) if last else "-", "clean" if d["scan"]["ok"] else "LEAK",
             "PASS" if d["verdict"]["ok"] else "FAIL: " + ", ".join(d["verdict"]["broken"])]) + " |")
     lines += ["", "Audit tasks and attack recipe: `audit/<name>/report.md` (R = (attacked - Emu ZS) / "
-              "(Full ZS - Emu ZS), docs/METHOD.md section 7)."]
+              "(Full ZS - Emu ZS), docs/method.md section 9)."]
     return "\n".join(lines)

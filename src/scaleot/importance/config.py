@@ -23,7 +23,7 @@ VARIANTS = ("replace", "drop")
 class ImportanceConfig:
     """Dynamic LayerReplace / LayerDrop options.
 
-    Reward scaling (the ``reward`` field; docs/method.md section 6 explains why the paper's
+    Reward scaling (the ``reward`` field; docs/method.md section 2 explains why the paper's
     raw ``exp(-loss)`` does not separate scores in a short run):
 
     - ``normalized`` (default): ``r_j = -l_j``, ``a_j = (r_j - mean r) / (std r + 1e-6)``.

@@ -1,4 +1,4 @@
-"""Leave-one-out reference ranking (docs/method.md section 6).
+"""Leave-one-out reference ranking (docs/method.md section 2).
 
 Cheap and deterministic: for each middle block, replace only that block by the identity
 and measure the held-out loss. A block whose removal raises the loss most is the most

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from scaleot.errors import ScaleOTError
@@ -166,9 +165,3 @@ def set_blocks(model: nn.Module, blocks: list[nn.Module], sources: list[int]) ->
                 block.layer_idx = pos
     set_submodule(model, spec.blocks, nn.ModuleList(blocks))
     return model
-
-
-def projection_weight(linear: nn.Module, transposed: bool) -> torch.Tensor:
-    """The ``[out, in]`` weight of a Linear or (transposed) Conv1D projection."""
-    w = linear.weight
-    return w.t() if transposed else w

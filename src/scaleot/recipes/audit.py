@@ -1,7 +1,7 @@
 """Audit an emulator before shipping it: leak scan, capability gap, recovery attack, verdict.
 
 Recipe shape: ``setup -> scan -> baseline -> attack -> save``, run by the model owner, who
-holds both the emulator bundle and the full model (docs/METHOD.md section 7):
+holds both the emulator bundle and the full model (docs/method.md section 9):
 
 - **scan**: exact copies, near-copies (``|cos| >= 0.99`` on whole rows or columns, transposes
   and one-axis slices included) and effective ranks of the shipped attention projections

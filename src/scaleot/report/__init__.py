@@ -1,6 +1,6 @@
 """``report.md`` of a ``scaleot run`` folder: five rows, importance chart, privacy-utility, costs, anchors.
 
-See docs/method.md section 1 for the rows and the published anchor numbers repeated here.
+See docs/method.md section 7 for the rows and the published anchor numbers repeated here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from scaleot.report.plots import privacy_utility_plot
 from scaleot.report.verdict import headline_table, verdict
 
-# docs/method.md section 1: OPT-1.3B, mean of 8 tasks (Plug-in, Emu FT, Delta), for reference only.
+# docs/method.md section 7: OPT-1.3B, mean of 8 tasks (Plug-in, Emu FT, Delta), for reference only.
 ANCHORS = [
     ("Full fine-tuning", "-", 49.9, None, None),
     ("OT (uniform LayerDrop + distillation)", "KD, costly", 49.0, 46.6, 2.4),
@@ -86,7 +86,7 @@ def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
              f"Tasks: {', '.join(short_task(t) for t in cfg['tasks'])}. Emulators: "
              + ", ".join(f"{e['name']} ({e.get('method', 'scaleot')})" for e in cfg["emulators"]) + ".",
              "Accuracy is lm-eval's multiple-choice `acc` on each task's held-out test split (docs/method.md "
-             "section 1), scored by: "
+             "section 7), scored by: "
              + ", ".join(sorted({scorers_of(doc["rows"]) for doc in docs.values()}))
              + " (`fast` gives lm-eval's numbers with one context pass per example); "
              f"every difference is given ± one standard error ({kind}).", ""]
@@ -110,7 +110,7 @@ def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
               "emulator holds back.", "", f"![privacy-utility]({plot.name})", ""]
     parts += ["## Costs", "", costs_table(out, steps), ""]
     parts += ["## Published anchors beside ours", "",
-              "Published numbers are OPT-1.3B on 8 tasks (docs/method.md section 1): a reference for the "
+              "Published numbers are OPT-1.3B on 8 tasks (docs/method.md section 7): a reference for the "
               "shape of the result, not a like-for-like comparison.", "", anchors_table(docs), ""]
     path = out / "report.md"
     path.write_text("\n".join(parts))

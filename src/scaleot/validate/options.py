@@ -107,16 +107,3 @@ def option_problems(cls: type, options: Any, where: str, extra: dict[str, Any] |
             first = e.errors()[0]
             problems.append(f"{where}.{key}: {first['msg']} (got {value!r:.40})")
     return problems
-
-
-def build_problems(cls: type, options: dict, where: str) -> list[str]:
-    """Construct ``cls(**options)`` to run its own checks; its problems, prefixed by ``where``."""
-    from scaleot.errors import ConfigError, ScaleOTError
-
-    try:
-        cls(**options)
-    except ConfigError as e:
-        return [f"{where}: {p}" for p in e.problems]
-    except (ScaleOTError, TypeError, ValueError) as e:
-        return [f"{where}: {e}"]
-    return []
