@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A package may import only from packages in lower layers.
 LAYERS = [
-    {"errors", "paths", "safetensors_io"},
+    {"errors", "paths", "safetensors_io", "progress"},
     {"validate", "outputs"},
     {"split", "disclosure"},
     {"manifest", "model_card"},

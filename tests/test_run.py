@@ -31,12 +31,15 @@ def _config(root, model_dir, task) -> dict:
     }
 
 
-def test_run_produces_every_file_and_skips_done_steps(tmp_path, one_thread):  # noqa: F811
+def test_run_produces_every_file_and_skips_done_steps(tmp_path, one_thread, capsys):  # noqa: F811
     model_dir, task = tiny_model_dir(tmp_path), tiny_task(tmp_path)
     cfg_path = tmp_path / "job.yaml"
     cfg_path.write_text(yaml.safe_dump(_config(tmp_path, model_dir, task)))
     out = tmp_path / "run"
     assert cli_main(["run", str(cfg_path), "--out", str(out)]) == 0
+    bars = capsys.readouterr().err  # every long step shows its bar, scoring included
+    for label in ("importance", "finetune", "evaluate", "Emu ZS", "Plug-in"):
+        assert label in bars, label
     t = "parity"
     expected = [
         "importance/importance.json", "importance/harmonizers.safetensors", "importance/importance.png",

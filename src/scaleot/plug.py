@@ -10,6 +10,7 @@ its emulator (the Emu FT row) through a source -> position map.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from scaleot.errors import ScaleOTError
 from scaleot.manifest import atomic_output_dir, write_json_atomic, write_manifest
 from scaleot.model_card import plugged_card, read_audit, write_card
 from scaleot.models import (
+    KNOWN_MODELS,
     arch_spec,
     fingerprint_model,
     get_blocks,
@@ -154,7 +156,7 @@ def plug(model: str | None, adapter: str | Path, out: str | Path, device: str | 
     tuned on an emulator is refused.
 
     ``model=None`` takes the base model the model owner's own ``emulator`` bundle records
-    (:func:`scaleot.recipes.plug.recorded_base_model`: a known name or a hub id), never
+    (:func:`recorded_base_model`: a known name or a hub id), never
     the one ``adapter.json`` names: the data owner's file does not choose what is opened.
 
     Raises:
@@ -185,8 +187,6 @@ def plug(model: str | None, adapter: str | Path, out: str | Path, device: str | 
 
         bundle_info, bundle_fp = read_bundle_info(Path(emulator))
         if model is None:  # the model owner's own bundle says which base model, never the adapter
-            from scaleot.recipes.plug import recorded_base_model
-
             model = recorded_base_model(bundle_info, f"emulator bundle {emulator}")
         listed = read_json(Path(emulator) / "manifest.json", "manifest")["files"]  # verified just above
         allowed = check_adapter_matches_bundle(tuned.info, bundle_info, bundle_fp, f"adapter {adapter}",
@@ -210,3 +210,28 @@ def plug(model: str | None, adapter: str | Path, out: str | Path, device: str | 
         write_card(tmp, plugged_card(plugin, None if self_tuned else bundle_info, audit))
         write_manifest(tmp, PLUGGED_KIND, {"base_model": model, "adapter_method": tuned.method})
     return Path(out)
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def recorded_base_model(info: dict, source: str | Path = "the emulator bundle") -> str:
+    """The base model a document records (the model owner's ``emulator.json``), as ``plug --model``'s default.
+
+    A known name (``smollm2-135m``) or a hub id (``owner/name``) is used as recorded; a local
+    model folder is recorded by its name only (artifacts that cross to the other party carry
+    no local paths, :mod:`scaleot.disclosure`), and anything else (an absolute path, ``..``)
+    is never opened: pass ``--model``.
+
+    Raises:
+        ScaleOTError: no base model recorded, a local folder's name, or not a name at all.
+    """
+    model = info.get("base_model")
+    if not isinstance(model, str) or not model:
+        raise ScaleOTError(f"{source} records no base model: pass --model")
+    if model in KNOWN_MODELS:
+        return model
+    if HUB_ID.fullmatch(model) and ".." not in model:
+        return model
+    raise ScaleOTError(f"{source} records the base model {model!r:.60}, not a known name or hub id "
+                       "(a local folder is recorded by its name only): pass --model PATH")

@@ -167,11 +167,11 @@ class RecoveryAttack:
         Returns:
             one record a budget: ``{"tokens", "steps", "train_seconds", **evaluate()}``.
         """
-        from tqdm import tqdm
+        from scaleot.progress import progress_bar
 
         done = {r["tokens"] for r in self.results}
         total = budget_steps[-1][1]
-        bar = tqdm(total=total, initial=self.step, desc="attack", disable=not progress, leave=False)
+        bar = progress_bar(total, "attack", progress, unit="step", initial=self.step, leave=False)
         try:
             for tokens, steps in budget_steps:
                 if tokens in done:

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from scaleot.data.text import corpus_splits
 from scaleot.errors import ScaleOTError
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
+from scaleot.progress import progress_bar
 from scaleot.run_folder import RunFolder
 
 
@@ -132,7 +132,7 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     folder.open_log(step if loaded is not None else None)
     t0, first, last = time.perf_counter(), None, None
     student.train()
-    bar = tqdm(total=steps, initial=step, desc=label, leave=False)
+    bar = progress_bar(steps, label, unit="step", initial=step, leave=False)
     while step < steps:
         idx = torch.arange(step * config.kd_batch, (step + 1) * config.kd_batch) % len(train)
         ids = train[idx].to(device)

@@ -257,8 +257,9 @@ class ContextSharingScorer:
         return batches
 
     @torch.no_grad()
-    def score_groups(self, groups: list[ChoiceGroup]) -> list[list[float]]:
-        """Log-likelihood of each group's choices, in the order of ``group.choices``."""
+    def score_groups(self, groups: list[ChoiceGroup], bar=None) -> list[list[float]]:
+        """Log-likelihood of each group's choices, in the order of ``group.choices``; ``bar``
+        (a :func:`scaleot.progress.progress_bar`) advances by one per group scored."""
         out: list[list[float]] = [[] for _ in groups]
         was_training = self.model.training
         self.model.eval()
@@ -266,6 +267,8 @@ class ContextSharingScorer:
             for batch in self._batches(groups):
                 for g, lls in zip(batch, self._score_batch([groups[g] for g in batch]), strict=True):
                     out[g] = lls
+                if bar is not None:
+                    bar.update(len(batch))
         finally:
             self.model.train(was_training)
         return out
@@ -422,7 +425,8 @@ class ScoredTask:
 
 
 def score_examples(model: nn.Module, tokenizer, examples: Sequence[MCExample], name: str = "task",
-                   bf16: bool = False, batch_size: int | None = None, window: int | None = None) -> ScoredTask:
+                   bf16: bool = False, batch_size: int | None = None, window: int | None = None,
+                   bar=None) -> ScoredTask:
     """Log-likelihood of every choice of every example, with lm-eval's tokenisation and window.
 
     Args:
@@ -433,12 +437,13 @@ def score_examples(model: nn.Module, tokenizer, examples: Sequence[MCExample], n
         bf16: bf16 autocast where fast.
         batch_size: examples per batch at most (default: batches sized in tokens).
         window: context window in tokens (default: lm-eval's for this model, :func:`model_window`).
+        bar: a progress bar to advance by one per context scored (about one per example).
 
     Returns:
         :class:`ScoredTask` with ``loglikelihoods[i][c]`` for example ``i``, choice ``c``.
     """
     encoded = encode_examples(name, examples, tokenizer, window or model_window(model, tokenizer))
-    scored = ContextSharingScorer(model, bf16=bf16, batch_size=batch_size).score_groups(encoded.groups)
+    scored = ContextSharingScorer(model, bf16=bf16, batch_size=batch_size).score_groups(encoded.groups, bar)
     lls = [[float("nan")] * len(ex.choices) for ex in examples]
     for group, values in zip(encoded.groups, scored, strict=True):
         for (c, _), ll in zip(group.choices, values, strict=True):

@@ -90,6 +90,8 @@ def evaluate_mc(
     yaml_dir: str | Path | None = None,
     scorer: str = DEFAULT_SCORER,
     keep_loglikelihoods: bool = False,
+    progress: bool = False,
+    desc: str = "score",
 ) -> dict[str, dict]:
     """Zero-shot accuracy of ``model`` on each task's ``split``.
 
@@ -104,6 +106,8 @@ def evaluate_mc(
         yaml_dir: where to keep the generated task YAMLs (``"lm-eval"``; default: a temporary folder).
         scorer: ``"fast"`` or ``"lm-eval"`` (see the module docstring).
         keep_loglikelihoods: also return ``loglikelihoods`` (per example, per choice).
+        progress: show a progress bar (:func:`scaleot.progress.progress_bar`, labelled ``desc``)
+            over the examples of every task (the fast scorer; lm-eval draws its own over its requests).
 
     Returns:
         ``{task_name: {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n", "split": {...},
@@ -134,11 +138,15 @@ def evaluate_mc(
             log.warning("fast scorer unavailable for %s (%s): scoring with lm-eval", type(model).__name__, fallback)
             scorer = "lm-eval"
     if scorer == "fast":
+        from scaleot.progress import progress_bar
+
         results = {}
-        for s in splits:
-            scored = score_examples(model, tokenizer, examples[s.name], s.name, bf16=autocast_dtype is not None,
-                                    window=window)
-            results[s.name] = _fast_row(s, examples[s.name], scored.loglikelihoods, keep_loglikelihoods)
+        total = sum(len(e.groups) for e in encoded.values())
+        with progress_bar(total, desc, progress, unit="ex", leave=False) as bar:
+            for s in splits:
+                scored = score_examples(model, tokenizer, examples[s.name], s.name,
+                                        bf16=autocast_dtype is not None, window=window, bar=bar)
+                results[s.name] = _fast_row(s, examples[s.name], scored.loglikelihoods, keep_loglikelihoods)
     else:
         results = _lm_eval(model, tokenizer, splits, examples, batch_size, split, limit, autocast_dtype, yaml_dir,
                            keep_loglikelihoods)

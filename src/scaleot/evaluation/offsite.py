@@ -53,15 +53,19 @@ def _split_of(adapter: TunedAdapter, tasks: list[str] | None = None) -> tuple[st
     return d["task"], split
 
 
-def _score(build, splits, limit, batch_size, autocast, scorer) -> dict:
+def _score(build, splits, limit, batch_size, autocast, scorer, bar, row: str) -> dict:
+    """Score one row on ``splits``; ``bar`` (the rows' bar) advances by one per task, and the
+    examples get their own bar inside it."""
     from scaleot.evaluation.mc import evaluate_mc
 
     model, tokenizer = build()
     t0 = time.perf_counter()
+    bar.set_postfix_str(row)
     out = evaluate_mc(model, tokenizer, splits, limit=limit, batch_size=batch_size, autocast_dtype=autocast,
-                      scorer=scorer)
+                      scorer=scorer, progress=not bar.disable, desc=row)
     for r in out.values():
         r["seconds"] = round(time.perf_counter() - t0, 2)
+    bar.update(len(splits))
     del model
     return out
 
@@ -70,6 +74,7 @@ def evaluate_offsite(
     model: str, emulator: str | Path, adapters: list[str | Path], ft: list[str | Path] | None = None,
     limit: int | None = None, batch_size: int = 16, autocast: str | None = None, device: str | None = None,
     known: dict[str, dict] | None = None, tasks: list[str] | None = None, scorer: str | None = None,
+    progress: bool = False,
 ) -> dict:
     """Score the five rows for every task that has an adapter.
 
@@ -85,6 +90,8 @@ def evaluate_offsite(
         known: ``{task: {row: result}}`` already scored (Full ZS and FT do not depend on the
             emulator, so a run with several emulators scores them once).
         scorer: ``"fast"`` or ``"lm-eval"`` (default: :data:`scaleot.evaluation.DEFAULT_SCORER`).
+        progress: a progress bar over the rows to score (one per task and row), and one over
+            the examples of the row being scored.
 
     Returns:
         ``{"rows": {task: {row: {acc, acc_stderr, acc_norm, ..., correct}}}, "delta": {task|"average":
@@ -126,24 +133,38 @@ def evaluate_offsite(
     base_fp = fingerprint_model(full)
     for a in tuned + fts:
         check_adapter_fits(full, a, base_fp)
+    place = dict(zip(bundle.adapter_sources, bundle.adapter_positions, strict=True))  # source -> emulator block
     del full, bundle
-    place = None
 
     def emulator_model():
-        nonlocal place
         b = load_emulator(emulator, device=device)
-        place = dict(zip(b.adapter_sources, b.adapter_positions, strict=True))
         return b.model, b.tokenizer
 
     rows: dict[str, dict] = {t: dict((known or {}).get(t, {})) for t in by_task}
     from scaleot.evaluation.mc import DEFAULT_SCORER
+    from scaleot.progress import progress_bar
 
-    kw = dict(limit=limit, batch_size=batch_size, autocast=autocast, scorer=scorer or DEFAULT_SCORER)
     todo = [splits[t] for t in by_task if "Full ZS" not in rows[t]]
+    n_ft = sum(1 for t in by_task if t in ft_by_task and "FT" not in rows[t])
+    bar = progress_bar(len(todo) + 3 * len(by_task) + n_ft, "evaluate", progress, unit="row")
+    kw = dict(limit=limit, batch_size=batch_size, autocast=autocast, scorer=scorer or DEFAULT_SCORER, bar=bar)
+    with bar:
+        _score_rows(rows, model, device, emulator_model, place, splits, by_task, ft_by_task, allowed, todo, kw)
+    return summarise(rows, {"model": model, "base_fingerprint": base_fp, "emulator": str(emulator),
+                            "emulator_fingerprint": emu_fp, "adapters": [str(a) for a in adapters],
+                            "ft": [str(f) for f in (ft or [])], "limit": limit,
+                            "scorer": scorers_of(rows)})
+
+
+def _score_rows(rows, model, device, emulator_model, place, splits, by_task, ft_by_task, allowed, todo,
+                kw) -> None:
+    """Fill ``rows[task][row]``: Full ZS (where not known), Emu ZS, Emu FT, Plug-in, FT (where not known)."""
+    from scaleot.models import load_model
+
     if todo:
-        for task, r in _score(lambda: load_model(model, device=device), todo, **kw).items():
+        for task, r in _score(lambda: load_model(model, device=device), todo, row="Full ZS", **kw).items():
             rows[task]["Full ZS"] = r
-    for task, r in _score(emulator_model, list(splits.values()), **kw).items():
+    for task, r in _score(emulator_model, list(splits.values()), row="Emu ZS", **kw).items():
         rows[task]["Emu ZS"] = r
     for task, a in by_task.items():
         def emu_ft(a=a):
@@ -154,18 +175,14 @@ def evaluate_offsite(
             m, t = load_model(model, device=device)
             return plug_into(m, a, check=False, allowed=allowed), t
 
-        rows[task]["Emu FT"] = _score(emu_ft, [splits[task]], **kw)[task]
-        rows[task]["Plug-in"] = _score(plugged, [splits[task]], **kw)[task]
+        rows[task]["Emu FT"] = _score(emu_ft, [splits[task]], row="Emu FT", **kw)[task]
+        rows[task]["Plug-in"] = _score(plugged, [splits[task]], row="Plug-in", **kw)[task]
         if task in ft_by_task and "FT" not in rows[task]:
             def ft_model(f=ft_by_task[task]):
                 m, t = load_model(model, device=device)
                 return plug_into(m, f, check=False), t
 
-            rows[task]["FT"] = _score(ft_model, [splits[task]], **kw)[task]
-    return summarise(rows, {"model": model, "base_fingerprint": base_fp, "emulator": str(emulator),
-                            "emulator_fingerprint": emu_fp, "adapters": [str(a) for a in adapters],
-                            "ft": [str(f) for f in (ft or [])], "limit": limit,
-                            "scorer": scorers_of(rows)})
+            rows[task]["FT"] = _score(ft_model, [splits[task]], row="FT", **kw)[task]
 
 
 def scorers_of(rows: dict[str, dict]) -> str:

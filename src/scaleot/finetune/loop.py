@@ -32,13 +32,13 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, TaskSplits, encode_example
 from scaleot.errors import ScaleOTError
 from scaleot.finetune.config import FinetuneConfig
 from scaleot.models import arch_spec, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
+from scaleot.progress import progress_bar
 from scaleot.run_folder import RunFolder
 from scaleot.validate.schemas import FinetuneStateDoc, validate_doc
 
@@ -344,8 +344,7 @@ def train(
     if resume:
         run.resume()
     run.folder.open_log(run.step if resume else None)
-    bar = tqdm(total=run.total_steps, initial=run.step, desc="finetune",
-               disable=not (progress and run.folder.main), unit="step")
+    bar = progress_bar(run.total_steps, "finetune", progress and run.folder.main, unit="step", initial=run.step)
     model.train()
     try:
         while run.step < run.total_steps and run.epoch < config.epochs:

@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from scaleot.errors import ScaleOTError
 from scaleot.importance.config import ImportanceConfig
@@ -41,6 +40,7 @@ from scaleot.importance.report import tb_scalars
 from scaleot.importance.sampling import sample_configuration
 from scaleot.models.arch import get_blocks
 from scaleot.models.device import bf16_autocast, wants_bf16
+from scaleot.progress import progress_bar
 from scaleot.run_folder import RunFolder
 from scaleot.tuners.harmonizer import (
     Harmonizer,
@@ -190,8 +190,7 @@ class ImportanceTrainer:
     def train(self, steps: int | None = None) -> None:
         """Run until ``steps`` (default ``config.steps``), checkpointing on the way."""
         cfg, steps = self.config, steps or self.config.steps
-        bar = tqdm(total=steps, initial=self.step, desc="importance", disable=not self.progress or self.rank != 0,
-                   dynamic_ncols=True)
+        bar = progress_bar(steps, "importance", self.progress and self.rank == 0, unit="step", initial=self.step)
         while self.step < steps:
             rec: dict = {"step": self.step + 1}
             if cfg.variant == "replace":

@@ -88,8 +88,8 @@ def setup(cfg: EvaluateConfig):
     return model, tokenizer, splits
 
 
-def run(cfg: EvaluateConfig, model, tokenizer, splits) -> dict:
-    """Score the model; returns the result document."""
+def run(cfg: EvaluateConfig, model, tokenizer, splits, progress: bool = False) -> dict:
+    """Score the model (with a progress bar over the examples if asked); returns the result document."""
     from scaleot.evaluation import evaluate_mc, perplexity
     from scaleot.models import fingerprint_model
 
@@ -97,7 +97,8 @@ def run(cfg: EvaluateConfig, model, tokenizer, splits) -> dict:
     device = next(model.parameters()).device
     precision = lm_eval_autocast(cfg.autocast, device)
     results = evaluate_mc(model, tokenizer, splits, limit=cfg.limit, batch_size=cfg.batch_size,
-                          split=SPLITS[cfg.split], autocast_dtype=precision, scorer=cfg.scorer)
+                          split=SPLITS[cfg.split], autocast_dtype=precision, scorer=cfg.scorer,
+                          progress=progress, desc="evaluate")
     seconds = time.perf_counter() - t0
     n = sum(r["n"] for r in results.values())
     doc = {"format_version": 1, "kind": "evaluation", "model": cfg.model,
@@ -131,17 +132,17 @@ def save(cfg: EvaluateConfig, doc: dict) -> str:
     return table
 
 
-def evaluate(cfg: EvaluateConfig) -> tuple[dict, str]:
+def evaluate(cfg: EvaluateConfig, progress: bool = False) -> tuple[dict, str]:
     """The whole recipe as one call (for notebooks and `scaleot run`)."""
     model, tokenizer, splits = setup(cfg)
-    doc = run(cfg, model, tokenizer, splits)
+    doc = run(cfg, model, tokenizer, splits, progress=progress)
     return doc, save(cfg, doc)
 
 
 def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | None, ft: list[str] | None,
                         limit: int | None, batch_size: int, autocast: str | None, device: str | None,
                         out: str | None, overwrite: bool = False, tasks: list[str] | None = None,
-                        scorer: str | None = None) -> str:
+                        scorer: str | None = None, progress: bool = False) -> str:
     """``scaleot evaluate --offsite``: check the options, score, write JSON (+ .md); return the table.
 
     ``tasks`` are the task specs the adapters' recorded tasks are matched against (local
@@ -167,7 +168,7 @@ def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | 
         check_output_file(out, overwrite=overwrite, inputs=[emulator, *adapters, *(ft or [])])
         check_output_file(Path(out).with_suffix(".md"), overwrite=overwrite, what="--out (its .md)")
     doc = evaluate_offsite(model, emulator, adapters, ft, limit=limit, batch_size=batch_size,
-                           autocast=autocast, device=device, tasks=tasks, scorer=scorer)
+                           autocast=autocast, device=device, tasks=tasks, scorer=scorer, progress=progress)
     table = offsite_table(doc)
     if out:
         write_json_atomic(Path(out), doc)
@@ -201,6 +202,7 @@ def command(
     emulator: Annotated[str | None, typer.Option(help="--offsite: the emulator bundle")] = None,
     adapter: Annotated[list[str], typer.Option(help="--offsite: data owner's adapter, one per task; repeatable")] = None,
     ft: Annotated[list[str], typer.Option(help="--offsite: FT-row adapter per task; repeatable")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar (rows, examples)")] = True,
 ) -> None:
     """Evaluate a model zero-shot on multiple-choice tasks (lm-eval's acc / acc_norm)."""
     if offsite:  # tasks and splits come from the adapters (scaleot.evaluation.offsite)
@@ -208,11 +210,11 @@ def command(
             raise ScaleOTError(f"--autocast must be one of {', '.join(AUTOCAST)} (got {autocast!r})")
         typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size,
                                        lm_eval_autocast(autocast, device), device, out,
-                                       overwrite=overwrite, tasks=task, scorer=scorer))
+                                       overwrite=overwrite, tasks=task, scorer=scorer, progress=progress))
         return
     cfg = EvaluateConfig(model=model, tasks=task or list(DEFAULT_TASKS), split=split, limit=limit, split_seed=split_seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
                          autocast=autocast, scorer=scorer, perplexity_corpus=ppl_corpus,
                          perplexity_blocks=ppl_blocks, out=out, overwrite=overwrite)
-    _, table = evaluate(cfg)
+    _, table = evaluate(cfg, progress=progress)
     typer.echo(table)

@@ -12,42 +12,14 @@ adapters are merged, so ``AutoModelForCausalLM.from_pretrained(OUT)`` loads the 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from scaleot.errors import ScaleOTError
-from scaleot.models import KNOWN_MODELS
-from scaleot.plug import check_adapter_fits, plug, plug_into
+from scaleot.plug import check_adapter_fits, plug, plug_into, recorded_base_model
 
 __all__ = ["command", "plug", "plug_into", "check_adapter_fits", "recorded_base_model"]
-
-
-HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def recorded_base_model(info: dict, source: str | Path = "the emulator bundle") -> str:
-    """The base model a document records (the model owner's ``emulator.json``), as ``plug --model``'s default.
-
-    A known name (``smollm2-135m``) or a hub id (``owner/name``) is used as recorded; a local
-    model folder is recorded by its name only (artifacts that cross to the other party carry
-    no local paths, :mod:`scaleot.disclosure`), and anything else (an absolute path, ``..``)
-    is never opened: pass ``--model``.
-
-    Raises:
-        ScaleOTError: no base model recorded, a local folder's name, or not a name at all.
-    """
-    model = info.get("base_model")
-    if not isinstance(model, str) or not model:
-        raise ScaleOTError(f"{source} records no base model: pass --model")
-    if model in KNOWN_MODELS:
-        return model
-    if HUB_ID.fullmatch(model) and ".." not in model:
-        return model
-    raise ScaleOTError(f"{source} records the base model {model!r:.60}, not a known name or hub id "
-                       "(a local folder is recorded by its name only): pass --model PATH")
 
 
 def command(

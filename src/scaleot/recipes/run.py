@@ -345,6 +345,7 @@ class RunRecipe:
                 t0 = time.perf_counter()
                 doc = evaluate_offsite(self.cfg["model"], emu, list(adapters[name].values()), list(fts.values()),
                                        device=self.device, known=known, tasks=list(self.cfg["tasks"]),
+                                       progress=self.progress,
                                        **dict(opts, autocast=lm_eval_autocast(opts.get("autocast"), self.device)))
                 write_json_atomic(target, doc)
                 (target.with_suffix(".md")).write_text(offsite_table(doc) + "\n")
@@ -419,6 +420,7 @@ def run_job(config: str | Path | dict, out: str | Path, progress: bool = True) -
 def command(
     config: Annotated[Path, typer.Argument(help="run YAML (see configs/default.yaml)")],
     out: Annotated[Path, typer.Option(help="run folder (steps already done there are skipped)")],
+    progress: Annotated[bool, typer.Option(help="show progress bars (every step)")] = True,
 ) -> None:
-    report = run_job(config, out)
+    report = run_job(config, out, progress=progress)
     typer.echo(f"report written to {report}")
