@@ -28,19 +28,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import transfer  # noqa: E402
-from transfer import Lab, emu, key_of, paired, tune  # noqa: E402
+from transfer import Lab, emu, key_of, tune  # noqa: E402
 
 from scaleot.data import SplitConfig, builtin_tasks, load_task  # noqa: E402
 from scaleot.data.tasks import TaskSplits  # noqa: E402
+from scaleot.evaluation.selection import SuiteRule, choose_suite, paired_difference, require_dev  # noqa: E402
 
 SPLIT = {"seed": 0, "n_test": 400, "n_dev": 300, "n_train": 400}
-RULE = {"min_reference_gain": 8.0, "zero_shot_above_majority": True}
+RULE = SuiteRule(min_reference_gain=8.0, zero_shot_above_majority=True)
 BUDGET = {"lr": 3e-4, "steps": 25}  # the data owner's tuning budget while the suite is chosen
 
 
@@ -106,38 +106,26 @@ def _records(out: Path, split: str) -> list[dict]:
     return recs
 
 
-def majority_rate(splits: TaskSplits) -> float:
-    counts = Counter(ex.label for ex in splits.test)
-    return max(counts.values()) / len(splits.test)
-
-
 def choose(out: Path) -> dict:
-    """Apply RULE to the dev records: which tasks form the suite. Test records are refused."""
-    for p in (out / "records").glob("*.json"):
-        if json.loads(p.read_text())["spec"].get("split") != "dev":
-            raise SystemExit(f"refusing to choose: {p} was not scored on dev (choices are made on dev only)")
-    recs = _records(out, "dev")
-    zs = {r["spec"]["task"]: r for r in recs if r["spec"]["row"] == "zs"}
-    ref = {r["spec"]["task"]: r for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] == "reference"
-           and r["spec"]["seed"] == 0 and r["spec"].get("steps") == BUDGET["steps"] and r["spec"]["lr"] == BUDGET["lr"]}
-    table = []
+    """Apply the suite rule (:mod:`scaleot.evaluation.selection`) to the dev records.
+
+    Every record in ``out`` must be a dev record: a test record anywhere is refused, so the
+    choice cannot have seen one."""
+    every = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+    require_dev([{"task": r["spec"]["task"], "split": r["spec"].get("split")} for r in every], "to choose the suite")
+    zs = {r["spec"]["task"]: r for r in every if r["spec"]["row"] == "zs"}
+    ref = {r["spec"]["task"]: r for r in every if r["spec"]["row"] == "offsite" and r["spec"]["method"] == "reference"
+           and r["spec"]["seed"] == 0 and r["spec"].get("steps") == BUDGET["steps"] and r["spec"]["lr"] == BUDGET["lr"]
+           and (r["spec"]["nb"], r["spec"]["nt"]) == (2, 2) and r["spec"]["tune"] == "full"}
+    rows = []
     for task in builtin_tasks():
-        if task not in zs or task not in ref:
-            continue
-        s = load_task(task, SplitConfig(seed=SPLIT["seed"], n_test=SPLIT["n_test"], n_val=SPLIT["n_dev"], n_train=SPLIT["n_train"]))
-        dev = TaskSplits(s.name, s.train, [], s.val, s.config, s.n_total)
-        major = majority_rate(dev)
-        z, r = zs[task]["full_zs"], ref[task]["plug_in"]
-        gain, se = paired(r["correct"], z["correct"])
-        reasons = []
-        if gain < RULE["min_reference_gain"]:
-            reasons.append(f"reference gain {gain:.1f} < {RULE['min_reference_gain']}")
-        if 100 * z["acc"] <= 100 * major:
-            reasons.append(f"zero-shot {100 * z['acc']:.1f} <= majority {100 * major:.1f}")
-        table.append({"task": task, "full_zs": 100 * z["acc"], "reference": 100 * r["acc"], "gain": gain, "gain_se": se,
-                      "majority": 100 * major, "in_suite": not reasons, "why_not": "; ".join(reasons)})
-    return {"rule": RULE, "split": SPLIT, "budget": BUDGET, "tasks": table,
-            "suite": [t["task"] for t in table if t["in_suite"]]}
+        if task in zs and task in ref:
+            s = load_task(task, SplitConfig(seed=SPLIT["seed"], n_test=SPLIT["n_test"], n_val=SPLIT["n_dev"],
+                                            n_train=SPLIT["n_train"]))
+            rows.append({"task": task, "split": "dev", "labels": [ex.label for ex in s.val],
+                         "full_zs": zs[task]["full_zs"]["correct"], "reference": ref[task]["plug_in"]["correct"]})
+    doc = choose_suite(rows, RULE)
+    return {**doc, "split": SPLIT, "budget": BUDGET}
 
 
 def choose_table(doc: dict) -> str:
@@ -182,8 +170,8 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
             pooled_plug = sum((r["plug_in"]["correct"] for r in trs), [])
             pooled_zs = z["correct"] * len(trs)
             pooled_emu = sum((r["emu_ft"]["correct"] for r in trs), [])
-            gain, gse = paired(pooled_plug, pooled_zs)
-            delta, dse = paired(pooled_plug, pooled_emu)
+            gain, gse = paired_difference(pooled_plug, pooled_zs)
+            delta, dse = paired_difference(pooled_plug, pooled_emu)
             ref_acc = sum(100 * x["plug_in"]["acc"] for x in ref if x) / max(1, sum(1 for x in ref if x))
             ceiling = gain / (ref_acc - 100 * z["acc"]) if all(ref) and ref_acc - 100 * z["acc"] > 0 else float("nan")
             ratios.append(ceiling)

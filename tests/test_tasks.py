@@ -120,10 +120,19 @@ def solve_longest(q: str) -> str:
     return best
 
 
+def solve_category(q: str) -> str:
+    from scaleot.data.generated import CATEGORIES
+
+    kind, words = re.fullmatch(r"Which of these is (an? [a-z ]+?): ([a-z, ]+)\?", q).groups()
+    (hit,) = [w for w in words.split(", ") if w in CATEGORIES[kind].split()]
+    return hit
+
+
 SOLVERS = {"unit_conversion": solve_unit_conversion, "arithmetic": solve_arithmetic, "calendar": solve_calendar,
            "ordering": solve_ordering, "logic": solve_logic, "letters": solve_letters,
            "sequence": solve_sequence, "parity": solve_parity, "alphabetical": solve_alphabetical,
-           "repeated": solve_repeated, "position": solve_position, "longest": solve_longest}
+           "repeated": solve_repeated, "position": solve_position, "longest": solve_longest,
+           "category": solve_category}
 
 
 def test_every_family_has_a_solver():
@@ -358,6 +367,13 @@ def test_syllable_labels_follow_the_pronouncing_dictionary():
     for ex in examples[:500]:
         word = re.fullmatch(r'How many syllables are in the word "(\w+)"\?', question_of(ex)).group(1)
         assert int(answer_of(ex)) == sum(p.rstrip("012") in vowels for p in pron[word])
+
+
+def test_category_word_lists_do_not_overlap():
+    from scaleot.data.generated import CATEGORIES
+
+    words = [w for ws in CATEGORIES.values() for w in ws.split()]
+    assert len(words) == len(set(words))
 
 
 def test_no_generated_choice_is_a_prefix_of_another():

@@ -35,6 +35,8 @@ position            ``Q: What is the third word in this list: bamo tisu kelo rap
                     (4 of the 5 words are the choices)
 longest             ``Q: Which word is the longest: ba, kelomi, tisu, ramonuda?`` (1 to 5    1/4
                     syllables; the 4 words are the choices)
+category            ``Q: Which of these is a fruit: table, plum, horse, violin?`` (8 word     1/4
+                    lists written for this family; the 4 words are the choices)
 ==================  ====================================================================  ========
 
 Each answer choice starts with a space and is scored as the continuation of the context; no
@@ -266,6 +268,32 @@ def longest(rng: random.Random) -> Draw:
             words.index(answer))
 
 
+# --- category --------------------------------------------------------------------------------
+CATEGORIES = {  # everyday words, written for this family; each belongs to one category only
+    "an animal": "horse cow sheep goat tiger lion zebra rabbit mouse eagle shark whale frog snake bear wolf fox deer camel monkey",
+    "a color": "red blue green yellow purple orange pink brown black white gray violet crimson scarlet beige",
+    "a fruit": "apple banana cherry grape lemon mango peach pear plum melon kiwi papaya apricot lime coconut",
+    "a piece of furniture": "table chair sofa bed desk shelf cabinet stool bench dresser wardrobe couch",
+    "a part of the body": "hand foot knee elbow shoulder ankle finger toe nose ear mouth chin neck wrist thumb",
+    "a vehicle": "car bus truck bicycle train airplane boat ship tractor scooter taxi van motorcycle helicopter",
+    "a musical instrument": "piano guitar violin drum flute trumpet harp cello saxophone clarinet banjo organ",
+    "a kitchen tool": "spoon fork knife ladle whisk spatula kettle pan pot grater peeler colander",
+}
+
+
+def category(rng: random.Random) -> Draw:
+    names = sorted(CATEGORIES)
+    kind = rng.choice(names)
+    answer = rng.choice(CATEGORIES[kind].split())
+    others = [w for k in names if k != kind for w in CATEGORIES[k].split()]
+    words = [answer] + rng.sample(others, 3)
+    rng.shuffle(words)
+    if not _prefix_free([f" {w}" for w in words]):
+        raise ValueError("a word is a prefix of another")
+    return (_question(f"Which of these is {kind}: {', '.join(words)}?"), [f" {w}" for w in words],
+            words.index(answer))
+
+
 FAMILIES: dict[str, tuple[Callable[[random.Random], Draw], float]] = {
     # name: (draw one example, chance accuracy of a uniform guess)
     "unit_conversion": (unit_conversion, 0.25),
@@ -280,6 +308,7 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Draw], float]] = {
     "repeated": (repeated, 0.25),
     "position": (position, 0.25),
     "longest": (longest, 0.25),
+    "category": (category, 0.25),
 }
 
 
