@@ -62,8 +62,10 @@ def test_run_produces_every_file_and_skips_done_steps(tmp_path, one_thread, caps
     assert doc["delta"]["average"]["paired"] is True  # same test examples: paired standard error
     uni = json.loads((out / "eval" / "uniform.json").read_text())["rows"][str(task)]
     assert uni["Full ZS"] == rows["Full ZS"] and uni["FT"] == rows["FT"]  # scored once, reused
+    meta = json.loads((out / "eval" / "scaleot.json").read_text())["meta"]
+    assert meta["precision"] in ("fp32", "bf16 autocast") and meta["machine"]["cpu"]  # recorded beside every result
     report = (out / "report.md").read_text()
-    for needle in ("Five rows", "Delta", "standard error (paired", "importance.png", "privacy_utility.png", "Costs", "published"):
+    for needle in ("Five rows", "Delta", "standard error (paired", "never compare numbers of different precision", "importance.png", "privacy_utility.png", "Costs", "published"):
         assert needle in report, needle
     steps = json.loads((out / "steps.json").read_text())
     assert {"importance", "emulate/scaleot", "finetune/uniform/parity", "ft/parity", "plug/scaleot/parity", "plug/uniform/parity",

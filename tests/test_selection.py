@@ -7,7 +7,13 @@ import math
 import pytest
 
 from scaleot.errors import ScaleOTError
-from scaleot.evaluation.selection import SuiteRule, choose_suite, majority_rate, paired_difference, require_dev
+from scaleot.evaluation.selection import (
+    SuiteRule,
+    choose_suite,
+    majority_rate,
+    paired_difference,
+    require_dev,
+)
 
 
 def record(task, zs, ref, labels=None, split="dev"):

@@ -32,6 +32,7 @@ from pathlib import Path
 from scaleot.adapter import TunedAdapter, read_adapter
 from scaleot.data import SplitConfig, load_task
 from scaleot.errors import ScaleOTError
+from scaleot.models.device import machine_info, resolve_device
 from scaleot.plug import check_adapter_fits, plug_into
 from scaleot.validate.exchange import check_adapter_matches_bundle
 
@@ -153,7 +154,8 @@ def evaluate_offsite(
     return summarise(rows, {"model": model, "base_fingerprint": base_fp, "emulator": str(emulator),
                             "emulator_fingerprint": emu_fp, "adapters": [str(a) for a in adapters],
                             "ft": [str(f) for f in (ft or [])], "limit": limit,
-                            "scorer": scorers_of(rows)})
+                            "scorer": scorers_of(rows), "precision": "bf16 autocast" if autocast else "fp32",
+                            "machine": machine_info(resolve_device(device))})
 
 
 def _score_rows(rows, model, device, emulator_model, place, splits, by_task, ft_by_task, allowed, todo,
@@ -183,6 +185,14 @@ def _score_rows(rows, model, device, emulator_model, place, splits, by_task, ft_
                 return plug_into(m, f, check=False), t
 
             rows[task]["FT"] = _score(ft_model, [splits[task]], row="FT", **kw)[task]
+
+
+def precision_of(doc: dict) -> str:
+    """How an offsite document was scored: ``"fp32"`` or ``"bf16 autocast"``, and on which CPU/GPU."""
+    meta = doc.get("meta") or {}
+    m = meta.get("machine") or {}
+    where = m.get("gpu") or m.get("cpu", "an unrecorded machine")
+    return f"{meta.get('precision', 'precision not recorded')} on {where}"
 
 
 def scorers_of(rows: dict[str, dict]) -> str:

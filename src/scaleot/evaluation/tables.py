@@ -52,7 +52,7 @@ def offsite_table(doc: dict) -> str:
     tasks = doc["tasks"]
     head = "| row | " + " | ".join(short_task(t) for t in tasks) + " | average |"
     lines = [head, "|---" * (len(tasks) + 2) + "|"]
-    from scaleot.evaluation.offsite import ROWS, scorers_of
+    from scaleot.evaluation.offsite import ROWS, precision_of, scorers_of
 
     for row in ROWS:
         cells = [_cell(doc["rows"][t].get(row)) for t in tasks] + [_cell(doc["average"].get(row))]
@@ -63,6 +63,6 @@ def offsite_table(doc: dict) -> str:
     n = {t: doc["rows"][t]["Plug-in"]["n"] for t in tasks}
     lines.append("")
     lines.append(f"acc in %, ± one standard error ({delta_stderr_kind(doc)} for Delta); scorer: "
-                 f"{scorers_of(doc['rows'])}; test examples per task: "
+                 f"{scorers_of(doc['rows'])}; precision: {precision_of(doc)}; test examples per task: "
                  + ", ".join(f"{short_task(t)} {v}" for t, v in n.items()))
     return "\n".join(lines)

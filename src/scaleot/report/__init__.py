@@ -73,7 +73,7 @@ def anchors_table(docs: dict[str, dict]) -> str:
 def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
                  importance: Path | None = None) -> Path:
     """Write ``report.md`` (and ``privacy_utility.png``) into the run folder ``out``."""
-    from scaleot.evaluation.offsite import scorers_of
+    from scaleot.evaluation.offsite import precision_of, scorers_of
     from scaleot.evaluation.tables import delta_stderr_kind, offsite_table, short_task
 
     out = Path(out)
@@ -88,7 +88,9 @@ def write_report(out: str | Path, cfg: dict, docs: dict[str, dict], steps: dict,
              "Accuracy is lm-eval's multiple-choice `acc` on each task's held-out test split (docs/method.md "
              "section 7), scored by: "
              + ", ".join(sorted({scorers_of(doc["rows"]) for doc in docs.values()}))
-             + " (`fast` gives lm-eval's numbers with one context pass per example); "
+             + " (`fast` gives lm-eval's numbers with one context pass per example), in "
+             + ", ".join(sorted({precision_of(doc) for doc in docs.values()}))
+             + " (never compare numbers of different precision); "
              f"every difference is given ± one standard error ({kind}).", ""]
     parts += ["## Verdict", ""]
     parts += [f"- **{name}**: {verdict(doc)}." for name, doc in docs.items()]
