@@ -103,7 +103,8 @@ class Grid:
         epochs = math.ceil(spec["steps"] * spec["batch_size"] / len(splits.train))  # so that every step runs
         cfg = FinetuneConfig(method="lora" if spec["method"] == "lora" else "ist", lr=spec["lr"], epochs=epochs,
                              max_steps=spec["steps"], batch_size=spec["batch_size"], max_length=spec["max_length"],
-                             seed=spec["seed"], val_limit=32, eval_batch_size=32, device="cpu")
+                             seed=spec["seed"], val_limit=32, eval_batch_size=32, device="cpu",
+                             n_train=None, n_val=100)  # the split its records were measured on
         peft = apply_lora(model, positions, cfg)
         hooks = None
         if spec["method"] != "lora":

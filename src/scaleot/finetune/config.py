@@ -36,29 +36,36 @@ class FinetuneConfig:
     """
 
     method: str = _opt("full", "tuning method: " + ", ".join(TUNING_METHODS))
-    lr: float | None = _opt(None, "peak learning rate (default: 1e-4 full, 1e-3 lora/ist)")
+    lr: float | None = _opt(None, "peak learning rate (default: 3e-4 full, the data owner's measured setting; "
+                            "1e-3 lora/ist; the FT row of configs/default.yaml, tuned on the full model, "
+                            "uses 5e-5)")
     epochs: int = _opt(1, "passes over the training split")
-    max_steps: int | None = _opt(None, "cap on optimizer steps (default: none)", aliases=("--steps",))
+    max_steps: int | None = _opt(25, "cap on optimizer steps (25, half an epoch of 400 examples, is what "
+                                 "transfers: longer tuning fits the adapter to the emulator; the FT row of "
+                                 "configs/default.yaml, max_steps: null, runs every epoch)", aliases=("--steps",))
     batch_size: int = _opt(8, "examples per micro-batch (per process under data parallel)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
-    max_length: int = _opt(256, "tokens per example (context truncated from the left)")
+    max_length: int = _opt(128, "tokens per example (context truncated from the left)")
     schedule: str = _opt("linear", "learning-rate schedule: " + ", ".join(SCHEDULES))
     warmup_ratio: float = _opt(0.06, "fraction of the optimizer steps spent warming up")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = off)")
     seed: int = _opt(0, "seed of the data order and of LoRA initialisation")
-    n_train: int | None = _opt(None, "training examples (default: all left after test and validation)")
-    n_val: int = _opt(100, "validation examples (pick the best epoch)")
+    n_train: int | None = _opt(400, "training examples (at most; the task's examples left after test and "
+                               "validation when fewer)")
+    n_val: int = _opt(50, "validation examples (pick the best epoch)")
     n_test: int = _opt(500, "test examples held out (never trained on)")
     split_seed: int = _opt(0, "seed of the task split")
     val_limit: int | None = _opt(None, "at most this many validation examples scored per epoch (default: all)")
-    eval_batch_size: int = _opt(16, "examples per batch when scoring validation accuracy")
+    eval_batch_size: int = _opt(32, "examples per batch when scoring validation accuracy")
     checkpoint_every: int = _opt(0, "save a resumable checkpoint every N optimizer steps (0 = per epoch)")
     lora_rank: int = _opt(8, "LoRA rank r (lora, ist)")
     lora_alpha: float | None = _opt(None, "LoRA alpha (default: 2 x lora_rank)")
     lora_dropout: float = _opt(0.0, "LoRA dropout")
     autocast: str = _opt("none", "bf16 autocast of forward/backward (fp32 master weights): "
-                         + ", ".join(AUTOCAST) + " (auto = bf16 where it is fast)")
+                         + ", ".join(AUTOCAST) + " (auto = bf16 where it is fast). none differs from "
+                         "configs/default.yaml (auto): a run's numbers then do not depend on the CPU it "
+                         "lands on; the shipped job asks for auto, bf16 where it is fast")
     device: str | None = _opt(None, "auto, cpu, cuda", run_level=True)
     ist: ISTConfig | None = _opt(None, "IST options (method ist; default: ISTConfig with seed = seed)")
 

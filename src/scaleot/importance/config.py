@@ -40,7 +40,7 @@ class ImportanceConfig:
     n_bottom: int = field(default=2, metadata={"help": "adapter blocks at the bottom (never scored)"})
     n_top: int = field(default=2, metadata={"help": "adapter blocks at the top (never scored)"})
     variant: str = field(default="replace", metadata={"help": f"one of {VARIANTS}: harmonizer or identity"})
-    steps: int = field(default=200, metadata={"help": "harmonizer steps (score steps every `score_every`)"})
+    steps: int = field(default=60, metadata={"help": "harmonizer steps (score steps every `score_every`)"})
     group_size: int = field(default=4, metadata={"help": "N_g: consecutive middle blocks per sampling group"})
     n_configs: int = field(default=3, metadata={"help": "N_c: configurations sampled per score step"})
     score_every: int = field(default=1, metadata={"help": "T: one score step every T harmonizer steps"})
@@ -54,7 +54,7 @@ class ImportanceConfig:
     heldout_fraction: float = field(default=0.05, metadata={"help": "last part of the corpus kept for scoring"})
     max_train_blocks: int = field(default=4096, metadata={"help": "cap on training sequences read"})
     max_heldout_blocks: int = field(default=256, metadata={"help": "cap on held-out sequences read"})
-    autocast: str = field(default="bf16", metadata={"help": f"one of {AUTOCAST}: bf16 autocast of the forwards (auto = where it is fast)"})
+    autocast: str = field(default="auto", metadata={"help": f"one of {AUTOCAST}: bf16 autocast of the forwards (auto = where it is fast)"})
     seed: int = field(default=0, metadata={"help": "seed of sampling, data order and harmonizer init"})
     checkpoint_every: int = field(default=20, metadata={"help": "steps between checkpoints (0 = never)"})
     harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig,

@@ -38,10 +38,10 @@ class EvaluateConfig:
     split_seed: int = 0
     n_test: int = 500
     n_val: int = 100
-    batch_size: int = 16
+    batch_size: int = 32
     device: str | None = None
     dtype: str | None = None
-    autocast: str = "none"
+    autocast: str = "none"  # one model's table: exact fp32 unless asked (--offsite: auto, as `scaleot run`)
     scorer: str = "fast"  # scaleot.evaluation.DEFAULT_SCORER (not imported here: it pulls in torch)
     perplexity_corpus: str | None = None
     perplexity_blocks: int = 32
@@ -187,13 +187,16 @@ def command(
     split_seed: Annotated[int, typer.Option(help="seed of the task split")] = 0,
     n_test: Annotated[int, typer.Option(help="test split size")] = 500,
     n_val: Annotated[int, typer.Option(help="dev split size (held out from train)")] = 100,
-    batch_size: Annotated[int, typer.Option(help="lm-eval batch size (the fast scorer batches by tokens)")] = 16,
+    batch_size: Annotated[int, typer.Option(help="lm-eval batch size (the fast scorer batches by tokens)")] = 32,
     scorer: Annotated[str, typer.Option(help="fast (one context pass per example, the default) or lm-eval "
                                              "(the reference); both give lm-eval's numbers")] = "fast",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")] = None,
-    autocast: Annotated[str, typer.Option(help="bf16 autocast of the forwards: none, bf16, auto "
-                                          "(auto = bf16 where it is fast)")] = "none",
+    autocast: Annotated[str | None, typer.Option(
+        help="bf16 autocast of the forwards: none, bf16, auto (auto = bf16 where it is fast). Default: auto "
+             "with --offsite, as scaleot run scores the five rows; none for one model's table, which "
+             "differs from configs/default.yaml (its evaluate: section is the offsite rows): exact fp32 "
+             "on any machine. Every result records the precision that ran")] = None,
     ppl_corpus: Annotated[str | None, typer.Option(help="also report perplexity on this corpus's held-out text (kjv, .txt, .jsonl)")] = None,
     ppl_blocks: Annotated[int, typer.Option(help="number of 128-token blocks for perplexity")] = 32,
     out: Annotated[str | None, typer.Option(help="write the results JSON here")] = None,
@@ -206,6 +209,7 @@ def command(
 ) -> None:
     """Evaluate a model zero-shot on multiple-choice tasks (lm-eval's acc / acc_norm)."""
     if offsite:  # tasks and splits come from the adapters (scaleot.evaluation.offsite)
+        autocast = autocast or "auto"  # what scaleot run scores with (configs/default.yaml evaluate:)
         if autocast not in AUTOCAST:
             raise ScaleOTError(f"--autocast must be one of {', '.join(AUTOCAST)} (got {autocast!r})")
         typer.echo(run_offsite_command(model, emulator, adapter, ft, limit, batch_size,
@@ -214,7 +218,7 @@ def command(
         return
     cfg = EvaluateConfig(model=model, tasks=task or list(DEFAULT_TASKS), split=split, limit=limit, split_seed=split_seed,
                          n_test=n_test, n_val=n_val, batch_size=batch_size, device=device, dtype=dtype,
-                         autocast=autocast, scorer=scorer, perplexity_corpus=ppl_corpus,
+                         autocast=autocast or "none", scorer=scorer, perplexity_corpus=ppl_corpus,
                          perplexity_blocks=ppl_blocks, out=out, overwrite=overwrite)
     _, table = evaluate(cfg, progress=progress)
     typer.echo(table)
