@@ -232,7 +232,7 @@ def _acc(records: dict, name: str, row: str) -> float | None:
 def paired_diff(records: dict, a: tuple[str, str], b: tuple[str, str]) -> str:
     """``" (paired standard error of the difference: X)"`` of row a[1] of emulator a[0] minus
     row b[1] of b[0], averaged over tasks, where both were scored per example; else ``""``."""
-    from scaleot.evaluation.offsite import paired_stderr
+    from scaleot.stats import paired_stderr
 
     ca, cb = records.get(a[0], {}).get("correct", {}), records.get(b[0], {}).get("correct", {})
     ses = []

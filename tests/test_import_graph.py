@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A package may import only from packages in lower layers.
 LAYERS = [
-    {"errors", "paths", "safetensors_io", "progress"},
+    {"errors", "paths", "safetensors_io", "progress", "stats"},
     {"validate", "outputs"},
     {"split", "disclosure"},
     {"manifest", "model_card"},

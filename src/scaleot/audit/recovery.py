@@ -29,9 +29,9 @@ from torch import nn
 from scaleot.data import TaskSplits
 from scaleot.evaluation import evaluate_mc, perplexity
 from scaleot.evaluation.fast_mc import predictions
-from scaleot.evaluation.offsite import paired_stderr
 from scaleot.models.device import bf16_autocast
 from scaleot.run_folder import RunFolder
+from scaleot.stats import paired_stderr
 
 
 def _stderr(p: float, n: int) -> float:

@@ -34,6 +34,7 @@ from scaleot.data import SplitConfig, load_task
 from scaleot.errors import ScaleOTError
 from scaleot.models.device import machine_info, resolve_device
 from scaleot.plug import check_adapter_fits, plug_into
+from scaleot.stats import paired_stderr
 from scaleot.validate.exchange import check_adapter_matches_bundle
 
 ROWS = ("Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in")
@@ -199,17 +200,6 @@ def scorers_of(rows: dict[str, dict]) -> str:
     """The scorers that produced ``{task: {row: result}}``: ``"fast"``, ``"lm-eval"`` or both, comma-separated
     (results saved before the scorer was recorded count as ``"lm-eval"``)."""
     return ", ".join(sorted({r.get("scorer", "lm-eval") for task in rows.values() for r in task.values()}))
-
-
-def paired_stderr(a: list[int], b: list[int]) -> float:
-    """Standard error of ``mean(a) - mean(b)`` for two scores of the same ``n`` examples:
-    the sample standard deviation (ddof=1) of the per-example differences over ``sqrt(n)``."""
-    n = len(a)
-    if n != len(b) or n < 2:
-        raise ValueError(f"paired standard error needs two lists of the same length >= 2, got {n} and {len(b)}")
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    mean = sum(d) / n
-    return math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
 
 
 def delta_of(p: dict, e: dict) -> dict:
