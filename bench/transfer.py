@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from scaleot import stats
 from scaleot.data import SplitConfig, load_task
 from scaleot.data.finetune import PadCollator, encode_example
 from scaleot.emulator import EmulatorConfig, build_emulator
@@ -333,32 +334,12 @@ def tuning(s: dict) -> str:
 
 
 def paired(a: list[int], b: list[int]) -> tuple[float, float]:
-    """mean(a - b) and its paired standard error, in points."""
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    n = len(d)
-    m = sum(d) / n
-    return 100 * m, 100 * (sum((x - m) ** 2 for x in d) / (n - 1) / n) ** 0.5
+    """mean(a - b) and its paired standard error, in points (scaleot.stats)."""
+    mean, se = stats.paired_difference(a, b)
+    return 100 * mean, 100 * se
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(v):
-        order = sorted(range(len(v)), key=v.__getitem__)
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return num / den if den else float("nan")
+spearman = stats.spearman  # Spearman rank correlation (average ranks for ties)
 
 
 def pooled(per_task: list[tuple[float, float]]) -> tuple[float, float]:

@@ -11,10 +11,10 @@ higher still, is no constant answer, and an emulator can be measurably worse tha
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from scaleot import stats
 from scaleot.errors import ScaleOTError
 
 
@@ -36,14 +36,12 @@ def require_dev(records: list[dict], what: str = "a choice") -> None:
 
 
 def paired_difference(a: list[int], b: list[int]) -> tuple[float, float]:
-    """``mean(a - b)`` and its paired standard error, in points, for per-example 0/1 correctness
-    of two models on the same examples."""
+    """``mean(a - b)`` and its paired standard error, in points (:mod:`scaleot.stats`), for
+    per-example 0/1 correctness of two models on the same examples."""
     if len(a) != len(b) or len(a) < 2:
         raise ScaleOTError(f"a paired difference needs two equal lists of at least 2 (got {len(a)} and {len(b)})")
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    m = sum(d) / len(d)
-    var = sum((x - m) ** 2 for x in d) / (len(d) - 1)
-    return 100 * m, 100 * math.sqrt(var / len(d))
+    mean, se = stats.paired_difference(a, b)
+    return 100 * mean, 100 * se
 
 
 def majority_rate(labels: list[int]) -> float:
