@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Fetch the default model (GGUF -> safetensors cache) and BIG-bench archive into $SCALEOT_HOME.
+# Convert the default model (GGUF -> safetensors cache) into $SCALEOT_HOME and check the default tasks
+# load (generated or read from the pinned packages: nothing is downloaded). `scaleot doctor` says what is missing.
 fetch: $(STAMP)
 	$(BIN)/scaleot fetch
 
@@ -30,11 +31,11 @@ fetch-gemma: $(STAMP)
 	$(BIN)/scaleot fetch --model gemma3-270m
 
 # The whole offsite-tuning job (importance -> emulate -> finetune -> plug -> five rows -> report.md)
-# on one task: 16.5 minutes on 2 CPU cores, stage 1 included (BENCHMARKS.md, "Transfer"). CONFIG=configs/default.yaml for the full job.
+# on one task (BENCHMARKS.md, "The demo"). CONFIG=configs/default.yaml for the full job.
 demo: fetch
 	$(BIN)/scaleot run $(CONFIG) --out runs/$(basename $(notdir $(CONFIG)))
 	@echo "report: runs/$(basename $(notdir $(CONFIG)))/report.md"
-	@echo "full job (about 2 hours on 2 CPU cores): make demo CONFIG=configs/default.yaml"
+	@echo "full job (two tasks, two emulators; about an hour on 2 CPU cores): make demo CONFIG=configs/default.yaml"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15

@@ -29,7 +29,7 @@ def test_default_model_loads_and_evaluates_20_examples(tmp_path, task, n_total):
     row = doc["tasks"][task]
     assert row["n"] == 20 and 0.0 <= row["acc"] <= 1.0
     assert row["split"] == {"task": task, "seed": 0, "n_total": n_total,
-                            "n_train": n_total - 600, "n_val": 100, "n_test": 500}
+                            "n_train": n_total - 700, "n_val": 300, "n_test": 400}
     assert doc["split"] == "dev" and doc["precision"] == {"weights": "float32", "autocast": "none"}
     assert doc["machine"]["cpu"] and "torch" in doc["machine"]
     assert doc["model_fingerprint"].startswith("sha256:")

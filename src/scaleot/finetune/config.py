@@ -53,10 +53,10 @@ class FinetuneConfig:
     seed: int = _opt(0, "seed of the data order and of LoRA initialisation")
     n_train: int | None = _opt(400, "training examples (at most; the task's examples left after test and "
                                "validation when fewer)")
-    n_val: int = _opt(50, "validation examples (pick the best epoch)")
-    n_test: int = _opt(500, "test examples held out (never trained on)")
+    n_val: int = _opt(300, "dev examples, held out from training (choices are made on dev: docs/method.md section 7)")
+    n_test: int = _opt(400, "test examples held out (never trained on; scored once, for reporting)")
     split_seed: int = _opt(0, "seed of the task split")
-    val_limit: int | None = _opt(None, "at most this many validation examples scored per epoch (default: all)")
+    val_limit: int | None = _opt(50, "at most this many dev examples scored per epoch to pick the best epoch")
     eval_batch_size: int = _opt(32, "examples per batch when scoring validation accuracy")
     checkpoint_every: int = _opt(0, "save a resumable checkpoint every N optimizer steps (0 = per epoch)")
     lora_rank: int = _opt(8, "LoRA rank r (lora, ist)")

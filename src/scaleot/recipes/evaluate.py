@@ -36,8 +36,8 @@ class EvaluateConfig:
     split: str = "test"  # "dev" for choosing (tasks, settings); "test" is scored once, for reporting
     limit: int | None = None
     split_seed: int = 0
-    n_test: int = 500
-    n_val: int = 100
+    n_test: int = 400
+    n_val: int = 300
     batch_size: int = 32
     device: str | None = None
     dtype: str | None = None
@@ -185,8 +185,8 @@ def command(
                                             "for the numbers you report)")] = "test",
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of the split")] = None,
     split_seed: Annotated[int, typer.Option(help="seed of the task split")] = 0,
-    n_test: Annotated[int, typer.Option(help="test split size")] = 500,
-    n_val: Annotated[int, typer.Option(help="dev split size (held out from train)")] = 100,
+    n_test: Annotated[int, typer.Option(help="test split size")] = 400,
+    n_val: Annotated[int, typer.Option(help="dev split size (held out from train)")] = 300,
     batch_size: Annotated[int, typer.Option(help="lm-eval batch size (the fast scorer batches by tokens)")] = 32,
     scorer: Annotated[str, typer.Option(help="fast (one context pass per example, the default) or lm-eval "
                                              "(the reference); both give lm-eval's numbers")] = "fast",
