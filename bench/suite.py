@@ -184,6 +184,62 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+PICK = {"max_emu_zs_minus_full_zs": -5.0}  # privacy first: the untuned emulator clearly below the model
+
+
+def summaries(out: Path, split: str, tasks: list[str]) -> dict[str, dict]:
+    """Per configuration (seed 0 .. n): pooled rows over ``tasks`` and the median ceiling ratio.
+    Only configurations with a record on every task are summarised."""
+    recs = _records(out, split)
+    zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
+    refs = {(r["spec"]["task"], r["spec"]["nb"], r["spec"]["nt"], r["spec"]["lr"], r["spec"].get("steps"), r["spec"]["tune"]): r
+            for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] == "reference" and r["spec"]["seed"] == 0}
+    groups: dict[str, list[dict]] = {}
+    for r in recs:
+        s = r["spec"]
+        if s["row"] == "offsite" and s["method"] != "reference" and s["task"] in tasks:
+            label = json.dumps({k: v for k, v in s.items() if k not in ("row", "task", "n_train", "n_test", "split", "seed")},
+                               sort_keys=True)
+            groups.setdefault(label, []).append(r)
+    out_doc = {}
+    for label, rs in groups.items():
+        if {r["spec"]["task"] for r in rs} != set(tasks):
+            continue
+        per_task, ratios = {}, []
+        for t in tasks:
+            trs = [r for r in rs if r["spec"]["task"] == t]
+            s0 = trs[0]["spec"]
+            ref = refs.get((t, s0["nb"], s0["nt"], s0["lr"], s0.get("steps"), s0["tune"]))
+            row = {k: sum(100 * r[k]["acc"] for r in trs) / len(trs) for k in ("emu_zs", "emu_ft", "plug_in")}
+            row["full_zs"] = 100 * zs[t]["acc"]
+            if ref is not None and 100 * ref["plug_in"]["acc"] > row["full_zs"]:
+                row["ceiling_ratio"] = (row["plug_in"] - row["full_zs"]) / (100 * ref["plug_in"]["acc"] - row["full_zs"])
+                ratios.append(row["ceiling_ratio"])
+            per_task[t] = row
+        pooled = {k: sum(r[k] for r in per_task.values()) / len(per_task) for k in ("full_zs", "emu_zs", "emu_ft", "plug_in")}
+        ratios.sort()
+        median = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2 if ratios else float("nan")
+        out_doc[label] = {"pooled": pooled, "median_ceiling_ratio": median, "tasks": per_task,
+                          "seeds": sorted({r["spec"]["seed"] for r in rs})}
+    return out_doc
+
+
+def pick(out: Path, tasks: list[str]) -> dict:
+    """The default configuration, chosen on dev by PICK (fixed before the grid was complete): among
+    configurations whose pooled Emu ZS is at least 5 points below Full ZS, the highest median
+    ceiling ratio (ties: the larger pooled Delta)."""
+    sums = summaries(out, "dev", tasks)  # dev records only: a test record never reaches a pick
+    rows = []
+    for label, d in sums.items():
+        p = d["pooled"]
+        ok = p["emu_zs"] - p["full_zs"] <= PICK["max_emu_zs_minus_full_zs"]
+        rows.append((ok, d["median_ceiling_ratio"], p["plug_in"] - p["emu_ft"], label, d))
+    rows.sort(key=lambda x: (x[0], x[1], x[2]), reverse=True)
+    return {"rule": PICK, "tasks": tasks, "ranking": [{"config": json.loads(label), "eligible": ok, "median_ceiling_ratio": m,
+                                                       "pooled_delta": dl, "pooled": d["pooled"]}
+                                                      for ok, m, dl, label, d in rows]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/suite")
@@ -198,11 +254,21 @@ def main() -> None:
     ap.add_argument("--autocast", choices=("none", "bf16"), default="none",
                     help="bf16 autocast for tuning and scoring (recorded; never pool with fp32 numbers)")
     ap.add_argument("--report", choices=("dev", "test"))
+    ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
     args = ap.parse_args()
     out = Path(args.out)
     transfer.SCORE_AUTOCAST = "bfloat16" if args.autocast == "bf16" else None
     if args.report:
         print(report(out, args.report, args.tasks))
+        return
+    if args.pick:
+        tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
+        doc = pick(out, tasks)
+        (out / "pick.json").write_text(json.dumps(doc, indent=1))
+        for r in doc["ranking"]:
+            p = r["pooled"]
+            print(f"{'ok ' if r['eligible'] else 'no '} ratio {r['median_ceiling_ratio']:.2f} delta {r['pooled_delta']:+.1f} "
+                  f"zs {p['full_zs']:.1f} emu_zs {p['emu_zs']:.1f} emu_ft {p['emu_ft']:.1f} plug {p['plug_in']:.1f}  {r['config']}")
         return
     if args.choose:
         doc = choose(out)
