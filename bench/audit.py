@@ -17,7 +17,7 @@ under load (other jobs share the CPU); compare them only within one table.
 
     flock /tmp/cpu1.lock timeout 840 .venv/bin/python bench/audit.py --out runs/audit --minutes 10 \\
         --importance runs/transfer/importance --methods uniform,drop,scaleot --budgets 10000,40000 \\
-        --tasks bigbench:multiemo/all_sentence_en --n-test 200
+        --tasks pkg:word_sentiment --n-test 200
     .venv/bin/python bench/audit.py --out runs/audit --report
 """
 
@@ -148,7 +148,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=EmulatorConfig.alpha)
     ap.add_argument("--beta", type=float, default=EmulatorConfig.beta)
     ap.add_argument("--kd-steps", type=int, default=200)
-    ap.add_argument("--tasks", default="bigbench:multiemo/all_sentence_en")
+    ap.add_argument("--tasks", default="pkg:word_sentiment")
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--ppl-blocks", type=int, default=16)
     ap.add_argument("--budgets", default="100000,500000,2000000")

@@ -32,7 +32,7 @@ from scaleot.manifest import read_json, write_manifest
 from scaleot.models import get_blocks, load_model, set_blocks
 from scaleot.tuners.harmonizer import IdentityBlock
 
-TASKS = ["bigbench:social_iqa", "bigbench:strategyqa"]
+TASKS = ["pkg:word_sentiment", "pkg:subdivision"]
 
 
 @torch.no_grad()

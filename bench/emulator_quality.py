@@ -15,7 +15,7 @@ once per setting and pass each folder with a label.
 Usage::
 
     python bench/emulator_quality.py --importance rank64=runs/imp_r64 --importance rank256=runs/imp_r256 \
-        --alpha 0.25 --alpha 0.5 --task bigbench:goal_step_wikihow/goal_inference --n-test 450 \
+        --alpha 0.25 --alpha 0.5 --task gen:letters --n-test 450 \
         --out bench/results/emulator_quality.json
 """
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 CONFIGS = ("emu-full", "ft-full", "ours-lora", "trainer-lora")
-TASK = "bigbench:social_iqa"
+TASK = "pkg:word_sentiment"
 
 
 def matmul_params(module: nn.Module) -> int:

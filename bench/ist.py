@@ -176,7 +176,7 @@ def summarize(report: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tasks", nargs="*", default=["bigbench:social_iqa", "bigbench:winowhy"])
+    ap.add_argument("--tasks", nargs="*", default=["pkg:word_sentiment", "pkg:rhyme"])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-4)

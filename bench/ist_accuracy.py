@@ -22,7 +22,7 @@ the paired differences of each method against RST and LoRA (per-seed differences
 factor), recorded in the key and the label.
 
     flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
-        .venv/bin/python bench/ist_accuracy.py --settings standalone --tasks bigbench:multiemo/all_sentence_en \\
+        .venv/bin/python bench/ist_accuracy.py --settings standalone --tasks pkg:word_sentiment \\
         --seeds 0 1 2 --steps 40
     .venv/bin/python bench/ist_accuracy.py --report
 """

@@ -9,7 +9,7 @@ training examples drawn by the seed, one backward; a layer's signal is the norm 
 between the ranking and depth. Nothing is trained; a few minutes on one core.
 
     env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/ist_grad_agreement.py \\
-        --task bigbench:unit_conversion/si_conversion --seeds 0 1 2 3 --out bench/results/ist_grad_agreement.md
+        --task gen:ordering --seeds 0 1 2 3 --out bench/results/ist_grad_agreement.md
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def layer_grad_norms(base, tok, examples, cfg, max_length: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", default="bigbench:unit_conversion/si_conversion")
+    ap.add_argument("--task", default="gen:ordering")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3])
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=64)

@@ -176,7 +176,7 @@ def _interp(k: float, ks: list[int], vs: list[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS)
-    ap.add_argument("--task", default="bigbench:multiemo/all_sentence_en")
+    ap.add_argument("--task", default="pkg:word_sentiment")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=128)

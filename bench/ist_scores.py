@@ -167,7 +167,7 @@ def plot_trajectories(runs: list[dict], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", default="bigbench:multiemo/all_sentence_en")
+    ap.add_argument("--task", default="pkg:word_sentiment")
     ap.add_argument("--etas", type=float, nargs="*", default=[1.0])
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     ap.add_argument("--steps", type=int, default=100)

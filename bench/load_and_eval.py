@@ -5,7 +5,7 @@ Usage:
 
 Cold load converts the GGUF into a fresh temporary $SCALEOT_HOME (once per repeat); warm
 load reads the safetensors cache. Throughput is examples/s of `evaluate_mc` on
-bigbench:social_iqa (3 choices), fp32 and bf16 autocast measured side by side,
+pkg:word_sentiment (3 choices), fp32 and bf16 autocast measured side by side,
 alternating, medians reported.
 """
 
@@ -47,13 +47,13 @@ def main() -> None:
         t = time.perf_counter()
         model, tok = load_model("smollm2-135m")
         warm.append(time.perf_counter() - t)
-    splits = load_task("bigbench:social_iqa")
+    splits = load_task("pkg:word_sentiment")
     rates = {"fp32": [], "bf16 autocast": []}
     accs = {}
     for _ in range(args.repeats):
         for name, ac in (("fp32", None), ("bf16 autocast", "bfloat16")):
             t = time.perf_counter()
-            r = evaluate_mc(model, tok, [splits], limit=args.limit, autocast_dtype=ac)["bigbench:social_iqa"]
+            r = evaluate_mc(model, tok, [splits], limit=args.limit, autocast_dtype=ac)["pkg:word_sentiment"]
             rates[name].append(args.limit / (time.perf_counter() - t))
             accs[name] = r["acc"]
     med = statistics.median

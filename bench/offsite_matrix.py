@@ -50,7 +50,7 @@ from scaleot.manifest import write_json_atomic
 MATRIX_METHODS = ("scaleot", "uniform", "uniform-kd", "crash", "drop")
 REFERENCE = "reference"  # the adapter tuned on the full model (uniform emulator keeping every block)
 
-_TASKS2 = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
+_TASKS2 = ["pkg:word_sentiment", "gen:letters"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -95,7 +95,7 @@ SCALES: dict[str, dict] = {
     # HF models by path; n_bottom/n_top stay 2+2 (the paper's sandwich).
     "full": {
         "model": "smollm2-135m",
-        "tasks": _TASKS2 + ["bigbench:winowhy", "bigbench:strategyqa"],
+        "tasks": _TASKS2 + ["pkg:rhyme", "pkg:subdivision"],
         "device": "auto",
         "importance": {"corpus": "kjv", "n_bottom": 2, "n_top": 2, "steps": 200, "batch_size": 4,
                        "score_batch_size": 4, "autocast": "auto"},

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TASKS = ["bigbench:social_iqa", "bigbench:goal_step_wikihow/goal_inference"]
+TASKS = ["pkg:word_sentiment", "gen:letters"]
 STEPS = Path(__file__).parent / "results" / "offsite_matrix_quick" / "steps.json"
 
 

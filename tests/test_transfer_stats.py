@@ -98,34 +98,3 @@ def test_matrix_plan_follows_configs_default_yaml(monkeypatch):
     assert sorted(s["alpha"] for s in emus if s["method"] == "scaleot") == [0.4, 0.6]
 
 
-def test_task_scan_report_ranks_by_reference_gain_with_paired_se(tmp_path, monkeypatch):
-    """bench/finetune_tasks.py --report: tasks ranked by the reference gain, the 8-point rule marked."""
-    import argparse
-
-    import bench.finetune_tasks as ft
-
-    args = argparse.Namespace(out=str(tmp_path), n_train=400, n_test=300, steps=None, lr=3e-4, ft=False)
-    (tmp_path / "records").mkdir()
-    rng = np.random.default_rng(3)
-    gains = {}
-    for task, p_ref in zip(ft.CANDIDATES[:3], (0.45, 0.9, 0.6), strict=True):
-        zs = rng.binomial(1, 0.4, 300).tolist()
-        ref = [max(z, int(r)) for z, r in zip(zs, rng.binomial(1, p_ref - 0.4, 300), strict=True)]
-        for spec, key, correct in zip(ft.specs_for(task, args), ("full_zs", "plug_in"), (zs, ref), strict=True):
-            rec = {"spec": spec, key: {"acc": float(np.mean(correct)), "correct": correct}}
-            (tmp_path / "records" / f"{key_of(spec)}.json").write_text(json.dumps(rec))
-        d = np.array(ref) - np.array(zs)
-        gains[task] = (100 * d.mean(), 100 * d.std(ddof=1) / np.sqrt(len(d)))
-    monkeypatch.setattr(ft, "chance_of", lambda task, args: {ft.CANDIDATES[0]: 0.5}.get(task, 0.25))
-    text = ft.report(args)
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| task")]
-    assert [r.split(" | ")[0][2:] for r in rows] == sorted(gains, key=lambda t: -gains[t][0])
-    for r in rows:
-        task = r.split(" | ")[0][2:]
-        m, se = gains[task]
-        assert f"{m:+.1f} ± {se:.1f}" in r
-        rule = m >= ft.RULE and task not in ft.DEGENERATE
-        assert ("| yes |" in r) == rule
-        zs_above = float(r.split(" | ")[3]) - (50.0 if task == ft.CANDIDATES[0] else 25.0)
-        assert ("**default**" in r) == (rule and zs_above >= ft.ABOVE_CHANCE)
-    assert f"3 of {len(ft.CANDIDATES)} candidate tasks scanned" in text

@@ -37,6 +37,10 @@ longest             ``Q: Which word is the longest: ba, kelomi, tisu, ramonuda?`
                     syllables; the 4 words are the choices)
 category            ``Q: Which of these is a fruit: table, plum, horse, violin?`` (8 word     1/4
                     lists written for this family; the 4 words are the choices)
+uppercase           ``Q: Which word is written in capital letters: bamo, TISU, kelo,         1/4
+                    rapi?`` (the 4 words as shown are the choices)
+same_ending         ``Q: Which word ends with the same two letters as "bamoku"?`` (4        1/4
+                    pseudo-words, one ending in "ku")
 ==================  ====================================================================  ========
 
 Each answer choice starts with a space and is scored as the continuation of the context; no
@@ -294,6 +298,32 @@ def category(rng: random.Random) -> Draw:
             words.index(answer))
 
 
+# --- uppercase, same_ending: spotting a surface feature in a list ----------------------------
+def uppercase(rng: random.Random) -> Draw:
+    words = _distinct_words(rng, 4)
+    if not _prefix_free([f" {w}" for w in words]):
+        raise ValueError("a word is a prefix of another")
+    i = rng.randrange(4)
+    shown = [w.upper() if j == i else w for j, w in enumerate(words)]
+    return (_question(f"Which word is written in capital letters: {', '.join(shown)}?"), [f" {w}" for w in shown], i)
+
+
+def same_ending(rng: random.Random) -> Draw:
+    words = _distinct_words(rng, 5)
+    target, answer = words[0], words[1][:-2] + words[0][-2:]  # the answer ends in the target's last syllable
+    endings = {target[-2:]}
+    distractors = []
+    for w in words[2:]:
+        if w[-2:] in endings:
+            raise ValueError("two words share an ending")
+        endings.add(w[-2:])
+        distractors.append(w)
+    if answer == target:
+        raise ValueError("the answer is the target")
+    choices, label = _shuffled(rng, f" {answer}", [f" {w}" for w in distractors])
+    return _question(f'Which word ends with the same two letters as "{target}"?'), choices, label
+
+
 FAMILIES: dict[str, tuple[Callable[[random.Random], Draw], float]] = {
     # name: (draw one example, chance accuracy of a uniform guess)
     "unit_conversion": (unit_conversion, 0.25),
@@ -309,6 +339,8 @@ FAMILIES: dict[str, tuple[Callable[[random.Random], Draw], float]] = {
     "position": (position, 0.25),
     "longest": (longest, 0.25),
     "category": (category, 0.25),
+    "uppercase": (uppercase, 0.25),
+    "same_ending": (same_ending, 0.25),
 }
 
 
