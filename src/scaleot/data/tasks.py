@@ -189,7 +189,7 @@ def load_task(task: str, split: SplitConfig | None = None) -> TaskSplits:
 # The default job's tasks (configs/default.yaml; tests/test_shipped_configs.py checks they agree):
 # what `scaleot fetch` prepares and `scaleot audit` measures unless told otherwise. Chosen on dev
 # splits by the rule in bench/suite.py (BENCHMARKS.md, "Task foundation").
-DEFAULT_TASKS = ("pkg:rhyme", "pkg:subdivision")
+DEFAULT_TASKS = ("gen:uppercase", "pkg:rhyme")
 
 
 def builtin_tasks() -> list[str]:
