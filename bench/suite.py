@@ -90,9 +90,11 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
     out = []
     for t in tasks:
         out.append({"row": "zs", **base(t, split)})
+        # the reference (the same adapter tuned on the full model) at the first seed only: it is the
+        # ceiling the ratio divides by, and one run of it costs as much as an emulator run
+        out.append({"row": "offsite", **base(t, split), **emu("reference", cfg.get("nb", 2), cfg.get("nt", 2)),
+                    **tune(kind, seed=seeds[0], **tuning)})
         for seed in seeds:
-            out.append({"row": "offsite", **base(t, split), **emu("reference", cfg.get("nb", 2), cfg.get("nt", 2)),
-                        **tune(kind, seed=seed, **tuning)})
             out.append({"row": "offsite", **base(t, split), **emu(**cfg), **tune(kind, seed=seed, **tuning)})
     return out
 
@@ -157,7 +159,7 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
     for label, rs in sorted(groups.items()):
         lines += [f"### {label}", "", "| task | seeds | Full ZS | Emu ZS | Emu FT | Plug-in | reference | "
                   "Plug-in − ZS | Delta | ceiling ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
-        ratios = []
+        ratios, deltas, emu_gaps, below = [], [], [], []
         for task in sorted({r["spec"]["task"] for r in rs}):
             if tasks and task not in tasks or task not in zs:
                 continue
@@ -166,7 +168,9 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
             def mean(key, trs=trs):
                 return sum(100 * r[key]["acc"] for r in trs) / len(trs)
             ref = [refs.get((task, r["spec"]["seed"], r["spec"].get("lr"), r["spec"].get("steps"), r["spec"].get("tune"),
-                             r["spec"].get("nb"), r["spec"].get("nt"))) for r in trs]
+                             r["spec"].get("nb"), r["spec"].get("nt")))
+                   or refs.get((task, 0, r["spec"].get("lr"), r["spec"].get("steps"), r["spec"].get("tune"),
+                                r["spec"].get("nb"), r["spec"].get("nt"))) for r in trs]  # seed 0's where one seed ran
             pooled_plug = sum((r["plug_in"]["correct"] for r in trs), [])
             pooled_zs = z["correct"] * len(trs)
             pooled_emu = sum((r["emu_ft"]["correct"] for r in trs), [])
@@ -175,10 +179,20 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
             ref_acc = sum(100 * x["plug_in"]["acc"] for x in ref if x) / max(1, sum(1 for x in ref if x))
             ceiling = gain / (ref_acc - 100 * z["acc"]) if all(ref) and ref_acc - 100 * z["acc"] > 0 else float("nan")
             ratios.append(ceiling)
+            deltas.append((delta, dse))
+            emu_gaps.append(mean("emu_zs") - 100 * z["acc"])
+            if gain < -gse:
+                below.append(task)
             lines.append(f"| {task} | {len(trs)} | {100 * z['acc']:.1f} | {mean('emu_zs'):.1f} | {mean('emu_ft'):.1f} | "
                          f"{mean('plug_in'):.1f} | {ref_acc:.1f} | {gain:+.1f} ± {gse:.1f} | {delta:+.1f} ± {dse:.1f} | "
                          f"{ceiling:.2f} |")
         good = sorted(x for x in ratios if x == x)
+        if deltas:
+            k = len(deltas)
+            pd, pse = sum(d for d, _ in deltas) / k, (sum(e * e for _, e in deltas) ** 0.5) / k
+            lines += ["", f"pooled over {k} tasks: Delta {pd:+.1f} ± {pse:.1f}; Emu ZS − Full ZS "
+                      f"{sum(emu_gaps) / k:+.1f}; plug-in below Full ZS by more than one standard error on: "
+                      f"{', '.join(below) or 'none'}"]
         if good:
             lines += ["", f"median ceiling ratio {good[len(good) // 2] if len(good) % 2 else (good[len(good) // 2 - 1] + good[len(good) // 2]) / 2:.2f} over {len(good)} tasks", ""]
     return "\n".join(lines)
@@ -240,6 +254,60 @@ def pick(out: Path, tasks: list[str]) -> dict:
                                                       for ok, m, dl, label, d in rows]}
 
 
+def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
+    """Plug-in gain against the privacy each emulator keeps, one point per configuration run on
+    every task: left, Full ZS − Emu ZS; right, Delta (Plug-in − Emu FT). Pooled over tasks and
+    seeds, ± one standard error (paired, then pooled as sqrt(sum se^2) / k)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = _records(out, split)
+    zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
+    groups: dict[str, list[dict]] = {}
+    for r in recs:
+        s = r["spec"]
+        if s["row"] == "offsite" and s["method"] != "reference" and s["task"] in tasks:
+            label = json.dumps({k: v for k, v in s.items() if k not in ("row", "task", "n_train", "n_test", "split", "seed")},
+                               sort_keys=True)
+            groups.setdefault(label, []).append(r)
+    points = []
+    for label, rs in groups.items():
+        if {r["spec"]["task"] for r in rs} != set(tasks):
+            continue
+        stats = {"gain": [], "priv": [], "delta": []}
+        for t in tasks:
+            trs = [r for r in rs if r["spec"]["task"] == t]
+            z = zs[t]["correct"] * len(trs)
+            stats["gain"].append(paired_difference(sum((r["plug_in"]["correct"] for r in trs), []), z))
+            stats["priv"].append(paired_difference(z, sum((r["emu_zs"]["correct"] for r in trs), [])))
+            stats["delta"].append(paired_difference(sum((r["plug_in"]["correct"] for r in trs), []),
+                                                    sum((r["emu_ft"]["correct"] for r in trs), [])))
+        k = len(tasks)
+        pooled = {n: (sum(m for m, _ in v) / k, (sum(e * e for _, e in v) ** 0.5) / k) for n, v in stats.items()}
+        points.append({"config": json.loads(label), **pooled})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    colors = {"scaleot": "tab:blue", "uniform": "tab:orange", "uniform-kd": "tab:green", "crash": "tab:red", "drop": "tab:purple"}
+    for p in points:
+        c = p["config"]
+        name = f"{c['method']} a{c['alpha']} b{c['beta']}" + (f" noise{c['noise']}" if c.get("noise") else "")
+        for ax, key in zip(axes, ("priv", "delta"), strict=True):
+            ax.errorbar(p[key][0], p["gain"][0], xerr=p[key][1], yerr=p["gain"][1], fmt="o",
+                        color=colors.get(c["method"], "gray"), capsize=3)
+            ax.annotate(name, (p[key][0], p["gain"][0]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    axes[0].set_xlabel("privacy: Full ZS − Emu ZS (points)")
+    axes[1].set_xlabel("privacy: Delta = Plug-in − Emu FT (points)")
+    axes[0].set_ylabel("utility: Plug-in − Full ZS (points)")
+    for ax in axes:
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.axvline(0, color="gray", lw=0.5)
+    fig.suptitle(f"SmolLM2-135M, transfer suite ({len(tasks)} tasks, {split} split), pooled ± 1 se")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return points
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/suite")
@@ -255,11 +323,18 @@ def main() -> None:
                     help="bf16 autocast for tuning and scoring (recorded; never pool with fp32 numbers)")
     ap.add_argument("--report", choices=("dev", "test"))
     ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
+    ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
     args = ap.parse_args()
     out = Path(args.out)
     transfer.SCORE_AUTOCAST = "bfloat16" if args.autocast == "bf16" else None
     if args.report:
         print(report(out, args.report, args.tasks))
+        return
+    if args.frontier:
+        tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
+        for p in frontier(out, args.split, tasks, Path(args.frontier)):
+            print(f"gain {p['gain'][0]:+.1f} ± {p['gain'][1]:.1f}  ZS−EmuZS {p['priv'][0]:+.1f} ± {p['priv'][1]:.1f}  "
+                  f"Delta {p['delta'][0]:+.1f} ± {p['delta'][1]:.1f}  {p['config']}")
         return
     if args.pick:
         tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
