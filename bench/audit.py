@@ -15,10 +15,10 @@ size (adapter 2+2 and EmulatorConfig's alpha and beta, 0.25 and 0.5: the shipped
 per budget, attack wall time) and writes ``OUT/table.md``. Timings on this machine are taken
 under load (other jobs share the CPU); compare them only within one table.
 
-    flock /tmp/cpu1.lock timeout 840 .venv/bin/python bench/audit.py --out runs/audit --minutes 10 \\
+    flock /tmp/cpu1.lock timeout 840 .venv/bin/python -m bench.audit --out runs/audit --minutes 10 \\
         --importance runs/transfer/importance --methods uniform,drop,scaleot --budgets 10000,40000 \\
         --tasks pkg:word_sentiment --n-test 200
-    .venv/bin/python bench/audit.py --out runs/audit --report
+    .venv/bin/python -m bench.audit --out runs/audit --report
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ both precisions really run).
 
 Usage::
 
-    python bench/bf16_cpu.py --repeats 2
+    python -m bench.bf16_cpu --repeats 2
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import time
 
 
 def main() -> None:
+    from scaleot.models.loading import DEFAULT_MODEL
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     os.environ["SCALEOT_CPU_BF16"] = "1"

@@ -1,4 +1,4 @@
-"""Benchmark the emulator methods on SmolLM2-135M, adapter 2+2 (issue 4).
+"""Benchmark the emulator methods on SmolLM2-135M (``--model``: another), adapter 2+2 (issue 4).
 
 For each method: emulator parameter count, build time (stage 2; ScaleOT also with stage 1
 counted from importance.json's timing; uniform-kd with its distillation), KJV held-out
@@ -7,7 +7,7 @@ process on the same loaded model, so timings are comparable.
 
 Usage::
 
-    python bench/emulate.py --importance DIR [--loo] [--kd-steps 40] [--limit 200] [--out bench/results/emulate.json]
+    python -m bench.emulate --importance DIR [--model NAME] [--loo] [--kd-steps 40] [--limit 200] [--out bench/results/emulate.json]
 
 ``--loo`` also writes an importance folder whose ranking is the leave-one-out perplexity
 increase (docs/method.md section 6) with the harmonizers of ``--importance``, and benchmarks
@@ -29,7 +29,7 @@ from scaleot.data import SplitConfig, corpus_splits, load_task
 from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.evaluation import evaluate_mc, perplexity
 from scaleot.manifest import read_json, write_manifest
-from scaleot.models import get_blocks, load_model, set_blocks
+from scaleot.models import DEFAULT_MODEL, get_blocks, load_model, set_blocks
 from scaleot.tuners.harmonizer import IdentityBlock
 
 TASKS = ["pkg:word_sentiment", "pkg:subdivision"]
@@ -80,6 +80,7 @@ def measure(name, model, tok, cfg, held, splits, limit):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder")
     ap.add_argument("--importance", type=Path, required=True)
     ap.add_argument("--loo", action="store_true")
     ap.add_argument("--alpha", type=float, default=0.5)
@@ -90,7 +91,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/emulate.json"))
     args = ap.parse_args()
     torch.manual_seed(0)
-    model, tok = load_model("smollm2-135m", "cpu", "float32")
+    model, tok = load_model(args.model, "cpu", "float32")
     _, held = corpus_splits("kjv", tok, 128, max_heldout_blocks=args.held_blocks)
     splits = [] if args.no_zs else [load_task(t, SplitConfig(seed=0)) for t in TASKS]
     rows = []
@@ -102,7 +103,7 @@ def main() -> None:
     print(json.dumps(full), flush=True)
     rows.append(full)
     work = Path(tempfile.mkdtemp(prefix="bench-emulate-"))
-    a, m = args.alpha, dict(model="smollm2-135m")
+    a, m = args.alpha, dict(model=args.model)
     plans = [("scaleot (importance folder)", EmulatorConfig(method="scaleot", importance=str(args.importance),
                                                             alpha=a, **m)),
              ("drop (importance folder)", EmulatorConfig(method="drop", importance=str(args.importance), alpha=a, **m))]

@@ -14,7 +14,7 @@ once per setting and pass each folder with a label.
 
 Usage::
 
-    python bench/emulator_quality.py --importance rank64=runs/imp_r64 --importance rank256=runs/imp_r256 \
+    python -m bench.emulator_quality --importance rank64=runs/imp_r64 --importance rank256=runs/imp_r256 \
         --alpha 0.25 --alpha 0.5 --task gen:letters --n-test 450 \
         --out bench/results/emulator_quality.json
 """
@@ -43,8 +43,10 @@ def measure(model, tokenizer, splits, held: dict, n_test: int, batch_size: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scaleot.models.loading import DEFAULT_MODEL
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--importance", action="append", required=True, help="LABEL=FOLDER (repeatable)")
     ap.add_argument("--alpha", action="append", type=float, required=True)
     ap.add_argument("--beta", type=float, default=0.0)

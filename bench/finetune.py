@@ -4,7 +4,7 @@ Each measurement runs in its own subprocess (so peak RSS is its own), the config
 alternate round by round (same machine load for all), and the medians over rounds are
 reported. Same data (social_iqa train split, same order), same batch, bf16 autocast.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/finetune.py --rounds 3 --steps 6
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.finetune --rounds 3 --steps 6   # --model: another model
 
 Configurations:
   emu-full      our loop, ``--method full`` on the adapter (2+2) of a uniform emulator (alpha 0.5)
@@ -61,7 +61,7 @@ def _data(n_train: int, max_length: int):
     return cfg, load_task(TASK, cfg.split_config())
 
 
-def worker(name: str, steps: int, batch: int, max_length: int) -> dict:
+def worker(name: str, steps: int, batch: int, max_length: int, model_name: str) -> dict:
     from scaleot.data import encode_example
     from scaleot.emulator import EmulatorConfig, build_emulator
     from scaleot.finetune import FinetuneConfig, apply_lora, freeze_all_but_blocks, train
@@ -70,7 +70,7 @@ def worker(name: str, steps: int, batch: int, max_length: int) -> dict:
     base, splits = _data(steps * batch, max_length)
     opts = dict(epochs=1, max_steps=steps, batch_size=batch, max_length=max_length, n_train=steps * batch,
                 n_val=2, n_test=400, val_limit=2, autocast="bf16", device="cpu", warmup_ratio=0.0)
-    model, tok = load_model("smollm2-135m", device="cpu")
+    model, tok = load_model(model_name, device="cpu")
     encoded = [encode_example(ex, tok, max_length) for ex in splits.train]
     answer = sum(sum(1 for y in e["labels"] if y != -100) for e in encoded)
     total_tokens = sum(len(e["input_ids"]) for e in encoded)
@@ -149,7 +149,10 @@ def _trainer_lora(model, tok, encoded, positions, steps, batch) -> tuple[float, 
 
 
 def main() -> None:
+    from scaleot.models import DEFAULT_MODEL
+
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder")
     ap.add_argument("--worker", choices=CONFIGS)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6)
@@ -159,13 +162,13 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/finetune.jsonl")
     args = ap.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(worker(args.worker, args.steps, args.batch, args.max_length)), flush=True)
+        print("RESULT " + json.dumps(worker(args.worker, args.steps, args.batch, args.max_length, args.model)), flush=True)
         return
     results: dict[str, list[dict]] = {c: [] for c in args.configs}
     for r in range(args.rounds):
         for c in args.configs:
             cmd = [sys.executable, __file__, "--worker", c, "--steps", str(args.steps), "--batch", str(args.batch),
-                   "--max-length", str(args.max_length)]
+                   "--max-length", str(args.max_length), "--model", args.model]
             out = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:

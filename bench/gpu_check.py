@@ -35,17 +35,17 @@ SHAPES = {
 
 
 def build_folder(root: Path, shape: str) -> Path:
-    """A random llama of ``SHAPES[shape]`` with SmolLM2's tokenizer, saved as an HF folder."""
+    """A random llama of ``SHAPES[shape]`` with the default model's (SmolLM2's) tokenizer, saved as an HF folder."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from scaleot.models import resolve_model_path
+    from scaleot.models import DEFAULT_MODEL, resolve_model_path
 
     folder = root / f"model-{shape}"
     if (folder / "config.json").is_file():
         return folder
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**SHAPES[shape], max_position_embeddings=2048)).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL)).save_pretrained(folder)
     return folder
 
 

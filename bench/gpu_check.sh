@@ -40,7 +40,7 @@ tests_rc=0
 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu ${TESTS_K:+-k "$TESTS_K"} tests/test_gpu.py \
   > "$OUT/pytest_gpu.txt" 2>&1 || tests_rc=$?
 tail -5 "$OUT/pytest_gpu.txt"
-"$PYTHON" bench/gpu_check.py --device "$DEVICE" $TINY --out "$OUT" > "$OUT/gpu_check.txt" 2>&1
+"$PYTHON" -m bench.gpu_check --device "$DEVICE" $TINY --out "$OUT" > "$OUT/gpu_check.txt" 2>&1
 grep -v -E "Warning|warnings.warn|it/s\]" "$OUT/gpu_check.txt"
 echo "[gpu_check] done in $(( $(date +%s) - start )) s; gpu tests exit code $tests_rc"
 exit "$tests_rc"

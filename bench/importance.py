@@ -4,7 +4,7 @@ Runs the default preset with two seeds, the leave-one-out reference, and a bf16-
 loss check; prints a markdown report (wall time, per-step times, ratio to a full-model
 forward+backward, peak memory, Spearman between seeds and vs leave-one-out).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/importance.py --out /tmp/bench_importance \
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.importance --out /tmp/bench_importance \
         > bench/results/importance.md
 """
 
@@ -29,6 +29,7 @@ from scaleot.recipes.importance import ImportanceRun, run_importance
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_importance"))
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--steps", type=int, default=ImportanceConfig.steps)
@@ -40,7 +41,7 @@ def main() -> None:
     if not a.report_only:
         for seed in seeds:
             t0 = time.perf_counter()
-            run_importance(ImportanceRun(out=a.out / f"seed{seed}", options=ImportanceConfig(seed=seed, steps=a.steps),
+            run_importance(ImportanceRun(out=a.out / f"seed{seed}", model=a.model, options=ImportanceConfig(seed=seed, steps=a.steps),
                                          resume=True, keep_checkpoints=True, progress=False))
             (a.out / f"seed{seed}" / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}")
     if a.train_only:
@@ -96,7 +97,7 @@ def report(a, seeds: list[int]) -> None:
         else:
             runs[seed] = (partial(folder, middle), float("nan"))
 
-    model, tok = load_model(DEFAULT_MODEL)
+    model, tok = load_model(a.model)
     _, held = corpus_splits("kjv", tok, cfg.block_size, cfg.heldout_fraction, cfg.max_train_blocks, a.loo_blocks)
     cache = a.out / f"leave_one_out_{a.loo_blocks}.json"
     if cache.is_file():
@@ -116,8 +117,8 @@ def report(a, seeds: list[int]) -> None:
     print(f"# `scaleot importance` benchmark\n\nDate: {datetime.date.today()}, machine: {platform.machine()} "
           f"{torch.get_num_threads()} threads (2-core CPU VM shared with other jobs; timings are noisy), "
           f"torch {torch.__version__}.\n")
-    print("Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/importance.py "
-          f"--out {a.out} --seeds {a.seeds} --steps {a.steps}`\n")
+    print("Command: `HF_HUB_OFFLINE=1 .venv/bin/python -m bench.importance "
+          f"--model {a.model} --out {a.out} --seeds {a.seeds} --steps {a.steps}`\n")
     print(f"Default preset: {json.dumps({k: v for k, v in cfg.to_dict().items() if k != 'harmonizer'})}\n")
     print("| seed | wall (s) | harmonizer step (s) | score step (s) | full fwd+bwd (s) | step / full fwd+bwd "
           "| peak RSS (MiB) | held-out loss full | lowest half replaced |")

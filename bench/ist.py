@@ -1,4 +1,4 @@
-"""IST vs LoRA (all layers) vs RST on SmolLM2-135M: memory, step time, accuracy (issue 6).
+"""IST vs LoRA (all layers) vs RST on SmolLM2-135M (``--model``: another): memory, step time, accuracy (issue 6).
 
 Memory (one fresh subprocess per method, fp32, same batches and LoRA config):
 - *counted*: bytes of autograd-saved activations (unique storages reached by
@@ -11,7 +11,7 @@ Time and accuracy (one process, the three methods' steps interleaved one by one 
 share the machine's load; medians): per step, then zero-shot MC accuracy on each task's
 test split with :func:`scaleot.evaluation.evaluate_mc` after the same number of steps.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/ist.py --steps 60 --out bench/results/ist.json
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.ist --steps 60 --out bench/results/ist.json
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-from ist_loop import SparseTuner, TrainOptions  # bench/ist_loop.py (run as python bench/ist.py)
 
+from bench.ist_loop import SparseTuner, TrainOptions
 from scaleot.data import SplitConfig, load_task
-from scaleot.models import load_model
+from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 
 METHODS = {"lora": None, "ist": ISTConfig(), "rst": ISTConfig(sampling="rst")}
@@ -59,10 +59,10 @@ class SavedBytes:
         return sum(self.seen.values())
 
 
-def memory_worker(method: str, task: str, steps: int, batch_size: int) -> dict:
+def memory_worker(method: str, task: str, steps: int, batch_size: int, model_name: str) -> dict:
     torch.manual_seed(0)
     splits = load_task(task, SplitConfig(seed=0, n_test=300, n_val=64))
-    model, tok = load_model("smollm2-135m", device="cpu")
+    model, tok = load_model(model_name, device="cpu")
     opts = TrainOptions(steps=steps, batch_size=batch_size, max_length=192)
     tuner = SparseTuner(model, tok, splits.train, splits.val, METHODS[method], lora_config_for(model), opts)
     rss0 = rss_bytes()
@@ -97,9 +97,10 @@ def memory_worker(method: str, task: str, steps: int, batch_size: int) -> dict:
 def run_memory(args) -> dict:
     out = {}
     for method in METHODS:
-        cmd = [sys.executable, __file__, "--memory-worker", method, "--threads", str(args.threads), "--mem-steps", str(args.mem_steps),
-               "--batch-size", str(args.batch_size), "--tasks", args.tasks[0]]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        cmd = [sys.executable, "-m", "bench.ist", "--memory-worker", method, "--threads", str(args.threads),
+               "--mem-steps", str(args.mem_steps), "--batch-size", str(args.batch_size), "--tasks", args.tasks[0],
+               "--model", args.model]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
         out[method] = json.loads(res.stdout.strip().splitlines()[-1])
         print(method, out[method], flush=True)
     return out
@@ -113,7 +114,7 @@ def run_accuracy(args) -> dict:
         splits = load_task(task, SplitConfig(seed=0, n_test=args.n_test, n_val=64))
         tuners, times = {}, {m: [] for m in METHODS}
         for method, ist in METHODS.items():
-            model, tok = load_model("smollm2-135m", device="cpu")
+            model, tok = load_model(args.model, device="cpu")
             opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=192,
                                 bf16=args.bf16)
             tuners[method] = SparseTuner(model, tok, splits.train, splits.val, ist, lora_config_for(model), opts)
@@ -126,7 +127,7 @@ def run_accuracy(args) -> dict:
             if step % 10 == 0:
                 print(task, step, {m: round(statistics.mean(v[-10:]), 3) for m, v in losses.items()}, flush=True)
         accs = {}
-        base, tok = load_model("smollm2-135m", device="cpu")
+        base, tok = load_model(args.model, device="cpu")
         accs["zero-shot"] = evaluate_mc(base, tok, [splits], autocast_dtype="bfloat16" if args.bf16 else None)
         for method, tuner in tuners.items():
             merged = tuner.model.merge_and_unload().eval()
@@ -176,6 +177,7 @@ def summarize(report: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder")
     ap.add_argument("--tasks", nargs="*", default=["pkg:word_sentiment", "pkg:rhyme"])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -196,7 +198,7 @@ def main() -> None:
         print(summarize(json.loads(Path(args.summarize).read_text())))
         return
     if args.memory_worker:
-        print(json.dumps(memory_worker(args.memory_worker, args.tasks[0], args.mem_steps, args.batch_size)))
+        print(json.dumps(memory_worker(args.memory_worker, args.tasks[0], args.mem_steps, args.batch_size, args.model)))
         return
     t0 = time.time()
     report = {"args": vars(args), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

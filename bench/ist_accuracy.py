@@ -2,7 +2,8 @@
 
 The grid: setting x task x seed x method, with
 
-- setting ``standalone``: LoRA on every block of the full SmolLM2-135M, tuned directly;
+- setting ``standalone``: LoRA on every block of the full model (``--model``, default
+  SmolLM2-135M; another model is recorded in the key), tuned directly;
   ``offsite``: the data owner's adapter tuned through the default ScaleOT emulator (its
   adapter split, alpha and beta read from ``configs/default.yaml``; needs ``--importance``,
   a stage-1 folder), then plugged into the full model;
@@ -21,10 +22,10 @@ the paired differences of each method against RST and LoRA (per-seed differences
 ``--eta`` (and ``--grad-decay``) run the IST variants with another score step (moving-average
 factor), recorded in the key and the label.
 
-    flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
-        .venv/bin/python bench/ist_accuracy.py --settings standalone --tasks pkg:word_sentiment \\
+    flock /tmp/cpu1.lock env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
+        .venv/bin/python -m bench.ist_accuracy --settings standalone --tasks pkg:word_sentiment \\
         --seeds 0 1 2 --steps 40
-    .venv/bin/python bench/ist_accuracy.py --report
+    .venv/bin/python -m bench.ist_accuracy --report
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ import time
 from pathlib import Path
 
 import torch
-from offsite_matrix import default_scale  # bench/offsite_matrix.py: configs/default.yaml, read once
-from transfer import score  # bench/transfer.py (run as python bench/ist_accuracy.py)
 
+from bench.offsite_matrix import default_scale  # configs/default.yaml, read once
+from bench.transfer import score
 from scaleot.data import SplitConfig, load_task
 from scaleot.finetune import FinetuneConfig, apply_lora, train
 from scaleot.manifest import write_json_atomic
-from scaleot.models import get_blocks, load_model, num_blocks
+from scaleot.models import DEFAULT_MODEL, get_blocks, load_model, num_blocks
 from scaleot.tuners.ist import ISTConfig, make_controller
 
 TASKS = default_scale()["tasks"]  # configs/default.yaml's
@@ -68,7 +69,7 @@ class Grid:
 
     def model(self):
         if self.full is None:
-            self.full, self.tok = load_model("smollm2-135m", device="cpu")
+            self.full, self.tok = load_model(self.args.model, device="cpu")
             self.full.eval()
         return self.full
 
@@ -191,6 +192,7 @@ def report(out: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder (in the record key unless the default)")
     ap.add_argument("--settings", nargs="*", default=["standalone", "offsite"], choices=["standalone", "offsite"])
     ap.add_argument("--tasks", nargs="*", default=TASKS)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -218,6 +220,8 @@ def main() -> None:
                         spec = {"setting": setting, "task": task, "seed": seed, "method": method,
                                 "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
                                 "max_length": args.max_length, "n_train": args.n_train, "n_test": args.n_test}
+                        if args.model != DEFAULT_MODEL:
+                            spec["model"] = args.model  # only then: records of the default keep their keys
                         if args.eta is not None and method in ("ist", "ist-grad"):
                             spec["eta"] = args.eta  # only then: records of the default keep their keys
                         if method == "ist-grad":  # always in the key: its default changed once (0.9 -> 0.97)

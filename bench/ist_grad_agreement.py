@@ -3,12 +3,12 @@
 IST's probe scales a layer's adapter output and scores the loss change, which measures what
 that adapter has learned so far (path-dependent: two seeds agree at 0.11-0.20, BENCHMARKS.md).
 This bench measures the alternative signal at the start of tuning: for each seed, a fresh
-LoRA (r 8, every block; peft's random A, zero B) on SmolLM2-135M, one batch of ``--batch-size``
+LoRA (r 8, every block; peft's random A, zero B) on SmolLM2-135M (``--model``), one batch of ``--batch-size``
 training examples drawn by the seed, one backward; a layer's signal is the norm of its
 ``lora_B`` gradients. It reports Spearman between every pair of seeds' layer rankings and
 between the ranking and depth. Nothing is trained; a few minutes on one core.
 
-    env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/ist_grad_agreement.py \\
+    env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python -m bench.ist_grad_agreement \\
         --task gen:ordering --seeds 0 1 2 3 --out bench/results/ist_grad_agreement.md
 """
 
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 from peft import get_peft_model
-from scipy.stats import spearmanr
 
 from scaleot.data import PadCollator, SplitConfig, encode_example, load_task
-from scaleot.models import load_model
+from scaleot.models import DEFAULT_MODEL, load_model
+from scaleot.stats import spearman
 from scaleot.tuners.ist import lora_config_for
 
 
@@ -43,6 +43,7 @@ def layer_grad_norms(base, tok, examples, cfg, max_length: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder")
     ap.add_argument("--task", default="gen:ordering")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3])
     ap.add_argument("--batch-size", type=int, default=8)
@@ -51,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     splits = load_task(args.task, SplitConfig(seed=0, n_test=200, n_val=64))
-    base, tok = load_model("smollm2-135m", device="cpu")
+    base, tok = load_model(args.model, device="cpu")
     cfg = lora_config_for(base)
     norms = {}
     for seed in args.seeds:
@@ -59,10 +60,10 @@ def main() -> None:
         examples = random.Random(seed).sample(list(splits.train), args.batch_size)
         norms[seed] = layer_grad_norms(base, tok, examples, cfg, args.max_length)
     seeds = list(norms)
-    pairs = [(a, b, spearmanr(norms[a], norms[b]).statistic) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
-    depth = {s: spearmanr(range(len(norms[s])), norms[s]).statistic for s in seeds}
+    pairs = [(a, b, spearman(norms[a], norms[b])) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
+    depth = {s: spearman(list(range(len(norms[s]))), norms[s]) for s in seeds}
     lines = [f"# Per-layer LoRA gradient norms at the start of tuning: {args.task}", "",
-             f"SmolLM2-135M fp32, LoRA r 8 on every projection of all {len(norms[seeds[0]])} blocks, one batch of "
+             f"{args.model} fp32, LoRA r 8 on every projection of all {len(norms[seeds[0]])} blocks, one batch of "
              f"{args.batch_size} training examples (max_length {args.max_length}) per seed; the seed draws the "
              "LoRA init and the batch.", "",
              "| seeds | Spearman of the layer rankings |", "|---|---|"]

@@ -1,6 +1,6 @@
 """Peak training memory beyond the frozen model: IST vs LoRA (all layers), measured (issue 15).
 
-Every configuration runs in a fresh subprocess (fp32 on CPU, SmolLM2-135M, LoRA r=8 on
+Every configuration runs in a fresh subprocess (fp32 on CPU, SmolLM2-135M or ``--model``, LoRA r=8 on
 q,k,v,o,gate,up,down, the same batches of the same task for all). After the model and
 its LoRA modules are built (and paged in by one no-grad forward) the process resets its peak-RSS counter (``/proc/self/clear_refs``
 ``5``), so ``VmHWM - VmRSS(after model)`` is the peak memory *beyond the frozen model*
@@ -23,8 +23,8 @@ or optimizer state (must be none: embeddings, head and inactive layers carry nei
 Records are appended to ``<out>.jsonl`` as they finish (resumable); the report is
 ``<out>.json`` + ``<out>.md``.
 
-    flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
-        .venv/bin/python bench/ist_memory.py
+    flock /tmp/cpu1.lock env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
+        .venv/bin/python -m bench.ist_memory
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ import time
 from pathlib import Path
 
 import torch
-from ist import SavedBytes  # bench/ist.py (run as python bench/ist_memory.py)
-from ist_loop import SparseTuner, TrainOptions
 
+from bench.ist import SavedBytes
+from bench.ist_loop import SparseTuner, TrainOptions
 from scaleot.data import SplitConfig, load_task
-from scaleot.models import load_model
+from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 
 DEFAULT_CONFIGS = ["lora", "floor22", "floor0", "ist", "floor15", "ist-depth0.5"]
@@ -67,7 +67,7 @@ def forced_selection(floor: int, n_layers: int, n_update: int) -> list[int]:
 def worker(name: str, args) -> dict:
     torch.manual_seed(0)
     splits = load_task(args.task, SplitConfig(seed=0, n_test=200, n_val=32))
-    model, tok = load_model("smollm2-135m", device="cpu")
+    model, tok = load_model(args.model, device="cpu")
     ist = None
     if name.startswith("ist"):
         ist = ISTConfig(depth=float(name.removeprefix("ist-depth")) if "depth" in name else 1.0)
@@ -175,6 +175,7 @@ def _interp(k: float, ks: list[int], vs: list[float]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder")
     ap.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS)
     ap.add_argument("--task", default="pkg:word_sentiment")
     ap.add_argument("--steps", type=int, default=2)
@@ -196,9 +197,10 @@ def main() -> None:
             if name in done:
                 continue
             t0 = time.time()
-            cmd = [sys.executable, __file__, "--worker", name, "--task", args.task, "--steps", str(args.steps),
-                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
+            cmd = [sys.executable, "-m", "bench.ist_memory", "--worker", name, "--task", args.task,
+                   "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length",
+                   str(args.max_length), "--model", args.model]
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
             if res.returncode:
                 sys.exit(f"{name} failed: {res.stderr.strip().splitlines()[-1]}")
             rec = json.loads(res.stdout.strip().splitlines()[-1])

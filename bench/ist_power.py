@@ -20,7 +20,7 @@ scores of every pair of seeds (agreement), and the mean Spearman between a seed'
 is trained: the synthetic loss stands in for the LoRA being tuned, so this measures the rule,
 not the rich-get-richer feedback of real training.
 
-    .venv/bin/python bench/ist_power.py --out bench/results/ist_power.md
+    .venv/bin/python -m bench.ist_power --out bench/results/ist_power.md
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Do IST's layer scores learn? Spread and seed agreement on the real default model (issue 15).
 
-For each ``eta`` and seed: IST (LoRA on every block of SmolLM2-135M) trains for
+For each ``eta`` and seed: IST (LoRA on every block of SmolLM2-135M, or ``--model``) trains for
 ``--steps`` steps on a default task; after the run we record the score logits. Per eta:
 
 - *spread*: ``max(s) - min(s)`` and ``std(s)`` of the final score logits (target spread >= 1.0);
@@ -11,9 +11,9 @@ One record per (eta, seed) is appended to ``<out>/runs.jsonl`` as it finishes, s
 interrupted sweep resumes where it stopped; ``--report`` writes ``<out>.md``/``.json``
 and the trajectory plot ``<out>/trajectory.png`` (the chosen eta, every seed).
 
-    flock /tmp/cpu1.lock env PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
-        .venv/bin/python bench/ist_scores.py --etas 0.5 2 --seeds 0 1 --steps 100
-    .venv/bin/python bench/ist_scores.py --report
+    flock /tmp/cpu1.lock env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 \\
+        .venv/bin/python -m bench.ist_scores --etas 0.5 2 --seeds 0 1 --steps 100
+    .venv/bin/python -m bench.ist_scores --report
 """
 
 from __future__ import annotations
@@ -24,20 +24,18 @@ import time
 from pathlib import Path
 
 import torch
-from ist_loop import (  # bench/ist_loop.py (run as python bench/ist_scores.py)
-    SparseTuner,
-    TrainOptions,
-)
 
+from bench.ist_loop import SparseTuner, TrainOptions
 from scaleot.data import SplitConfig, load_task
-from scaleot.models import load_model
+from scaleot.models import DEFAULT_MODEL, load_model
+from scaleot.stats import spearman
 from scaleot.tuners.ist import ISTConfig, lora_config_for
 
 
 def run_one(args, eta: float, seed: int) -> dict:
     torch.manual_seed(seed)
     splits = load_task(args.task, SplitConfig(seed=0, n_test=args.n_test, n_val=64))
-    model, tok = load_model("smollm2-135m", device="cpu")
+    model, tok = load_model(args.model, device="cpu")
     ist = ISTConfig(eta=eta, T=args.T, K=args.K, seed=seed, reward=args.reward, credit=args.credit, probe=args.probe,
                     grad_decay=args.grad_decay)
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
@@ -64,12 +62,6 @@ def setting(r: dict) -> tuple:
     """
     return (r["eta"], r.get("credit", "set"), r["K"], r.get("probe_batch_size", 4),
             r.get("probe", "suppress") + (f" {r['grad_decay']:g}" if r.get("probe") == "grad" else ""))
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
 
 
 def partial_agreement(rs: list[dict], covariates: tuple[str, ...]) -> list[float]:
@@ -167,6 +159,8 @@ def plot_trajectories(runs: list[dict], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help="model name or HF folder (records are not keyed by it: give another --out)")
     ap.add_argument("--task", default="pkg:word_sentiment")
     ap.add_argument("--etas", type=float, nargs="*", default=[1.0])
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1])

@@ -1,7 +1,7 @@
-"""Benchmark: default-model load time (cold GGUF conversion vs warm cache) and evaluation throughput.
+"""Benchmark: model load time (``--model``, default the default model) (cold GGUF conversion vs warm cache) and evaluation throughput.
 
 Usage:
-    .venv/bin/python bench/load_and_eval.py --repeats 3 --limit 200 --out bench/results/load_and_eval.md
+    .venv/bin/python -m bench.load_and_eval --repeats 3 --limit 200 --out bench/results/load_and_eval.md
 
 Cold load converts the GGUF into a fresh temporary $SCALEOT_HOME (once per repeat); warm
 load reads the safetensors cache. Throughput is examples/s of `evaluate_mc` on
@@ -21,16 +21,20 @@ import tempfile
 import time
 
 
-def cold_load_seconds() -> float:
+def cold_load_seconds(model: str) -> float:
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, SCALEOT_HOME=home, HF_HUB_OFFLINE="1")
-        code = "import time;t=time.perf_counter();from scaleot.models import load_model;load_model('smollm2-135m');print(time.perf_counter()-t)"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        code = ("import sys,time;t=time.perf_counter();from scaleot.models import load_model;load_model(sys.argv[1]);"
+                "print(time.perf_counter()-t)")
+        out = subprocess.run([sys.executable, "-c", code, model], env=env, capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
+    from scaleot.models import DEFAULT_MODEL
+
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--out", default=None)
@@ -40,12 +44,12 @@ def main() -> None:
     from scaleot.evaluation import evaluate_mc
     from scaleot.models import load_model
 
-    load_model("smollm2-135m")  # make sure the cache exists
-    cold = [cold_load_seconds() for _ in range(args.repeats)]
+    load_model(args.model)  # make sure the cache exists
+    cold = [cold_load_seconds(args.model) for _ in range(args.repeats)]
     warm = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        model, tok = load_model("smollm2-135m")
+        model, tok = load_model(args.model)
         warm.append(time.perf_counter() - t)
     splits = load_task("pkg:word_sentiment")
     rates = {"fp32": [], "bf16 autocast": []}
@@ -60,7 +64,8 @@ def main() -> None:
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads {__import__('torch').get_num_threads()}; "
         f"date {time.strftime('%Y-%m-%d')}; repeats {args.repeats} (medians).",
-        f"Command: `.venv/bin/python bench/load_and_eval.py --repeats {args.repeats} --limit {args.limit}`",
+        f"Command: `.venv/bin/python -m bench.load_and_eval --model {args.model} --repeats {args.repeats} "
+        f"--limit {args.limit}`",
         "",
         "| what | median | all runs |", "|---|---|---|",
         f"| cold load (GGUF dequantize + convert to safetensors cache + load) | {med(cold):.1f} s | {', '.join(f'{x:.1f}' for x in cold)} |",

@@ -16,10 +16,10 @@ finished step has a manifest). Then three summaries are written beside the run's
 
 Usage::
 
-    python bench/offsite_matrix.py --scale quick --out runs/matrix_quick
-    python bench/offsite_matrix.py --scale full --out runs/matrix_full --model /path/to/hf_model
-    python bench/offsite_matrix.py --scale quick --out runs/matrix_quick --importance DIR  # reuse stage 1
-    python bench/offsite_matrix.py --out runs/matrix_quick --report-only                  # redo summaries
+    python -m bench.offsite_matrix --scale quick --out runs/matrix_quick
+    python -m bench.offsite_matrix --scale full --out runs/matrix_full --model /path/to/hf_model
+    python -m bench.offsite_matrix --scale quick --out runs/matrix_quick --importance DIR  # reuse stage 1
+    python -m bench.offsite_matrix --out runs/matrix_quick --report-only                  # redo summaries
 
 Scales: ``default`` is ``configs/default.yaml`` itself (its tasks, stage 1, tuning budget and
 emulator size; issue 14's settled configuration), with ScaleOT's alpha swept at its beta;
@@ -46,6 +46,7 @@ import yaml
 from scaleot.errors import ScaleOTError
 from scaleot.evaluation.tables import short_task
 from scaleot.manifest import write_json_atomic
+from scaleot.models.loading import DEFAULT_MODEL
 
 MATRIX_METHODS = ("scaleot", "uniform", "uniform-kd", "crash", "drop")
 REFERENCE = "reference"  # the adapter tuned on the full model (uniform emulator keeping every block)
@@ -75,7 +76,7 @@ SCALES: dict[str, dict] = {
     # budget is tight: stage 1 is the default preset cut to 60 steps, 30 tuning steps per
     # emulator (240 examples), 100 test examples per task. Measured wall time: BENCHMARKS.md.
     "quick": {
-        "model": "smollm2-135m",
+        "model": DEFAULT_MODEL,
         "tasks": _TASKS2,
         "device": "auto",
         "importance": {"corpus": "kjv", "n_bottom": 2, "n_top": 2, "steps": 60, "batch_size": 4,
@@ -94,7 +95,7 @@ SCALES: dict[str, dict] = {
     # More tasks, data and steps: meant for a GPU (or a night on a CPU). --model takes larger
     # HF models by path; n_bottom/n_top stay 2+2 (the paper's sandwich).
     "full": {
-        "model": "smollm2-135m",
+        "model": DEFAULT_MODEL,
         "tasks": _TASKS2 + ["pkg:rhyme", "pkg:subdivision"],
         "device": "auto",
         "importance": {"corpus": "kjv", "n_bottom": 2, "n_top": 2, "steps": 200, "batch_size": 4,
@@ -431,13 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="quick")
     p.add_argument("--out", required=True, help="matrix folder (finished steps there are reused)")
-    p.add_argument("--model", help="base model: a known name or a local HF folder (default: the scale's)")
+    p.add_argument("--model", help="base model: a known name or a local HF folder (default: the scale's; quick and full: the library's default model)")
     p.add_argument("--tasks", help="comma-separated tasks (default: the scale's)")
     p.add_argument("--importance", help="reuse this finished stage-1 folder instead of running stage 1")
     p.add_argument("--report-only", action="store_true", help="only rewrite the summaries of --out")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    command = "python bench/offsite_matrix.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.offsite_matrix " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         doc = run_matrix(SCALES[args.scale], args.out, model=args.model,
                          tasks=args.tasks.split(",") if args.tasks else None, importance=args.importance,

@@ -13,8 +13,11 @@ trains + the process's import baseline; no step growing faster than linearly).
 Resumable per (size, step): finished rows in ``scale.jsonl`` are skipped. Run it under the
 CPU lock on a shared machine, one size at a time if you like::
 
-    flock /tmp/cpu1.lock .venv/bin/python bench/scale.py --sizes smollm2-135m,llama-360m
-    .venv/bin/python bench/scale.py --report-only
+    flock /tmp/cpu1.lock .venv/bin/python -m bench.scale --sizes smollm2-135m,llama-360m
+    .venv/bin/python -m bench.scale --report-only
+
+No ``--model``: the models are random ones of the ``--sizes`` shapes, with the default model's
+tokenizer (their vocabulary size is the default model's).
 
 Wall times taken on a shared CPU are only indicative; peak RSS does not depend on load.
 """
@@ -56,18 +59,18 @@ STEPS = ["build", "importance", "emulate-scaleot", "emulate-uniform", "finetune-
 
 
 def build_model(name: str, folder: Path) -> dict:
-    """Random-initialised model of ``SIZES[name]`` saved to ``folder`` with SmolLM2's tokenizer."""
+    """Random-initialised model of ``SIZES[name]`` saved to ``folder`` with the default model's tokenizer."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from scaleot.models import resolve_model_path
+    from scaleot.models import DEFAULT_MODEL, resolve_model_path
 
     kw = dict(SIZES[name])
     config = AutoConfig.for_model(kw.pop("model_type"), **kw, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL)).save_pretrained(folder)
     return {"params": sum(p.numel() for p in model.parameters()),
             "params_per_block": sum(p.numel() for p in model.model.layers[0].parameters()),
             "num_blocks": config.num_hidden_layers}

@@ -1,7 +1,7 @@
 """Benchmark: the fast context-sharing scorer against lm-eval, side by side (issue 11).
 
 Usage:
-    .venv/bin/python bench/scoring.py --limit 500 --out bench/results/scoring
+    .venv/bin/python -m bench.scoring --limit 500 --out bench/results/scoring
 
 For each task the examples are cut into ``--rounds`` slices; each slice is scored by both
 scorers, each in its own fresh process (so peak RSS is that scorer's alone), alternating
@@ -210,8 +210,10 @@ def markdown(doc: dict) -> str:
 
 
 def main() -> None:
+    from scaleot.models.loading import DEFAULT_MODEL
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--task", action="append", default=None)
     ap.add_argument("--limit", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -226,7 +228,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     tasks = args.task or TASKS
-    doc = {"date": datetime.date.today().isoformat(), "command": "python bench/scoring.py " + " ".join(sys.argv[1:]),
+    doc = {"date": datetime.date.today().isoformat(), "command": "python -m bench.scoring " + " ".join(sys.argv[1:]),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                       f"{_cpu_name()}, shared with other jobs",
            "model": args.model, "limit": args.limit, "batch_size": args.batch_size, "threads": args.threads or "default",

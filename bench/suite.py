@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import transfer  # noqa: E402
-from transfer import Lab, emu, key_of, tune  # noqa: E402
-
-from scaleot.data import SplitConfig, builtin_tasks, load_task  # noqa: E402
-from scaleot.data.tasks import TaskSplits  # noqa: E402
-from scaleot.evaluation.selection import SuiteRule, choose_suite, paired_difference, require_dev  # noqa: E402
+# main() sets transfer.SCORE_AUTOCAST on this module object, the one whose score() reads it
+from bench import transfer
+from bench.transfer import Lab, emu, key_of, tune
+from scaleot.data import SplitConfig, builtin_tasks, load_task
+from scaleot.data.tasks import TaskSplits
+from scaleot.evaluation.selection import SuiteRule, choose_suite, paired_difference, require_dev
+from scaleot.models.loading import DEFAULT_MODEL
 
 SPLIT = {"seed": 0, "n_test": 400, "n_dev": 300, "n_train": 400}
 RULE = SuiteRule(min_reference_gain=8.0, zero_shot_above_majority=True)
@@ -311,7 +309,7 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/suite")
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--importance", default=None, help="stage-1 folder (scaleot importance) for emulator configs")
     ap.add_argument("--tasks", nargs="*", default=None, help="default: every built-in task (scan) or the chosen suite")
     ap.add_argument("--scan", action="store_true", help="Full ZS and the reference adapter on dev, every task")

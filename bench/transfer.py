@@ -15,9 +15,9 @@ is (task, emulator spec, adapter split, tuning method, lr, steps, seed):
    every difference gets a paired standard error). Full ZS, FT and the ``reference`` (the
    same adapter tuned on the full model itself) are records of their own.
 
-    .venv/bin/python bench/transfer.py --out runs/transfer --importance runs/transfer/importance \
-        --plan scan           # or: --plan na, --plan alpha, ...  (see PLANS)
-    .venv/bin/python bench/transfer.py --out runs/transfer --report   # tables from the records
+    .venv/bin/python -m bench.transfer --out runs/transfer --importance runs/transfer/importance \
+        --plan scan           # or: --plan na, --plan alpha, ...  (see PLANS); --model: another model
+    .venv/bin/python -m bench.transfer --out runs/transfer --report   # tables from the records
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from bench.offsite_matrix import MATRIX_METHODS, default_scale  # configs/default.yaml, read once
 from scaleot import stats
 from scaleot.data import SplitConfig, load_task
 from scaleot.data.finetune import PadCollator, encode_example
@@ -46,11 +47,9 @@ from scaleot.finetune.methods import TUNING_METHODS
 from scaleot.importance.folder import read_importance_info, write_importance
 from scaleot.manifest import write_json_atomic
 from scaleot.models import get_blocks, load_model, num_blocks
+from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.split import AdapterSplit
 from scaleot.tuners.harmonizer import load_harmonizers
-
-sys.path.insert(0, str(Path(__file__).parent))
-from offsite_matrix import MATRIX_METHODS, default_scale  # noqa: E402  (configs/default.yaml, read once)
 
 TASKS = default_scale()["tasks"]  # configs/default.yaml's tasks
 N_VAL = 50  # validation examples (scored on the tuned model each epoch; the best epoch is kept)
@@ -123,7 +122,7 @@ class Lab:
         self.args = args
         self.out = Path(args.out)
         (self.out / "records").mkdir(parents=True, exist_ok=True)
-        self.full, self.tok = load_model(getattr(args, "model", "smollm2-135m"), device="cpu")
+        self.full, self.tok = load_model(getattr(args, "model", DEFAULT_MODEL), device="cpu")
         self.full.eval()
         self.n = num_blocks(self.full)
         self.splits = {}
@@ -340,12 +339,7 @@ def paired(a: list[int], b: list[int]) -> tuple[float, float]:
 
 
 spearman = stats.spearman  # Spearman rank correlation (average ranks for ties)
-
-
-def pooled(per_task: list[tuple[float, float]]) -> tuple[float, float]:
-    """Mean over tasks of paired differences (points) and its standard error sqrt(sum se^2) / k."""
-    k = len(per_task)
-    return sum(m for m, _ in per_task) / k, (sum(se ** 2 for _, se in per_task) ** 0.5) / k
+pooled = stats.pooled  # mean over tasks of (difference, se) and its standard error sqrt(sum se^2) / k
 
 
 CONDITIONS = (  # issue 14's "done when", on the pooled tasks: (name, difference, threshold, min standard errors)
@@ -423,23 +417,10 @@ def matched(recs: list[dict]) -> list[str]:
 
 
 def over_seeds(per_seed: dict[int, list[tuple[list[int], list[int]]]]) -> dict:
-    """A paired difference repeated over training seeds on the same test examples.
-
-    ``per_seed``: seed -> per task ``(a correct, b correct)``. Returns the mean over seeds
-    (points), ``se_test`` (paired se of the seed-averaged per-example difference, pooled over
-    tasks: test-sampling noise), ``sd_seed`` (standard deviation of the per-seed pooled
-    differences: training noise) and ``se = sqrt(se_test^2 + sd_seed^2 / k)``.
-    """
-    seeds = sorted(per_seed)
-    k, n_tasks = len(seeds), len(per_seed[seeds[0]])
-    def seed_mean(t: int, side: int) -> list[float]:  # per-example mean over seeds
-        return [sum(col) / k for col in zip(*(per_seed[s][t][side] for s in seeds), strict=True)]
-    per_task = [paired(seed_mean(t, 0), seed_mean(t, 1)) for t in range(n_tasks)]
-    mean, se_test = pooled(per_task)
-    by_seed = [pooled([paired(a, b) for a, b in per_seed[s]])[0] for s in seeds]
-    sd = (sum((x - mean) ** 2 for x in by_seed) / (k - 1)) ** 0.5 if k > 1 else 0.0
-    return {"mean": mean, "se_test": se_test, "sd_seed": sd, "se": (se_test ** 2 + sd ** 2 / k) ** 0.5,
-            "k": k, "by_seed": by_seed}
+    """:func:`scaleot.stats.over_seeds` in points (``per_seed``: seed -> per task ``(a correct, b correct)``)."""
+    q = stats.over_seeds(per_seed)
+    return {**{k: 100 * q[k] for k in ("mean", "se_test", "sd_seed", "se")}, "k": q["k"],
+            "by_seed": [100 * x for x in q["by_seed"]]}
 
 
 def seeded(recs: list[dict], zs: dict, ft: dict) -> list[str]:
@@ -559,6 +540,7 @@ def report(out: Path, tasks: list[str] | None = None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or HF folder (the full model; records are not keyed by it: give another --out)")
     ap.add_argument("--out", default="runs/transfer")
     ap.add_argument("--importance", default="runs/transfer/importance")
     ap.add_argument("--plan", nargs="*", default=[])

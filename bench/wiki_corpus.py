@@ -9,7 +9,7 @@ unique evidence sentences, one document per article title, as a ``.jsonl`` corpu
 
 Usage::
 
-    python bench/wiki_corpus.py --out runs/wiki_vitaminc.jsonl
+    python -m bench.wiki_corpus --out runs/wiki_vitaminc.jsonl
 """
 
 from __future__ import annotations

@@ -41,6 +41,19 @@ def tiny_task(root: Path, n: int = 160, seed: int = 0) -> Path:
     return path
 
 
+def tiny_job(model_dir: Path, task: Path) -> dict:
+    """The start of a `scaleot run` job on the tiny model and task: model, tasks, device and a
+    3-step stage 1 on a 1+1 adapter split (callers add emulators, tuning and evaluation)."""
+    return {
+        "model": str(model_dir),
+        "tasks": [str(task)],
+        "device": "cpu",
+        "importance": {"n_bottom": 1, "n_top": 1, "steps": 3, "group_size": 2, "n_configs": 2,
+                       "batch_size": 2, "score_batch_size": 2, "block_size": 32, "max_train_blocks": 32,
+                       "max_heldout_blocks": 8, "checkpoint_every": 0, "autocast": "none"},
+    }
+
+
 def build_tiny_emulator(root: Path, model_dir: Path, keep: int = 2) -> Path:
     """A uniform-LayerDrop emulator of the tiny model: adapter 1+1, ``keep`` middle blocks."""
     from scaleot.emulator import EmulatorConfig, build_emulator

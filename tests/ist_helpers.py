@@ -7,9 +7,18 @@ import torch
 from scaleot.data import MCExample
 from tests.conftest import CharTokenizer
 
-__all__ = ["CharTokenizer", "plant_signal", "tiny_examples", "tiny_model"]
+__all__ = ["CharTokenizer", "answer_loss", "plant_signal", "tiny_examples", "tiny_model"]
 
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
+
+
+def answer_loss(model, batch: dict) -> torch.Tensor:
+    """The fine-tuning loop's loss (:class:`scaleot.finetune.loop.AnswerLoss`: mean NLL of the
+    answer tokens) on a plain or a peft-wrapped causal LM."""
+    from scaleot.finetune.loop import AnswerLoss
+    from scaleot.tuners.ist.layer import base_model_of
+
+    return AnswerLoss(base_model_of(model))(**batch)
 
 
 def tiny_examples(n: int, seed: int = 0) -> list[MCExample]:
@@ -53,8 +62,6 @@ def plant_signal(model, tok, examples, block: int, steps: int = 80, lr: float = 
     Returns:
         The batch of ``examples`` and the final loss on it.
     """
-    from bench.ist_loop import answer_loss
-
     from scaleot.data import PadCollator, encode_example
     from scaleot.tuners.ist import peft_layers_by_block, peft_parameters
 

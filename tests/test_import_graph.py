@@ -112,3 +112,16 @@ def test_every_package_imports_only_from_lower_layers():
 
 def test_the_checker_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [("a", "b"), ("b", "c"), ("c", "a")]
+
+
+def test_no_test_imports_bench():
+    """The library's tests never import bench/ (bench uses the library, not the other way; what
+    bench needs lives in src with a test here, and bench's checks of itself live in bench/)."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            offenders += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "bench"]
+    assert not offenders, offenders

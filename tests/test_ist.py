@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
-from bench.ist_loop import SparseTuner, TrainOptions, train_ist
 
 from scaleot.errors import ConfigError
 from scaleot.tuners.ist import (
@@ -19,7 +17,7 @@ from scaleot.tuners.ist import (
     save_importance,
     suppressed,
 )
-from tests.ist_helpers import CharTokenizer, plant_signal, tiny_examples, tiny_model
+from tests.ist_helpers import CharTokenizer, answer_loss, plant_signal, tiny_examples, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +34,24 @@ def _peft(model_type="llama", dora=False, blocks=None):
 
     model = tiny_model(model_type)
     return get_peft_model(model, lora_config_for(model, use_dora=dora, blocks=blocks))
+
+
+def _batch(n: int = 4) -> dict:
+    from scaleot.data import PadCollator, encode_example
+
+    return PadCollator(0)([encode_example(e, CharTokenizer()) for e in tiny_examples(n)])
+
+
+def _one_step(model, ctl: ISTController, optimizer, batch: dict, step: int) -> list[int]:
+    """One optimizer step in the order the fine-tuning loop drives a step controller
+    (:mod:`scaleot.finetune.loop`): select, backward, AdamW step, release."""
+    chosen = ctl.before_step(step)
+    answer_loss(model, batch).backward()
+    ctl.after_backward(step)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    ctl.after_step(step)
+    return chosen
 
 
 def _reference_inclusion(weights: list[float], n: int, draws: int, seed: int = 1) -> list[float]:
@@ -87,8 +103,6 @@ def test_signal_layer_becomes_most_important(seed):
     model.train()
     tok, examples = CharTokenizer(), tiny_examples(8)
     batch, loss = plant_signal(model, tok, examples, block=2, steps=40, lr=0.1)
-    from bench.ist_loop import answer_loss
-
     # gamma = 0: after the final RMSNorm a large learned delta is nearly scale-free, so
     # the test removes the suppressed adapters outright to make block 2's role unambiguous.
     with torch.no_grad(), suppressed(peft_layers_by_block(model)[2], 0.0):
@@ -111,17 +125,17 @@ def test_signal_layer_becomes_most_important(seed):
 @pytest.mark.parametrize(("model_type", "dora"), [("llama", False), ("llama", True), ("gpt2", False),
                                                   ("gpt2", True), ("opt", False), ("qwen2", True)])
 def test_unselected_layers_untouched_and_stateless(model_type, dora):
-    tuner = SparseTuner(tiny_model(model_type), CharTokenizer(), tiny_examples(16), tiny_examples(4, 1),
-                        ISTConfig(n_update=0.5, T=0), lora_config_for(tiny_model(model_type), use_dora=dora),
-                        TrainOptions(batch_size=4, lr=1e-2, weight_decay=0.1))
-    ctl = tuner.controller
+    model = _peft(model_type, dora=dora)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    optimizer = torch.optim.AdamW(lora, lr=1e-2, weight_decay=0.1)  # decay moves even a zero-grad weight
+    ctl = ISTController(model, ISTConfig(n_update=0.5, T=0), optimizer)
     before = [[p.detach().clone() for p in ps] for ps in ctl.params]
-    selected = set(tuner.train_step(1)["selected"])
+    selected = set(_one_step(model, ctl, optimizer, _batch(), 1))
     for pos, block in enumerate(ctl.blocks):
         for p, old in zip(ctl.params[pos], before[pos], strict=True):
             if block not in selected:
                 assert torch.equal(p, old), f"block {block} changed without being selected"
-                assert p.grad is None and p not in tuner.optimizer.state
+                assert p.grad is None and p not in optimizer.state
         if block in selected:
             assert any(not torch.equal(p, old) for p, old in zip(ctl.params[pos], before[pos], strict=True))
     assert all(p.requires_grad and p.grad is None for ps in ctl.params for p in ps)  # between steps
@@ -129,12 +143,7 @@ def test_unselected_layers_untouched_and_stateless(model_type, dora):
 
 def test_unselected_branch_saves_no_activations():
     """The autograd graph keeps no tensor for unselected layers' LoRA branches."""
-    from bench.ist_loop import answer_loss
-
-    from scaleot.data import PadCollator, encode_example
-
-    tok = CharTokenizer()
-    batch = PadCollator(0)([encode_example(e, tok) for e in tiny_examples(4)])
+    batch = _batch()
 
     def saved_bytes(model):
         seen = {}
@@ -178,35 +187,6 @@ def test_suppression_scales_peft_output_and_restores(dora):
         torch.testing.assert_close(supp - base, 0.25 * (full - base))
     else:
         assert (supp - base).norm() < (full - base).norm()
-
-
-def test_resume_equals_uninterrupted(tmp_path):
-    base = tiny_model("llama")
-    tok, train, probe = CharTokenizer(), tiny_examples(24), tiny_examples(8, 1)
-    ist = ISTConfig(n_update=0.5, T=2, K=2)
-    lora = lora_config_for(base, dropout=0.1)
-
-    def run(steps, folder, resume=False):
-        opts = TrainOptions(steps=steps, batch_size=4, lr=1e-2, checkpoint_every=3, probe_batch_size=4)
-        return train_ist(copy.deepcopy(base), tok, train, probe, ist, lora, opts, folder, resume, progress=False)
-
-    full = run(8, tmp_path / "a")
-    run(3, tmp_path / "b")
-    resumed = run(8, tmp_path / "b", resume=True)
-    assert torch.equal(full.controller._scores, resumed.controller._scores)
-    assert torch.equal(full.controller.counts, resumed.controller.counts)
-    for p, q in zip(full.trainable, resumed.trainable, strict=True):
-        assert torch.equal(p, q)
-    log_a = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
-    log_b = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
-    import json
-
-    pick = [(json.loads(r)["selected"], json.loads(r)["loss"]) for r in log_a]
-    assert pick == [(json.loads(r)["selected"], json.loads(r)["loss"]) for r in log_b]
-    assert any("scores" in json.loads(r) for r in log_a)
-    rec = save_importance(resumed.controller, tmp_path / "adapter")
-    assert (tmp_path / "adapter" / "ist_importance.png").is_file()
-    assert rec["step"] == 8 and sorted(rec["ranking"]) == resumed.controller.blocks
 
 
 def test_emulator_style_partial_lora_maps_blocks():
@@ -277,9 +257,6 @@ def test_normalized_advantages_move_scores_whatever_the_loss_scale(scale):
 def test_backprop_stops_at_the_lowest_selected_block():
     """Blocks below the lowest selected one get inputs without grad (no graph, no saved
     activations); embeddings, head and unselected LoRA hold no gradient or optimizer state."""
-    from bench.ist_loop import answer_loss
-
-    from scaleot.data import PadCollator, encode_example
     from scaleot.models import get_blocks
 
     model = _peft()
@@ -289,7 +266,7 @@ def test_backprop_stops_at_the_lowest_selected_block():
     blocks = get_blocks(model.get_base_model())
     for i, block in enumerate(blocks):
         block.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(i, args[0].requires_grad))
-    batch = PadCollator(0)([encode_example(e, CharTokenizer()) for e in tiny_examples(4)])
+    batch = _batch()
     for step in range(1, 21):
         chosen = ctl.before_step(step)
         assert set(chosen) <= {2, 3}  # depth 0.5: only the top half of the 4 blocks
@@ -408,7 +385,8 @@ def test_grad_probe_ignores_rst_and_layers_without_gradients():
 @pytest.mark.parametrize("probe", ["suppress", "grad"])
 def test_grad_probe_in_the_finetune_loop_resumes_exactly(tmp_path, probe):
     """Through the product loop: probe grad reads gradients after every backward, needs no
-    validation split for probes, logs its trajectory, and a resumed run equals the uninterrupted one."""
+    validation split for probes, logs its trajectory, and a resumed run equals the uninterrupted one
+    (scores, counts, LoRA weights, the logged losses; its importance record is the full run's)."""
     from scaleot.data import TaskSplits
     from scaleot.errors import ScaleOTError
     from scaleot.finetune.config import FinetuneConfig
@@ -444,7 +422,18 @@ def test_grad_probe_in_the_finetune_loop_resumes_exactly(tmp_path, probe):
     assert torch.equal(full.controller._scores, resumed.controller._scores)
     assert full.controller.history == resumed.controller.history and len(full.controller.history) == 3
     assert torch.equal(full.controller.grad_log, resumed.controller.grad_log)
+    assert torch.equal(full.controller.counts, resumed.controller.counts)
     assert any(s != 0 for s in full.scores().values())
+    for (n, p), (m, q) in zip(full.model.named_parameters(), resumed.model.named_parameters(), strict=True):
+        assert n == m and torch.equal(p, q), n
+    import json
+
+    def losses(folder):
+        return [(r["step"], r["loss"]) for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+                if "loss" in r]
+    assert losses(tmp_path / "a") == losses(tmp_path / "b") and len(losses(tmp_path / "a")) == 6
+    assert save_importance(resumed.controller, tmp_path / "adapter", plot=False) == \
+        save_importance(full.controller, tmp_path / "adapter_full", plot=False)
     if probe == "grad":
         assert full.controller.grad_seen.any()
         seen = full.controller.grad_seen

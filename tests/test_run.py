@@ -10,17 +10,12 @@ import yaml
 from scaleot.cli import main as cli_main
 from scaleot.errors import ScaleOTError
 from scaleot.recipes.run import load_run_config, run_job
-from tests.finetune_helpers import one_thread, tiny_model_dir, tiny_task  # noqa: F401
+from tests.finetune_helpers import one_thread, tiny_job, tiny_model_dir, tiny_task  # noqa: F401
 
 
 def _config(root, model_dir, task) -> dict:
     return {
-        "model": str(model_dir),
-        "tasks": [str(task)],
-        "device": "cpu",
-        "importance": {"n_bottom": 1, "n_top": 1, "steps": 3, "group_size": 2, "n_configs": 2,
-                       "batch_size": 2, "score_batch_size": 2, "block_size": 32, "max_train_blocks": 32,
-                       "max_heldout_blocks": 8, "checkpoint_every": 0, "autocast": "none"},
+        **tiny_job(model_dir, task),
         "emulators": [{"name": "scaleot", "method": "scaleot", "n_bottom": 1, "n_top": 1, "alpha": 0.5,
                        "beta": 0.25},
                       {"name": "uniform", "method": "uniform", "n_bottom": 1, "n_top": 1}],

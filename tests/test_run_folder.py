@@ -1,5 +1,6 @@
 """One run folder for every training loop: checkpoints carry the options, a resume made
-with other options is refused by all four loops, and the log reads like one run."""
+with other options is refused by every loop (fine-tuning, IST through it, distillation), and
+the log reads like one run."""
 
 from __future__ import annotations
 
@@ -80,16 +81,21 @@ def test_distillation_refuses_a_resume_with_other_options(tmp_path, hf_tokenizer
         build_emulator(model, cfg(kd_lr=1e-3, resume=True), tokenizer=hf_tokenizer)
 
 
-def test_bench_ist_loop_refuses_a_resume_with_other_options(tmp_path):
-    from bench.ist_loop import TrainOptions, train_ist
-
-    from scaleot.tuners.ist import ISTConfig
+def test_ist_finetune_refuses_a_resume_with_other_ist_options(tmp_path):
+    from scaleot.data import TaskSplits
+    from scaleot.finetune import FinetuneConfig
+    from scaleot.finetune.loop import train
+    from scaleot.finetune.trainable import apply_lora
+    from scaleot.tuners.ist import ISTConfig, make_controller
     from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
 
+    splits = TaskSplits("tiny", tiny_examples(8), tiny_examples(4, 1), tiny_examples(4, 2))
+
     def run(ist, resume=False):
-        opts = TrainOptions(steps=2, batch_size=4, lr=1e-2, checkpoint_every=2, probe_batch_size=4)
-        return train_ist(tiny_model("llama"), CharTokenizer(), tiny_examples(8), tiny_examples(4, 1), ist, None,
-                         opts, tmp_path, resume, progress=False)
+        cfg = FinetuneConfig(method="ist", ist=ist, max_steps=2, batch_size=4, lr=1e-2, device="cpu", val_limit=4)
+        model = tiny_model("llama")
+        hooks = make_controller(apply_lora(model, [0, 1, 2, 3], cfg), [0, 1, 2, 3], cfg, tokenizer=CharTokenizer())
+        train(model, CharTokenizer(), splits, cfg, tmp_path, resume=resume, step_controller=hooks, progress=False)
 
     run(ISTConfig(T=2))
     with pytest.raises(ScaleOTError, match=r"options differ \(ist\)"):

@@ -1,4 +1,5 @@
-"""``bench/offsite_matrix.py`` end to end on a tiny model and task: every emulator, the sweep, the summaries."""
+"""``bench/offsite_matrix.py`` end to end on a tiny model and task: every emulator, the sweep, the summaries
+(bench checks itself here, beside the script: the library's tests never import bench)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,14 @@ import copy
 import json
 
 import pytest
-from bench import offsite_matrix as om
+from tests.finetune_helpers import one_thread, tiny_job, tiny_model_dir, tiny_task  # noqa: F401
 
-from tests.finetune_helpers import one_thread, tiny_model_dir, tiny_task  # noqa: F401
+from bench import offsite_matrix as om
 
 
 def _tiny_scale(model_dir, task) -> dict:
     return {
-        "model": str(model_dir),
-        "tasks": [str(task)],
-        "device": "cpu",
-        "importance": {"n_bottom": 1, "n_top": 1, "steps": 3, "group_size": 2, "n_configs": 2,
-                       "batch_size": 2, "score_batch_size": 2, "block_size": 32, "max_train_blocks": 32,
-                       "max_heldout_blocks": 8, "checkpoint_every": 0, "autocast": "none"},
+        **tiny_job(model_dir, task),
         "finetune": {"method": "full", "epochs": 1, "n_train": 24, "n_val": 8, "n_test": 16,
                      "batch_size": 8, "lr": 1e-3},
         "ft": {"lr": 1e-4},
