@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 # main() sets transfer.SCORE_AUTOCAST on this module object, the one whose score() reads it
@@ -137,22 +138,30 @@ def choose_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+NOT_CONFIG = ("row", "task", "n_train", "n_test", "split", "seed")  # spec keys that are not the configuration
+
+
+def config_groups(recs: list[dict], tasks: list[str] | None = None) -> dict[str, list[dict]]:
+    """Emulator records grouped by configuration (a JSON label of the spec without task, split
+    and seed); with ``tasks``, only configurations that have a record on every one of them."""
+    groups: dict[str, list[dict]] = {}
+    for r in recs:
+        s = r["spec"]
+        if s["row"] == "offsite" and s["method"] != "reference" and (tasks is None or s["task"] in tasks):
+            label = json.dumps({k: v for k, v in s.items() if k not in NOT_CONFIG}, sort_keys=True)
+            groups.setdefault(label, []).append(r)
+    if tasks is not None:
+        groups = {k: rs for k, rs in groups.items() if {r["spec"]["task"] for r in rs} == set(tasks)}
+    return groups
+
+
 def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
     """Per configuration and task: the five rows, the reference, the transfer and ceiling ratios."""
     recs = _records(out, split)
     zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
-    groups: dict[str, list[dict]] = {}
-    refs: dict[tuple, dict] = {}
-    for r in recs:
-        s = r["spec"]
-        if s["row"] != "offsite":
-            continue
-        if s["method"] == "reference":
-            refs[(s["task"], s["seed"], s.get("lr"), s.get("steps"), s.get("tune"), s.get("nb"), s.get("nt"))] = r
-            continue
-        label = json.dumps({k: v for k, v in s.items() if k not in ("row", "task", "n_train", "n_test", "split", "seed")},
-                           sort_keys=True)
-        groups.setdefault(label, []).append(r)
+    refs = {(s["task"], s["seed"], s.get("lr"), s.get("steps"), s.get("tune"), s.get("nb"), s.get("nt")): r
+            for r in recs for s in [r["spec"]] if s["row"] == "offsite" and s["method"] == "reference"}
+    groups = config_groups(recs)
     lines = [f"split: {split}", ""]
     for label, rs in sorted(groups.items()):
         lines += [f"### {label}", "", "| task | seeds | Full ZS | Emu ZS | Emu FT | Plug-in | reference | "
@@ -192,7 +201,7 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
                       f"{sum(emu_gaps) / k:+.1f}; plug-in below Full ZS by more than one standard error on: "
                       f"{', '.join(below) or 'none'}"]
         if good:
-            lines += ["", f"median ceiling ratio {good[len(good) // 2] if len(good) % 2 else (good[len(good) // 2 - 1] + good[len(good) // 2]) / 2:.2f} over {len(good)} tasks", ""]
+            lines += ["", f"median ceiling ratio {statistics.median(good):.2f} over {len(good)} tasks", ""]
     return "\n".join(lines)
 
 
@@ -206,17 +215,8 @@ def summaries(out: Path, split: str, tasks: list[str]) -> dict[str, dict]:
     zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
     refs = {(r["spec"]["task"], r["spec"]["nb"], r["spec"]["nt"], r["spec"]["lr"], r["spec"].get("steps"), r["spec"]["tune"]): r
             for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] == "reference" and r["spec"]["seed"] == 0}
-    groups: dict[str, list[dict]] = {}
-    for r in recs:
-        s = r["spec"]
-        if s["row"] == "offsite" and s["method"] != "reference" and s["task"] in tasks:
-            label = json.dumps({k: v for k, v in s.items() if k not in ("row", "task", "n_train", "n_test", "split", "seed")},
-                               sort_keys=True)
-            groups.setdefault(label, []).append(r)
     out_doc = {}
-    for label, rs in groups.items():
-        if {r["spec"]["task"] for r in rs} != set(tasks):
-            continue
+    for label, rs in config_groups(recs, tasks).items():
         per_task, ratios = {}, []
         for t in tasks:
             trs = [r for r in rs if r["spec"]["task"] == t]
@@ -229,8 +229,7 @@ def summaries(out: Path, split: str, tasks: list[str]) -> dict[str, dict]:
                 ratios.append(row["ceiling_ratio"])
             per_task[t] = row
         pooled = {k: sum(r[k] for r in per_task.values()) / len(per_task) for k in ("full_zs", "emu_zs", "emu_ft", "plug_in")}
-        ratios.sort()
-        median = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2 if ratios else float("nan")
+        median = statistics.median(ratios) if ratios else float("nan")
         out_doc[label] = {"pooled": pooled, "median_ceiling_ratio": median, "tasks": per_task,
                           "seeds": sorted({r["spec"]["seed"] for r in rs})}
     return out_doc
@@ -263,17 +262,8 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
 
     recs = _records(out, split)
     zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
-    groups: dict[str, list[dict]] = {}
-    for r in recs:
-        s = r["spec"]
-        if s["row"] == "offsite" and s["method"] != "reference" and s["task"] in tasks:
-            label = json.dumps({k: v for k, v in s.items() if k not in ("row", "task", "n_train", "n_test", "split", "seed")},
-                               sort_keys=True)
-            groups.setdefault(label, []).append(r)
     points = []
-    for label, rs in groups.items():
-        if {r["spec"]["task"] for r in rs} != set(tasks):
-            continue
+    for label, rs in config_groups(recs, tasks).items():
         stats = {"gain": [], "priv": [], "delta": []}
         for t in tasks:
             trs = [r for r in rs if r["spec"]["task"] == t]

