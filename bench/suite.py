@@ -33,6 +33,7 @@ from pathlib import Path
 # main() sets transfer.SCORE_AUTOCAST on this module object, the one whose score() reads it
 from bench import transfer
 from bench.transfer import Lab, emu, key_of, tune
+from scaleot import stats
 from scaleot.data import SplitConfig, builtin_tasks, load_task
 from scaleot.data.tasks import TaskSplits
 from scaleot.evaluation.selection import SuiteRule, choose_suite, paired_difference, require_dev
@@ -86,6 +87,9 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
     tuning.setdefault("lr", BUDGET["lr"])
     tuning.setdefault("steps", BUDGET["steps"])
     kind = tuning.pop("tune", "full")
+    # regularisers of the data owner's tuning (bench/transfer.py MiddleDrop, Anchor): the emulator's
+    # runs only; the reference stays the plain adapter tuned on the full model (the ceiling)
+    regular = {k: cfg.pop(k) for k in ("drop", "anchor") if k in cfg}
     out = []
     for t in tasks:
         out.append({"row": "zs", **base(t, split)})
@@ -94,7 +98,7 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
         out.append({"row": "offsite", **base(t, split), **emu("reference", cfg.get("nb", 2), cfg.get("nt", 2)),
                     **tune(kind, seed=seeds[0], **tuning)})
         for seed in seeds:
-            out.append({"row": "offsite", **base(t, split), **emu(**cfg), **tune(kind, seed=seed, **tuning)})
+            out.append({"row": "offsite", **base(t, split), **emu(**cfg), **tune(kind, seed=seed, **tuning, **regular)})
     return out
 
 
@@ -251,6 +255,44 @@ def pick(out: Path, tasks: list[str]) -> dict:
                                                       for ok, m, dl, label, d in rows]}
 
 
+PREDICTORS = {  # cheap measurements taken before or while tuning, per emulator record (points or cosines)
+    "gradient cosine (all blocks)": lambda r, z: r["diagnostic"]["all"],
+    "gradient cosine (worst block)": lambda r, z: r["diagnostic"]["min_block"],
+    "gradient norm ratio": lambda r, z: r["diagnostic"]["grad_norm_ratio"],
+    "Emu ZS − Full ZS": lambda r, z: 100 * (r["emu_zs"]["acc"] - z["acc"]),
+    "Emu FT − Emu ZS (what the adapter learns on the emulator)": lambda r, z: 100 * (r["emu_ft"]["acc"] - r["emu_zs"]["acc"]),
+    "Emu FT − Full ZS": lambda r, z: 100 * (r["emu_ft"]["acc"] - z["acc"]),
+}
+
+
+def predictors(out: Path, split: str, tasks: list[str]) -> list[str]:
+    """Which cheap measurement predicts the plug-in gain (Plug-in − Full ZS)? Spearman's rank
+    correlation over every emulator record on the tasks (all configurations and seeds pooled),
+    and within each task (over its configurations), averaged: the second removes the fact that
+    some tasks are simply easier to gain on."""
+    recs = [r for r in _records(out, split) if r["spec"]["task"] in tasks]
+    zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
+    emus = [r for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] != "reference"
+            and "diagnostic" in r and r["spec"]["task"] in zs]
+    gain = [100 * (r["plug_in"]["acc"] - zs[r["spec"]["task"]]["acc"]) for r in emus]
+    lines = [f"Predicting Plug-in − Full ZS from cheap measurements ({split} split, {len(emus)} emulator records "
+             f"on {len(tasks)} tasks): Spearman rho, pooled and mean within task", "",
+             "| measurement | rho, all records | mean rho within task |", "|---|---|---|"]
+    for name, f in PREDICTORS.items():
+        x = [f(r, zs[r["spec"]["task"]]) for r in emus]
+        within = []
+        for t in tasks:
+            idx = [i for i, r in enumerate(emus) if r["spec"]["task"] == t]
+            if len(idx) >= 3:
+                within.append(stats.spearman([x[i] for i in idx], [gain[i] for i in idx]))
+        w = [v for v in within if v == v]
+        lines.append(f"| {name} | {stats.spearman(x, gain):+.2f} | "
+                     f"{(sum(w) / len(w)) if w else float('nan'):+.2f} ({len(w)} tasks) |")
+    lines += ["", f"(with n records, |rho| under about {2 / max(1, len(emus) - 1) ** 0.5:.2f} is within two "
+              "standard errors of 0)"]
+    return lines
+
+
 def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
     """Plug-in gain against the privacy each emulator keeps, one point per configuration run on
     every task: left, Full ZS − Emu ZS; right, Delta (Plug-in − Emu FT). Pooled over tasks and
@@ -279,7 +321,8 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
     colors = {"scaleot": "tab:blue", "uniform": "tab:orange", "uniform-kd": "tab:green", "crash": "tab:red", "drop": "tab:purple"}
     for p in points:
         c = p["config"]
-        name = f"{c['method']} a{c['alpha']} b{c['beta']}" + (f" noise{c['noise']}" if c.get("noise") else "")
+        name = f"{c['method']} {c['nb']}+{c['nt']} a{c['alpha']} b{c['beta']}" + "".join(
+            f" {k}{c[k]}" for k in ("noise", "drop", "anchor") if c.get(k))
         for ax, key in zip(axes, ("priv", "delta"), strict=True):
             ax.errorbar(p[key][0], p["gain"][0], xerr=p[key][1], yerr=p["gain"][1], fmt="o",
                         color=colors.get(c["method"], "gray"), capsize=3)
@@ -310,6 +353,7 @@ def main() -> None:
     ap.add_argument("--autocast", choices=("none", "bf16"), default="none",
                     help="bf16 autocast for tuning and scoring (recorded; never pool with fp32 numbers)")
     ap.add_argument("--report", choices=("dev", "test"))
+    ap.add_argument("--predictors", action="store_true", help="Spearman of cheap measurements with the plug-in gain")
     ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
     ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
     args = ap.parse_args()
@@ -323,6 +367,10 @@ def main() -> None:
         for p in frontier(out, args.split, tasks, Path(args.frontier)):
             print(f"gain {p['gain'][0]:+.1f} ± {p['gain'][1]:.1f}  ZS−EmuZS {p['priv'][0]:+.1f} ± {p['priv'][1]:.1f}  "
                   f"Delta {p['delta'][0]:+.1f} ± {p['delta'][1]:.1f}  {p['config']}")
+        return
+    if args.predictors:
+        tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
+        print("\n".join(predictors(out, args.split, tasks)))
         return
     if args.pick:
         tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]

@@ -59,3 +59,65 @@ def test_matrix_plan_follows_configs_default_yaml(monkeypatch):
     assert sorted(s["alpha"] for s in emus if s["method"] == "scaleot") == [0.4, 0.6]
 
 
+
+
+def _tiny_llama(n_layers=4):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_middle_drop_skips_kept_blocks_during_a_step_only():
+    """p=1 inside a step: the model equals itself with the kept middle blocks taken out; after the
+    step (validation, scoring) it is the emulator as shipped again; remove() leaves no hook."""
+    import copy
+
+    import torch
+
+    from bench.transfer import MiddleDrop
+
+    model = _tiny_llama()
+    layer_map = [{"position": i, "kind": k, "source": i} for i, k in enumerate(["adapter", "kept", "kept", "adapter"])]
+    ids = torch.randint(0, 64, (2, 7))
+    before = model(ids, use_cache=False).logits
+    pruned = copy.deepcopy(model)
+    pruned.model.layers = torch.nn.ModuleList([pruned.model.layers[0], pruned.model.layers[3]])
+    pruned.config.num_hidden_layers = 2
+    drop = MiddleDrop(model, layer_map, p=1.0, seed=0)
+    drop.before_step(0)
+    assert drop.skip == {1, 2}
+    torch.testing.assert_close(model(ids, use_cache=False).logits, pruned(ids, use_cache=False).logits)
+    drop.after_step(0)
+    torch.testing.assert_close(model(ids, use_cache=False).logits, before)
+    drop.before_step(1)
+    drop.remove()
+    torch.testing.assert_close(model(ids, use_cache=False).logits, before)
+    half = MiddleDrop(model, layer_map, p=0.5, seed=3)
+    draws = set()
+    for step in range(20):
+        half.before_step(step)
+        draws.add(frozenset(half.skip))
+    assert len(draws) > 1 and all(d <= {1, 2} for d in draws)
+
+
+def test_anchor_pulls_trainable_weights_back_toward_their_start():
+    import torch
+
+    from bench.transfer import Anchor
+
+    model = _tiny_llama(2)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n.startswith("model.layers.0."))
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    anchor = Anchor(model, strength=0.25)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    anchor.after_step(0)
+    for n, p in model.named_parameters():
+        expect = start[n] + (0.75 if n.startswith("model.layers.0.") else 1.0)
+        torch.testing.assert_close(p.detach(), expect)

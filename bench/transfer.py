@@ -115,6 +115,106 @@ def add_weight_noise(model, layer_map: list[dict], scale: float, seed: int = 0) 
                     w.add_(torch.randn(w.shape, generator=g, dtype=w.dtype) * (scale * w.std()))
 
 
+class MiddleDrop:
+    """A stochastic emulator (issue 28, hypothesis "tuning that cannot fit one emulator's quirks").
+
+    A step controller (:class:`scaleot.finetune.loop.StepController`): before each optimizer step,
+    every kept middle block of the emulator is skipped (its input passed through) with
+    probability ``p``, drawn from a seeded generator; after the step every block runs again, so
+    validation and scoring see the emulator as shipped. The skip is a scoped forward hook on each
+    kept block (the block still runs; its output is replaced by its input)."""
+
+    def __init__(self, model, layer_map: list[dict], p: float, seed: int = 0):
+        blocks = get_blocks(model)
+        self.p, self.skip = p, set()
+        self.gen = torch.Generator().manual_seed(seed)
+        self.kept = [e["position"] for e in layer_map if e["kind"] == "kept"]
+        self.handles = [blocks[pos].register_forward_hook(self._hook(pos), with_kwargs=True) for pos in self.kept]
+
+    def _hook(self, pos: int):
+        def hook(module, args, kwargs, output):
+            if pos in self.skip:
+                return args[0] if args else kwargs["hidden_states"]
+            return None
+        return hook
+
+    def before_step(self, step: int) -> None:
+        draw = torch.rand(len(self.kept), generator=self.gen)
+        self.skip = {pos for pos, u in zip(self.kept, draw.tolist(), strict=True) if u < self.p}
+
+    def after_backward(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int) -> None:
+        self.skip = set()
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.skip = set()
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class Anchor:
+    """An adapter regularised toward its starting weights (L2-SP, decoupled like AdamW's decay).
+
+    After each optimizer step every trainable weight moves a fraction ``strength`` of the way
+    back to where it started: ``w <- w0 + (1 - strength) * (w - w0)``, so what the adapter keeps
+    is what the gradient asks for step after step, not one emulator's quirk fitted once."""
+
+    def __init__(self, model, strength: float):
+        self.strength = strength
+        self.start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        self.params = {n: p for n, p in model.named_parameters() if n in self.start}
+
+    def before_step(self, step: int) -> None:
+        pass
+
+    def after_backward(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int) -> None:
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.sub_(self.strength * (p - self.start[n]))
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class Chain:
+    """Several step controllers called in order (a tuner's own and the regularisers above)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    def before_step(self, step: int) -> None:
+        for p in self.parts:
+            p.before_step(step)
+
+    def after_backward(self, step: int) -> None:
+        for p in self.parts:
+            p.after_backward(step)
+
+    def after_step(self, step: int) -> None:
+        for p in self.parts:
+            p.after_step(step)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class Lab:
     """Holds the full model, tasks and finished emulators of one process."""
 
@@ -181,8 +281,18 @@ class Lab:
                              autocast=getattr(self.args, "autocast", "none"))
         # the product's registry (full / lora / ist), as `scaleot finetune --method` does
         peft, controller = TUNING_METHODS[spec["tune"]].prepare(emu, positions, cfg, self.tok)
+        extra = []
+        if spec.get("drop"):
+            extra.append(MiddleDrop(emu, layer_map, spec["drop"], seed=spec["seed"]))
+        if spec.get("anchor"):
+            extra.append(Anchor(emu, spec["anchor"]))
+        if extra:
+            controller = Chain(([controller] if controller is not None else []) + extra)
         with tempfile.TemporaryDirectory() as run_dir:
             res = train(emu, self.tok, splits, cfg, run_dir, step_controller=controller, progress=False)
+        for part in extra:
+            if isinstance(part, MiddleDrop):
+                part.remove()
         if peft is not None:
             emu = peft.merge_and_unload()
         emu.eval()
