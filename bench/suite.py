@@ -89,7 +89,7 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
     kind = tuning.pop("tune", "full")
     # regularisers of the data owner's tuning (bench/transfer.py MiddleDrop, Anchor): the emulator's
     # runs only; the reference stays the plain adapter tuned on the full model (the ceiling)
-    regular = {k: cfg.pop(k) for k in ("drop", "anchor") if k in cfg}
+    regular = {k: cfg.pop(k) for k in ("drop", "anchor", "precorrect") if k in cfg}
     out = []
     for t in tasks:
         out.append({"row": "zs", **base(t, split)})
@@ -322,7 +322,7 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
     for p in points:
         c = p["config"]
         name = f"{c['method']} {c['nb']}+{c['nt']} a{c['alpha']} b{c['beta']}" + "".join(
-            f" {k}{c[k]}" for k in ("noise", "drop", "anchor") if c.get(k))
+            f" {k}{c[k]}" for k in ("noise", "drop", "anchor", "precorrect") if c.get(k))
         for ax, key in zip(axes, ("priv", "delta"), strict=True):
             ax.errorbar(p[key][0], p["gain"][0], xerr=p[key][1], yerr=p["gain"][1], fmt="o",
                         color=colors.get(c["method"], "gray"), capsize=3)

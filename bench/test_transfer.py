@@ -121,3 +121,19 @@ def test_anchor_pulls_trainable_weights_back_toward_their_start():
     for n, p in model.named_parameters():
         expect = start[n] + (0.75 if n.startswith("model.layers.0.") else 1.0)
         torch.testing.assert_close(p.detach(), expect)
+
+
+def test_precorrect_trains_only_the_adapter_blocks_and_returns_their_weights():
+    import torch
+
+    from bench.transfer import precorrect
+
+    model = _tiny_llama()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    blocks = torch.randint(0, 64, (16, 12))
+    corrected = precorrect(model, [0, 3], blocks, steps=3, lr=1e-2, bf16=False)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith(("model.layers.0.", "model.layers.3.")) for n in changed)
+    assert set(corrected) == {f"{pos}.{n}" for pos in (0, 3) for n in model.model.layers[pos].state_dict()}
+    torch.testing.assert_close(corrected["3.mlp.up_proj.weight"], model.model.layers[3].mlp.up_proj.weight)
+    assert not any(p.requires_grad for p in model.parameters())

@@ -190,6 +190,39 @@ class Anchor:
         pass
 
 
+def precorrect(model, positions: list[int], blocks: torch.Tensor, steps: int, lr: float, bf16: bool,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """Repair what the emulator distorts before tuning on the task (issue 28, session 3).
+
+    The data owner first tunes only the adapter blocks with next-token loss on public text
+    (``blocks``: ``[n, block_size]`` token ids), ``steps`` AdamW steps of 8 blocks at a constant
+    ``lr``: the adapter absorbs the emulator's quirks there, so the task tuning that follows starts
+    from an emulator closer to the full model. Returns the adapter blocks' weights after the
+    correction (``{"<position>.<name>": tensor}``), from which a *delta plug* subtracts it."""
+    from scaleot.models.device import bf16_autocast
+
+    layers = get_blocks(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [p for pos in positions for p in layers[pos].parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        batch = blocks[torch.randint(0, len(blocks), (8,), generator=gen)]
+        with bf16_autocast(bf16, torch.device("cpu")):
+            loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return {f"{pos}.{n}": t.detach().clone() for pos in positions for n, t in layers[pos].state_dict().items()}
+
+
 class Chain:
     """Several step controllers called in order (a tuner's own and the regularisers above)."""
 
@@ -273,6 +306,11 @@ class Lab:
                 rec["emu_zs"] = score(emu, self.tok, splits)
         positions = [e["position"] for e in layer_map if e["kind"] == "adapter"]
         sources = [e["source"] for e in layer_map if e["kind"] == "adapter"]
+        corrected = None
+        if spec.get("precorrect"):
+            corrected = precorrect(emu, positions, self.text_blocks(), spec["precorrect"], spec["lr"],
+                                   getattr(self.args, "autocast", "none") == "bf16", seed=spec["seed"])
+            rec["emu_corrected_zs"] = score(emu, self.tok, splits)
         cfg = FinetuneConfig(method=spec["tune"], lr=spec["lr"], epochs=spec.get("epochs", 1),
                              max_steps=spec.get("steps"), batch_size=8, max_length=128, n_train=spec["n_train"],
                              n_val=N_VAL, n_test=spec["n_test"], seed=spec["seed"], val_limit=N_VAL,
@@ -305,8 +343,24 @@ class Lab:
             for pos, src in zip(positions, sources, strict=True):
                 pb[src].load_state_dict(eb[pos].state_dict())
         rec["plug_in"] = score(plugged, self.tok, splits)
+        if corrected is not None:  # the delta plug: full model's block + (tuned - corrected)
+            fb = get_blocks(self.full)
+            with torch.no_grad():
+                for pos, src in zip(positions, sources, strict=True):
+                    tuned = eb[pos].state_dict()
+                    pb[src].load_state_dict({n: fb[src].state_dict()[n] + tuned[n] - corrected[f"{pos}.{n}"]
+                                             for n in tuned})
+            rec["plug_in_delta"] = score(plugged, self.tok, splits)
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         return rec
+
+    def text_blocks(self) -> torch.Tensor:
+        """Public generic text for :func:`precorrect`: 2048 KJV blocks of 128 tokens (cached)."""
+        if not hasattr(self, "_text"):
+            from scaleot.data.text import pack_blocks, read_corpus
+
+            self._text = pack_blocks(read_corpus("kjv"), self.tok, 128, max_blocks=2048)
+        return self._text
 
     def untuned(self, spec: dict) -> dict | None:
         """A finished record of the same emulator on the same task split, if any.
