@@ -88,7 +88,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_world, one_thread,
     broken.setup()
     broken.controller = _Interrupt(at=9)  # epoch 2 of 6 steps each; last checkpoint at step 8
     with pytest.raises(KeyboardInterrupt):
-        broken.train()
+        broken.execute()
     assert not (tmp_path / "ad").exists()
     resumed = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(**cfg), emulator=emu, resume=True,
                              progress=False).run()

@@ -73,14 +73,14 @@ class AuditRecipe:
     """``check_paths() -> setup() -> execute()`` (``scan()``, ``baseline()``, ``attack()``) ``-> save()``;
     the constructor checks the paths too, so a bad ``--out`` fails before anything else."""
 
-    def __init__(self, run: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None,
+    def __init__(self, config: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None,
                  deadline: float | None = None):
         """``full_model``/``tokenizer``: the full model already loaded (several audits in one
         process); ``full_measurement``: its :func:`~scaleot.audit.recovery.measure` on the same
         tasks, split and text (skips measuring it again); ``deadline``: a ``time.monotonic()``
         at which the attack checkpoints and raises :class:`~scaleot.audit.recovery.AttackPaused`."""
-        self.audit, self.run, self.config, self.deadline = run, run.run, run.config, deadline
-        self.out = Path(run.run.out)
+        self.audit, self.run, self.config, self.deadline = config, config.run, config.config, deadline
+        self.out = Path(config.run.out)
         self.full, self.tokenizer, self.full_measurement = full_model, tokenizer, full_measurement
         self.check_paths()
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import resource
 import time
 from dataclasses import fields
@@ -42,10 +41,12 @@ from scaleot.finetune import FinetuneConfig
 from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
 from scaleot.models.loading import DEFAULT_MODEL
-from scaleot.outputs import MAX_NAME_CHARS, check_name, path_inside
+from scaleot.outputs import check_name, path_inside
+from scaleot.recipes import run_steps
 from scaleot.recipes.options import config_from_section, run_options_command
 from scaleot.recipes.run_config import job_problems
 from scaleot.recipes.run_options import RunLevel, RunOptions
+from scaleot.recipes.run_steps import STEPS, task_dir
 from scaleot.split import AdapterSplit
 from scaleot.validate.files import load_yaml_unique
 
@@ -77,23 +78,6 @@ def _section(section: str, values: dict | None, where: str, split: AdapterSplit 
             not ({"adapter", "n_bottom", "n_top"} & set(values)):
         values["adapter"] = str(split)
     return config_from_section(cls, values, where, extra=SECTION_EXTRAS[section], **fixed)
-
-
-def task_dir(task: str) -> str:
-    """A folder name for a task (``bigbench:a/b`` -> ``a__b``; a file path -> its stem;
-    ``gen:arithmetic?n=40&seed=1`` -> ``gen_arithmetic_n_40_seed_1``).
-
-    Always a name under :func:`scaleot.outputs.check_name`'s rule: characters outside
-    ``[0-9A-Za-z_.-]`` become ``_``, a leading ``.`` or ``-`` becomes ``_`` (so never
-    ``.``, ``..`` or hidden), an empty result is ``_``, and a long one is cut and ends in a
-    hash of the whole task name.
-    """
-    name = Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
-    name = re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("/", "__"))
-    name = re.sub(r"^[.-]+", "_", name) or "_"
-    if len(name) > MAX_NAME_CHARS:
-        name = name[:MAX_NAME_CHARS - 13] + "-" + hashlib.sha256(task.encode("utf-8", "replace")).hexdigest()[:12]
-    return check_name(name, f"task {task!r:.60}: folder name")
 
 
 def name_problems(cfg: dict) -> list[str]:
@@ -252,14 +236,12 @@ class RunRecipe:
     def run_instance(self, step, instance) -> Path:
         """Run one instance of ``step`` unless its output is complete (a verified manifest of the
         step's kind, or the result file) and ``steps.json`` records the same digest."""
-        from scaleot.recipes.run_steps import run_recipe
-
         key, out = digest(instance.deps), instance.out
         done = manifest_matches(out, step.kind) if step.kind else out.is_file()
         if done and self.steps.get(instance.name, {}).get("digest") == key:
             return out
         t0 = time.perf_counter()
-        run_recipe(step.recipe(instance.config))
+        run_steps.run_recipe(step.recipe(instance.config))  # looked up at call time: tests stub it
         entry = {"digest": key, "seconds": round(time.perf_counter() - t0, 2)}
         if step.kind:
             entry.update(peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -278,8 +260,6 @@ class RunRecipe:
 
     def run_step(self, name: str) -> dict[tuple[str, ...], Path]:
         """Every instance of the step ``name``; returns ``{instance's of: output}``."""
-        from scaleot.recipes.run_steps import STEPS
-
         step = next(s for s in STEPS if s.name == name)
         self.outputs[name] = {}
         for instance in step.instances(self):
@@ -287,7 +267,6 @@ class RunRecipe:
         return self.outputs[name]
 
     def run(self) -> Path:
-        from scaleot.recipes.run_steps import STEPS
         from scaleot.report import write_report
 
         for step in STEPS:

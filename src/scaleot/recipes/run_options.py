@@ -30,7 +30,7 @@ def _opt(default, help: str, **extra):
 class RunOptions:
     """Where a step writes, which model on which device, and how it treats an earlier output."""
 
-    out: Path | None = _opt(None, "where the step writes (see the command's description)")
+    out: Path | None = _opt(None, "where the command writes its output")
     model: str | None = _opt(DEFAULT_MODEL, "the model: a known name (smollm2-135m, gemma3-270m), a local HF "
                              "folder or a hub id")
     device: str | None = _opt(None, "auto, cpu, cuda or cuda:N (unset: auto)")

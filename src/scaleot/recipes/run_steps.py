@@ -11,7 +11,9 @@ so a run folder made by an earlier version skips the same steps.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +25,7 @@ from scaleot.evaluation.config import EvaluateConfig
 from scaleot.finetune import FinetuneConfig
 from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import read_json
+from scaleot.outputs import MAX_NAME_CHARS, check_name
 from scaleot.plug import PLUGGED_KIND
 from scaleot.recipes.audit import AuditRecipe, AuditRun
 from scaleot.recipes.emulate import EmulateRecipe, EmulateRun
@@ -61,14 +64,31 @@ class Step:
     record: Callable[[Path], dict] | None = None  # extra steps.json fields, from the output
 
 
+def task_dir(task: str) -> str:
+    """A folder name for a task (``bigbench:a/b`` -> ``a__b``; a file path -> its stem;
+    ``gen:arithmetic?n=40&seed=1`` -> ``gen_arithmetic_n_40_seed_1``).
+
+    Always a name under :func:`scaleot.outputs.check_name`'s rule: characters outside
+    ``[0-9A-Za-z_.-]`` become ``_``, a leading ``.`` or ``-`` becomes ``_`` (so never
+    ``.``, ``..`` or hidden), an empty result is ``_``, and a long one is cut and ends in a
+    hash of the whole task name.
+    """
+    name = Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
+    name = re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("/", "__"))
+    name = re.sub(r"^[.-]+", "_", name) or "_"
+    if len(name) > MAX_NAME_CHARS:
+        name = name[:MAX_NAME_CHARS - 13] + "-" + hashlib.sha256(task.encode("utf-8", "replace")).hexdigest()[:12]
+    return check_name(name, f"task {task!r:.60}: folder name")
+
+
 def _digest_of(run: RunRecipe, name: str) -> str | None:
     return run.steps.get(name, {}).get("digest")
 
 
 def _options(run: RunRecipe, out: Path, **kw) -> RunOptions:
     """The run-level options every step of the job gets: the job's model and device, overwrite."""
-    return RunOptions(**dict(dict(out=out, model=run.cfg["model"], device=run.device, overwrite=True,
-                                  progress=run.progress), **kw))
+    return RunOptions(**{"out": out, "model": run.cfg["model"], "device": run.device, "overwrite": True,
+                         "progress": run.progress, **kw})
 
 
 def importance_instances(run: RunRecipe) -> Iterator[Instance]:
@@ -105,8 +125,6 @@ def _finetune_base(run: RunRecipe) -> dict:
 def finetune_instances(run: RunRecipe) -> Iterator[Instance]:
     """The data owner's adapter per emulator and task (the task is disclosed: the run plays both
     parties, and its evaluate pairs adapters with tasks)."""
-    from scaleot.recipes.run import task_dir
-
     base = _finetune_base(run)
     for (name,), emu in run.outputs["emulate"].items():
         for task in run.cfg["tasks"]:
@@ -119,8 +137,6 @@ def finetune_instances(run: RunRecipe) -> Iterator[Instance]:
 
 def ft_instances(run: RunRecipe) -> Iterator[Instance]:
     """The FT row: the full model tuned directly, per task (``ft:`` overrides ``finetune:``)."""
-    from scaleot.recipes.run import task_dir
-
     ft_opts = dict(_finetune_base(run), **(run.cfg.get("ft") or {}))
     for task in run.cfg["tasks"]:
         folder = run.path("ft", task_dir(task))
@@ -131,8 +147,6 @@ def ft_instances(run: RunRecipe) -> Iterator[Instance]:
 
 def plug_instances(run: RunRecipe) -> Iterator[Instance]:
     """The plug-in model of each emulator in ``plug:`` (default: all) and task."""
-    from scaleot.recipes.run import task_dir
-
     names = run.cfg.get("plug")
     emulators = run.outputs["emulate"]
     for name in [e["name"] for e in run.cfg["emulators"]] if names is None else names:
@@ -158,8 +172,6 @@ OFFSITE_DEFAULTS = _offsite_defaults()
 def evaluate_instances(run: RunRecipe) -> Iterator[Instance]:
     """The five rows + Delta per emulator; Full ZS and FT are scored once and read back from the
     previous emulator's ``eval/<name>.json``."""
-    from scaleot.recipes.run import task_dir
-
     opts = dict(run.cfg.get("evaluate") or {})
     tasks = list(run.cfg["tasks"])
     known = None
