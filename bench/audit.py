@@ -35,6 +35,8 @@ from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.manifest import manifest_matches, write_json_atomic
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.recipes.audit import AuditRecipe, AuditRun
+from scaleot.recipes.protocol import run_recipe
+from scaleot.recipes.run_options import RunOptions
 
 METHODS = ("uniform", "uniform-kd", "crash", "drop", "scaleot")
 
@@ -89,11 +91,11 @@ def run(args) -> None:
         emu = emulator_for(method, model, tok, out, args)
         resume = folder.is_dir() and any(folder.iterdir())
         t0 = time.perf_counter()
-        recipe = AuditRecipe(AuditRun(emulator=emu, out=folder, config=config, model=args.model, device="cpu",
-                                      resume=resume, progress=False),
+        recipe = AuditRecipe(AuditRun(emulator=emu, config=config, run=RunOptions(
+                                          out=folder, model=args.model, device="cpu", resume=resume, progress=False)),
                              full_model=model, tokenizer=tok, full_measurement=full, deadline=deadline)
         try:
-            doc = recipe.run_all()
+            doc = run_recipe(recipe)
         except AttackPaused as e:
             print(f"{method}: {e}; rerun the same command to continue", flush=True)
             return

@@ -130,7 +130,7 @@ def method_memory(folder: Path, root: Path, device: torch.device, batch: int, se
                              n_test=4, val_limit=4, device=str(device), checkpoint_every=0)
         t0 = time.perf_counter()
         with peak_memory(device, out, f"{method}_peak_bytes"):
-            FinetuneRecipe(root / f"ft-{method}", str(task), cfg, model=str(folder), progress=False,
+            FinetuneRecipe.of(root / f"ft-{method}", str(task), cfg, model=str(folder), progress=False,
                            overwrite=True).run()
         out[f"{method}_seconds"] = round(time.perf_counter() - t0, 2)
     return out

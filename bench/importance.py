@@ -25,6 +25,7 @@ from scaleot.data import corpus_splits
 from scaleot.importance import ImportanceConfig, ImportanceTrainer, leave_one_out, spearman
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.recipes.importance import ImportanceRun, run_importance
+from scaleot.recipes.run_options import RunOptions
 
 
 def main() -> None:
@@ -41,8 +42,9 @@ def main() -> None:
     if not a.report_only:
         for seed in seeds:
             t0 = time.perf_counter()
-            run_importance(ImportanceRun(out=a.out / f"seed{seed}", model=a.model, options=ImportanceConfig(seed=seed, steps=a.steps),
-                                         resume=True, keep_checkpoints=True, progress=False))
+            run = RunOptions(out=a.out / f"seed{seed}", model=a.model, resume=True, progress=False)
+            run_importance(ImportanceRun(run=run, options=ImportanceConfig(seed=seed, steps=a.steps),
+                                         keep_checkpoints=True))
             (a.out / f"seed{seed}" / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}")
     if a.train_only:
         return

@@ -241,6 +241,7 @@ def test_attack_corpus_refused_when_stage1_trained_on_it(tmp_path):
     """emulator.json records stage 1's corpus (``importance.corpus``): an attack on that text is
     refused without the owner repeating it as ``--owner-corpus``; other text is accepted."""
     from scaleot.recipes.audit import AuditRecipe, AuditRun
+    from scaleot.recipes.run_options import RunOptions
 
     owner_text, other_text = tmp_path / "owner.jsonl", tmp_path / "other.jsonl"
     owner_text.write_text('{"text": "harmonizer text"}\n')
@@ -249,7 +250,7 @@ def test_attack_corpus_refused_when_stage1_trained_on_it(tmp_path):
     info = {"method": "scaleot", "options": {}, "importance": {"corpus": str(owner_text)}}
 
     def recipe(corpus):
-        return AuditRecipe(AuditRun(emulator=tmp_path / "emu", out=tmp_path / "audit",
+        return AuditRecipe(AuditRun(emulator=tmp_path / "emu", run=RunOptions(out=tmp_path / "audit"),
                                     config=AuditConfig(attack_corpus=str(corpus))))
 
     with pytest.raises(ScaleOTError, match="trained this emulator on it"):

@@ -220,7 +220,7 @@ def test_evaluate_command_records_the_scorer(tmp_path, capsys):
 
     from scaleot.cli import main
     from scaleot.evaluation import DEFAULT_SCORER
-    from scaleot.recipes.evaluate import EvaluateConfig
+    from scaleot.evaluation.config import EvaluateConfig
     from tests.finetune_helpers import tiny_model_dir, tiny_task
 
     assert EvaluateConfig().scorer == DEFAULT_SCORER

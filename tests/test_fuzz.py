@@ -240,7 +240,7 @@ def resumable(tiny_world, adapters):  # noqa: F811
     root, model_dir, task, emu = tiny_world
     run_dir = adapters["full"].with_name("full.run")
     tmp = Path(tempfile.mkdtemp(prefix="scaleot-resume-"))
-    recipe = FinetuneRecipe(tmp / "out", str(task), tune_config(method="full"), emulator=emu, progress=False,
+    recipe = FinetuneRecipe.of(tmp / "out", str(task), tune_config(method="full"), emulator=emu, progress=False,
                             run_dir=tmp / "unused.run")
     recipe.setup()
     yield recipe, run_dir
@@ -259,7 +259,7 @@ def test_fuzz_checkpoint_folder(resumable, data, mutation):
     (copy.parent / "log.jsonl").touch()
     digest = folder_digest(copy)
     try:
-        recipe.train()
+        recipe.execute()
     except ScaleOTError as e:
         _count("checkpoint", "refused", e)
     else:

@@ -9,9 +9,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from scaleot.audit.config import AuditConfig
 from scaleot.cli import app
 from scaleot.emulator import EmulatorConfig
 from scaleot.errors import ScaleOTError
+from scaleot.evaluation.config import EvaluateConfig
 from scaleot.finetune import FinetuneConfig
 from scaleot.importance.config import ImportanceConfig
 from scaleot.recipes.options import config_command, config_flags
@@ -19,7 +21,8 @@ from scaleot.recipes.run import SECTION_CONFIGS
 from scaleot.split import AdapterSplit
 from scaleot.tuners.ist import ISTConfig
 
-COMMANDS = {"importance": ImportanceConfig, "emulate": EmulatorConfig, "finetune": FinetuneConfig}
+COMMANDS = {"importance": ImportanceConfig, "emulate": EmulatorConfig, "finetune": FinetuneConfig,
+            "evaluate": EvaluateConfig, "audit": AuditConfig}
 
 
 def _flags(command_name: str) -> set[str]:

@@ -40,18 +40,23 @@ def _rows(n: int = 40) -> str:
 
 @pytest.fixture
 def stubbed(monkeypatch):
-    """Every step's work replaced by a stub that records its folder and leaves a manifest there."""
+    """Every step's work replaced by a stub that records its folder and leaves a manifest there
+    (evaluate runs for real with the scoring stubbed: it writes only its result file)."""
     import scaleot.audit.report
     import scaleot.evaluation.offsite
     import scaleot.evaluation.tables
-    import scaleot.plug
-    import scaleot.recipes.audit
-    import scaleot.recipes.emulate
-    import scaleot.recipes.finetune
+    import scaleot.recipes.run_steps as run_steps
     import scaleot.report
     import scaleot.report.plots
+    from scaleot.plug import PLUGGED_KIND
+    from scaleot.recipes.audit import AuditRecipe
+    from scaleot.recipes.emulate import EmulateRecipe
+    from scaleot.recipes.finetune import FinetuneRecipe
+    from scaleot.recipes.plug import PlugRecipe
 
     written: list[Path] = []
+    kinds = {EmulateRecipe: "emulator", FinetuneRecipe: "adapter", PlugRecipe: PLUGGED_KIND, AuditRecipe: "audit"}
+    real_run_recipe = run_steps.run_recipe
 
     def made(folder, kind):
         folder = Path(folder)
@@ -60,28 +65,24 @@ def stubbed(monkeypatch):
         write_manifest(folder, kind)
         return folder
 
-    class Audit:
-        def __init__(self, out, **kw):
-            self.out = out
-
-    def run_audit(run):
-        made(run.out, "audit")
-        (Path(run.out) / "audit.json").write_text("{}")
-        return {}
+    def run_recipe(recipe):
+        kind = kinds.get(type(recipe))
+        if kind is None:
+            return real_run_recipe(recipe)
+        folder = made(recipe.out, kind)
+        if kind == "audit":
+            (folder / "audit.json").write_text("{}")
+        return folder
 
     def report(out, *args):
         written.append(Path(out) / "report.md")
         (Path(out) / "report.md").write_text("# report\n")
         return Path(out) / "report.md"
 
-    monkeypatch.setattr(scaleot.recipes.emulate, "run_emulate", lambda c, f, overwrite: made(f, "emulator"))
-    monkeypatch.setattr(scaleot.recipes.finetune, "run_finetune", lambda f, t, c, **kw: made(f, "adapter"))
-    monkeypatch.setattr(scaleot.plug, "plug", lambda m, a, f, **kw: made(f, scaleot.plug.PLUGGED_KIND))
+    monkeypatch.setattr(run_steps, "run_recipe", run_recipe)
     monkeypatch.setattr(scaleot.evaluation.offsite, "evaluate_offsite", lambda *a, **kw: {"rows": {}})
     monkeypatch.setattr(scaleot.evaluation.offsite, "scorers_of", lambda rows: "fast")
     monkeypatch.setattr(scaleot.evaluation.tables, "offsite_table", lambda doc: "| table |")
-    monkeypatch.setattr(scaleot.recipes.audit, "AuditRun", Audit)
-    monkeypatch.setattr(scaleot.recipes.audit, "run_audit", run_audit)
     monkeypatch.setattr(scaleot.audit.report, "audit_columns", lambda audits, docs: "audit")
     monkeypatch.setattr(scaleot.report.plots, "recovery_plot", lambda audits, docs, path: None)
     monkeypatch.setattr(scaleot.report, "write_report", report)

@@ -105,11 +105,11 @@ def test_run_reuses_a_finished_stage_1(tmp_path):
     cfg = {"tasks": ["t.jsonl"], "emulators": [{"name": "s", "method": "scaleot"}],
            "importance": {"from": str(stage1)}}
     runner = RunRecipe(cfg, tmp_path / "run", progress=False)
-    assert runner.importance() == stage1
+    assert runner.run_step("importance") == {(): stage1}
     assert runner.steps["importance"]["reused"] == str(stage1)
     (stage1 / "importance.json").write_text('{"tampered": 1}')
     with pytest.raises(ScaleOTError, match="hash check failed"):
-        RunRecipe(cfg, tmp_path / "run2", progress=False).importance()
+        RunRecipe(cfg, tmp_path / "run2", progress=False).run_step("importance")
 
 
 def test_run_with_an_audit_section_adds_the_columns_and_the_recovery_view(tmp_path, one_thread):  # noqa: F811

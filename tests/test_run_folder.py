@@ -54,10 +54,10 @@ def test_finetune_refuses_a_resume_with_other_options(tiny_world, one_thread, tm
 
     root, _, task, emu = tiny_world
     common = dict(n_train=16, n_val=4, n_test=16, batch_size=4, device="cpu", val_limit=4, checkpoint_every=2)
-    FinetuneRecipe(tmp_path / "a", str(task), FinetuneConfig(max_steps=2, **common), emulator=emu,
+    FinetuneRecipe.of(tmp_path / "a", str(task), FinetuneConfig(max_steps=2, **common), emulator=emu,
                    run_dir=tmp_path / "run", progress=False).run()
     with pytest.raises(ScaleOTError, match=r"options differ \(lr\)"):
-        FinetuneRecipe(tmp_path / "b", str(task), FinetuneConfig(max_steps=2, lr=1e-3, **common), emulator=emu,
+        FinetuneRecipe.of(tmp_path / "b", str(task), FinetuneConfig(max_steps=2, lr=1e-3, **common), emulator=emu,
                        run_dir=tmp_path / "run", resume=True, progress=False).run()
 
 

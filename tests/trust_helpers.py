@@ -75,7 +75,7 @@ def adapters(tiny_world, tmp_path_factory):
     torch.set_num_threads(1)
     out = {}
     for method in ("lora", "full"):
-        out[method] = FinetuneRecipe(base / method, str(task), tune_config(method=method), emulator=emu,
+        out[method] = FinetuneRecipe.of(base / method, str(task), tune_config(method=method), emulator=emu,
                                      progress=False).run()
     torch.set_num_threads(n)
     return out

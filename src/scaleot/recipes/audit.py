@@ -1,6 +1,7 @@
 """Audit an emulator before shipping it: leak scan, capability gap, recovery attack, verdict.
 
-Recipe shape: ``setup -> scan -> baseline -> attack -> save``, run by the model owner, who
+Recipe shape (:class:`~scaleot.recipes.protocol.Recipe`): :class:`AuditRecipe` reads one
+:class:`AuditRun`, ``check_paths -> setup -> execute (scan, baseline, attack) -> save``, run by the model owner, who
 holds both the emulator bundle and the full model (docs/method.md section 9):
 
 - **scan**: exact copies, near-copies (``|cos| >= 0.99`` on whole rows or columns, transposes
@@ -23,9 +24,8 @@ naming the checks; the report is written either way), 2 for bad input (one line)
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -34,8 +34,9 @@ from scaleot.audit.config import ATTACK_POOL_TOKENS
 from scaleot.audit.recovery import fidelity, gap, recovery, summary
 from scaleot.errors import ScaleOTError
 from scaleot.manifest import write_json_atomic, write_manifest
-from scaleot.models import DEFAULT_MODEL
-from scaleot.recipes.options import config_command
+from scaleot.recipes.options import step_command
+from scaleot.recipes.protocol import run_recipe
+from scaleot.recipes.run_options import RunOptions, run_field
 
 KIND = "audit"
 OWN_ENTRIES = ("audit.json", "report.md", "manifest.json")
@@ -53,31 +54,33 @@ class AuditFailed(ScaleOTError):
     exit_code = 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditRun:
-    """One ``scaleot audit``: the bundle, the full model, the output folder and the options."""
+    """One ``scaleot audit``: the bundle, the run-level options (the full model, ``--out``...) and the options."""
 
-    emulator: Path
-    out: Path
-    config: AuditConfig
-    model: str = DEFAULT_MODEL
-    device: str | None = None
-    dtype: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    run: RunOptions = run_field("out", "model", "resume", "overwrite", "device", "dtype", "progress",
+                                required=("out",),
+                                notes={"out": "report.md, audit.json, the attack's logs",
+                                       "model": "the full model the emulator was built from",
+                                       "resume": "the recovery attack",
+                                       "dtype": "of both models (default float32; --autocast bf16 speeds the "
+                                                "attack where fast)"})
+    emulator: Path = field(default=MISSING, metadata={"help": "the emulator bundle to audit"})
+    config: AuditConfig = field(default_factory=AuditConfig, metadata={"flatten": True})
 
 
 class AuditRecipe:
-    """``run()`` = ``setup() -> scan() -> baseline() -> attack() -> save()``."""
+    """``check_paths() -> setup() -> execute()`` (``scan()``, ``baseline()``, ``attack()``) ``-> save()``;
+    the constructor checks the paths too, so a bad ``--out`` fails before anything else."""
 
-    def __init__(self, run: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None,
+    def __init__(self, config: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None,
                  deadline: float | None = None):
         """``full_model``/``tokenizer``: the full model already loaded (several audits in one
         process); ``full_measurement``: its :func:`~scaleot.audit.recovery.measure` on the same
         tasks, split and text (skips measuring it again); ``deadline``: a ``time.monotonic()``
         at which the attack checkpoints and raises :class:`~scaleot.audit.recovery.AttackPaused`."""
-        self.run, self.config, self.deadline = run, run.config, deadline
+        self.audit, self.run, self.config, self.deadline = config, config.run, config.config, deadline
+        self.out = Path(config.run.out)
         self.full, self.tokenizer, self.full_measurement = full_model, tokenizer, full_measurement
         self.check_paths()
 
@@ -86,11 +89,11 @@ class AuditRecipe:
         """Refuse a destructive ``--out`` before any work (:mod:`scaleot.outputs`)."""
         from scaleot.outputs import check_output, local_path
 
-        r = self.run
-        if not Path(r.emulator).is_dir():
-            raise ScaleOTError(f"--emulator {r.emulator}: not a folder")
+        r, emulator = self.run, self.audit.emulator
+        if not Path(emulator).is_dir():
+            raise ScaleOTError(f"--emulator {emulator}: not a folder")
         check_output(r.out, KIND, overwrite=r.overwrite, resume=r.resume, own_entries=OWN_ENTRIES,
-                     inputs=[r.emulator, local_path(r.model), local_path(self.config.attack_corpus)])
+                     inputs=[emulator, local_path(r.model), local_path(self.config.attack_corpus)])
         if Path(r.out).exists() and any(Path(r.out).iterdir()) and not (r.resume or r.overwrite):
             raise ScaleOTError(f"output exists: {r.out} (pass --resume to continue it or --overwrite to replace it)")
 
@@ -123,7 +126,7 @@ class AuditRecipe:
         if self.full is None:
             self.full, self.tokenizer = load_model(r.model, device=r.device, dtype=dtype)
         self.full_fp = fingerprint_model(self.full)
-        self.bundle = load_emulator(r.emulator, device=r.device, dtype=dtype, expected_base_fingerprint=self.full_fp)
+        self.bundle = load_emulator(self.audit.emulator, device=r.device, dtype=dtype, expected_base_fingerprint=self.full_fp)
         self.check_corpus(self.bundle.info)
         self.splits = [load_task(t, SplitConfig(seed=c.split_seed, n_test=c.n_test, n_val=0)) for t in c.task_list]
         _, self.ppl_blocks = corpus_splits(c.ppl_corpus, self.tokenizer, c.block_size, max_train_blocks=1,
@@ -182,15 +185,22 @@ class AuditRecipe:
         wanted = set(c.budget_list)
         return base, [r for r in results if r["tokens"] in wanted]
 
-    def save(self, scan_doc: dict, base: dict, results: list[dict]) -> dict:
+    def execute(self) -> None:
+        """Scan the bundle, then the baseline and the recovery attack (``self.scan_doc``, ``self.base``,
+        ``self.results``)."""
+        self.scan_doc = self.scan()
+        self.base, self.results = self.attack()
+
+    def save(self) -> dict:
         """Write ``audit.json``, ``report.md`` and the manifest; returns the document."""
         c, info = self.config, self.bundle.info
+        scan_doc, base, results = self.scan_doc, self.base, self.results
         full, emu = base["full"], base["emu"]
         g = gap(full, emu)
         v = verdict(c, scan_doc, g, results)
         doc = {
             "format_version": 1, "kind": KIND,
-            "emulator": {"name": Path(self.run.emulator).name, "method": info["method"],
+            "emulator": {"name": Path(self.audit.emulator).name, "method": info["method"],
                          "fingerprint": self.bundle.fingerprint, "options": info.get("options"),
                          "params": info.get("params")},
             "model": self.run.model, "model_fingerprint": self.full_fp, "config": c.to_dict(),
@@ -207,33 +217,17 @@ class AuditRecipe:
                                    "broken": v["broken"]})
         return doc
 
-    def run_all(self) -> dict:
-        self.setup()
-        scan_doc = self.scan()
-        base, results = self.attack()
-        return self.save(scan_doc, base, results)
 
 
 def run_audit(run: AuditRun) -> dict:
     """``scaleot audit`` as a function: returns ``audit.json``'s content."""
-    return AuditRecipe(run).run_all()
+    return run_recipe(AuditRecipe(run))
 
 
-@config_command(AuditConfig)
-def command(
-    emulator: Annotated[Path, typer.Option("--emulator", help="the emulator bundle to audit")],
-    out: Annotated[Path, typer.Option("--out", help="output folder (report.md, audit.json, the attack's logs)")],
-    config: AuditConfig,
-    model: Annotated[str, typer.Option(help="the full model the emulator was built from")] = DEFAULT_MODEL,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the attack from the newest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing audit at --out")] = False,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
-    dtype: Annotated[str | None, typer.Option(help="weights dtype of both models (default float32; "
-                                                 "--autocast bf16 speeds the attack where fast)")] = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-) -> None:
-    doc = run_audit(AuditRun(emulator=emulator, out=out, config=config, model=model, device=device, dtype=dtype,
-                             resume=resume, overwrite=overwrite, progress=progress))
+@step_command(AuditRun)
+def command(config: AuditRun) -> None:
+    doc = run_audit(config)
+    out = Path(config.run.out)
     typer.echo(str(out / "report.md"))
     if not doc["verdict"]["ok"]:
         raise AuditFailed(f"audit failed: {', '.join(doc['verdict']['broken'])} (see {out / 'report.md'})")

@@ -5,18 +5,22 @@ converted-model cache, the generic-text corpora, every task source (generated, p
 BIG-bench, hub) and the cache folder. Each line is ``ok``, ``missing`` (with the one command
 that fixes it) or ``optional`` (not needed by the default job, or done on first use). It exits 1 when the default job (``configs/default.yaml``,
 ``make demo``) cannot run, else 0.
+
+A utility, not a :class:`~scaleot.recipes.protocol.Recipe`: it writes nothing; its
+``--model`` is the shared run-level option (:mod:`scaleot.recipes.run_options`).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Annotated
 
 import typer
 
 from scaleot.data.tasks import DEFAULT_TASKS
 from scaleot.models.loading import DEFAULT_MODEL
+from scaleot.recipes.options import run_options_command
+from scaleot.recipes.run_options import RunLevel, RunOptions
 
 
 @dataclass
@@ -112,11 +116,11 @@ def _writable(path) -> str:
     return str(path)
 
 
-def command(
-    model: Annotated[str, typer.Option(help="the model the job will use (its package and cache are required)")] = DEFAULT_MODEL,
-) -> None:
+@run_options_command(RunLevel(("model",), notes={"model": "the model the job will use (its package and cache "
+                                                            "are required)"}))
+def command(run: RunOptions) -> None:
     """Check the model, corpora, task sources and cache; say what is missing and how to fix it."""
-    checks = diagnose(model)
+    checks = diagnose(run.model)
     for c in checks:
         typer.echo(c.line())
     missing = [c for c in checks if c.state == "missing"]

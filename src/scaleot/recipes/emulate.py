@@ -1,6 +1,7 @@
 """Build an emulator bundle [A, E*] to hand to the data owner (ScaleOT stage 2 and baselines).
 
-Recipe shape: ``setup -> build -> save``. Methods (``--method``): ``scaleot`` (harmonizers
+Recipe shape (:class:`~scaleot.recipes.protocol.Recipe`): :class:`EmulateRecipe` reads one
+:class:`EmulateRun`, ``check_paths -> setup -> execute (build) -> save``. Methods (``--method``): ``scaleot`` (harmonizers
 at stage 1's lowest-ranked positions, ``--importance DIR --alpha A``), ``drop`` (the same
 with identities), ``uniform`` (OT uniform LayerDrop, ``--keep K``), ``uniform-kd`` (uniform
 + distillation on generic text, with progress, checkpoints and ``--resume``), ``crash``
@@ -16,70 +17,75 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from scaleot.emulator import EmulatorConfig, build_emulator
-from scaleot.emulator.bundle import EmulatorBundle
-from scaleot.models import DEFAULT_MODEL, load_model
-from scaleot.recipes.options import config_command
+from scaleot.models import load_model
+from scaleot.recipes.options import step_command
+from scaleot.recipes.protocol import run_recipe
+from scaleot.recipes.run_options import RunOptions, run_field
 
 log = logging.getLogger(__name__)
 
 
-def setup(config: EmulatorConfig):
-    """Load the full model and tokenizer; returns ``(model, tokenizer, load seconds)``."""
-    t0 = time.perf_counter()
-    model, tokenizer = load_model(config.model, config.device, config.dtype)
-    return model, tokenizer, time.perf_counter() - t0
+@dataclass(kw_only=True)
+class EmulateRun:
+    """One ``scaleot emulate``: the run-level options and the emulator's config.
+
+    ``config``'s own ``model``, ``device``, ``dtype`` and ``resume`` are filled from ``run``.
+    """
+
+    run: RunOptions = run_field("out", "model", "resume", "overwrite", "device", "dtype", required=("out",),
+                                notes={"out": "the emulator bundle", "resume": "uniform-kd's distillation"})
+    config: EmulatorConfig = field(default_factory=EmulatorConfig, metadata={"flatten": True})
 
 
-def build(model, tokenizer, config: EmulatorConfig) -> EmulatorBundle:
-    """Build the emulator (the full model is left unchanged; the emulator reuses its
-    tensors instead of copying them, since it is only saved)."""
-    return build_emulator(model, config, tokenizer=tokenizer, share_weights=True)
+class EmulateRecipe:
+    """``scaleot emulate``: ``check_paths -> setup (load) -> execute (build) -> save``.
 
-
-def save(bundle: EmulatorBundle, out: Path, overwrite: bool = False) -> Path:
-    """Write the bundle atomically; returns its folder."""
-    return bundle.save(out, overwrite=overwrite)
-
-
-def run_emulate(config: EmulatorConfig, out: str | Path, overwrite: bool = False) -> Path:
-    """``scaleot emulate`` as a function: load, build, save; returns the bundle folder.
-
-    For ``uniform-kd`` the distillation run (checkpoints, logs) goes to
+    For ``uniform-kd`` (and calibration) the distillation run (checkpoints, logs) goes to
     ``config.kd_run_dir`` or, by default, ``<out>.kd`` beside the bundle.
     """
-    from scaleot.outputs import check_output, check_run_dir, local_path
 
-    out = Path(out)
-    inputs = [config.importance, local_path(config.model), local_path(config.corpus)]
-    check_output(out, "emulator", overwrite=overwrite, inputs=[*inputs, config.kd_run_dir])
-    if (config.method == "uniform-kd" or config.calibrate_steps) and not config.kd_run_dir:
-        config.kd_run_dir = str(out.with_name(out.name + ".kd"))
-    if config.kd_run_dir:
-        check_run_dir(config.kd_run_dir, resume=config.resume, overwrite=overwrite, inputs=[*inputs, out],
-                      what="--kd-run-dir")
-    model, tokenizer, load_s = setup(config)
-    bundle = build(model, tokenizer, config)
-    bundle.info["timing"]["load_model_s"] = round(load_s, 3)
-    return save(bundle, out, overwrite=overwrite)
+    def __init__(self, config: EmulateRun):
+        r = config.run
+        self.config, self.run, self.out = config, r, Path(r.out)
+        self.emulator = replace(config.config, model=r.model, resume=r.resume, device=r.device, dtype=r.dtype)
+
+    def check_paths(self) -> None:
+        """Refuse a destructive ``--out`` or ``--kd-run-dir`` before loading the model."""
+        from scaleot.outputs import check_output, check_run_dir, local_path
+
+        c, out = self.emulator, self.out
+        inputs = [c.importance, local_path(c.model), local_path(c.corpus)]
+        check_output(out, "emulator", overwrite=self.run.overwrite, inputs=[*inputs, c.kd_run_dir])
+        if (c.method == "uniform-kd" or c.calibrate_steps) and not c.kd_run_dir:
+            c.kd_run_dir = str(out.with_name(out.name + ".kd"))
+        if c.kd_run_dir:
+            check_run_dir(c.kd_run_dir, resume=c.resume, overwrite=self.run.overwrite, inputs=[*inputs, out],
+                          what="--kd-run-dir")
+
+    def setup(self) -> None:
+        """Load the full model and tokenizer."""
+        t0 = time.perf_counter()
+        c = self.emulator
+        self.model, self.tokenizer = load_model(c.model, c.device, c.dtype)
+        self.load_seconds = time.perf_counter() - t0
+
+    def execute(self) -> None:
+        """Build the emulator (the full model is left unchanged; the emulator reuses its
+        tensors instead of copying them, since it is only saved)."""
+        self.bundle = build_emulator(self.model, self.emulator, tokenizer=self.tokenizer, share_weights=True)
+        self.bundle.info["timing"]["load_model_s"] = round(self.load_seconds, 3)
+
+    def save(self) -> Path:
+        """Write the bundle atomically; returns its folder."""
+        return self.bundle.save(self.out, overwrite=self.run.overwrite)
 
 
-@config_command(EmulatorConfig)
-def command(
-    out: Annotated[Path, typer.Option("--out", help="output folder (emulator bundle)")],
-    config: EmulatorConfig,
-    model: Annotated[str, typer.Option(help="model name or HF folder")] = DEFAULT_MODEL,
-    resume: Annotated[bool, typer.Option("--resume", help="uniform-kd: continue from the newest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing emulator at --out")] = False,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
-    dtype: Annotated[str | None, typer.Option(help="weights dtype: auto, float32, bfloat16")] = None,
-) -> None:
-    config = replace(config, model=model, resume=resume, device=device, dtype=dtype)
-    folder = run_emulate(config, out, overwrite=overwrite)
-    typer.echo(str(folder))
+@step_command(EmulateRun)
+def command(config: EmulateRun) -> None:
+    typer.echo(str(run_recipe(EmulateRecipe(config))))

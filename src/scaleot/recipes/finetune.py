@@ -1,6 +1,7 @@
 """Fine-tune on a task: the adapter through an emulator (data owner), or the full model (FT row).
 
-Recipe shape: ``setup -> train -> save``.
+Recipe shape (:class:`~scaleot.recipes.protocol.Recipe`): :class:`FinetuneRecipe` reads one
+:class:`FinetuneRun`, ``check_paths -> setup -> execute (train) -> save``.
 
 - ``--emulator DIR``: the data owner's step (docs/method.md section 1, step 3). Only the
   emulator's adapter blocks train; embeddings, final norm, head and the emulator's middle
@@ -26,9 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -39,30 +39,75 @@ from scaleot.finetune import FinetuneConfig, train
 from scaleot.finetune.methods import TUNING_METHODS
 from scaleot.finetune.trainable import count_params
 from scaleot.models import fingerprint_model, load_model, num_blocks
-from scaleot.recipes.options import config_command
+from scaleot.recipes.options import step_command
+from scaleot.recipes.protocol import run_recipe
+from scaleot.recipes.run_options import RunOptions, run_field
 from scaleot.split import AdapterSplit
 
 log = logging.getLogger(__name__)
 
 
-class FinetuneRecipe:
-    """One fine-tuning job; ``run()`` = ``setup()``, ``train()``, ``save()``."""
+def _opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
 
-    def __init__(self, out: str | Path, task: str, config: FinetuneConfig, emulator: str | Path | None = None,
-                 model: str | None = None, blocks: str = "all", adapter: AdapterSplit | str = "2,2",
-                 run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-                 overwrite: bool = False, disclose_task: bool = False):
-        if (emulator is None) == (model is None):
+
+@dataclass(kw_only=True)
+class FinetuneRun:
+    """One ``scaleot finetune``: the task, the emulator (or the full model), and the tuning options.
+
+    ``config.device`` is filled from ``run.device``.
+    """
+
+    run: RunOptions = run_field("out", "model", "resume", "overwrite", "device", required=("out",),
+                                defaults={"model": None},
+                                notes={"out": "the adapter folder",
+                                       "model": "the full model to tune directly (the FT row), instead of "
+                                                "--emulator",
+                                       "resume": "the checkpoints of --run-dir",
+                                       "overwrite": "the adapter, and --run-dir starts over"})
+    task: str = _opt(MISSING, "task: gen:<family>[?n=<size>&seed=<seed>], pkg:<family>, a .jsonl file or dataset "
+                     "folder, hf:<dataset>, bigbench:<name>[/<sub>]")
+    config: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={"flatten": True})
+    emulator: Path | None = _opt(None, "emulator bundle (data owner: tune its adapter)")
+    blocks: str = _opt("all", "with --model: all, or sandwich (the --adapter blocks)")
+    adapter: str = _opt("2,2", "with --blocks sandwich: adapter blocks N_BOTTOM,N_TOP")
+    run_dir: Path | None = _opt(None, "checkpoints and logs (default OUT.run)")
+    disclose_task: bool = _opt(False, "record a local task file's name and sha256 (or an hf: name) in the adapter; "
+                               "default: 'undisclosed' (built-in gen:/pkg:/bigbench: names are always recorded)",
+                               switch=True)
+
+
+class FinetuneRecipe:
+    """One fine-tuning job; :func:`~scaleot.recipes.protocol.run_recipe` (or ``run()``) =
+    ``check_paths()``, ``setup()``, ``execute()``, ``save()``. The constructor checks the paths
+    too, so a bad ``--out`` fails before anything else."""
+
+    def __init__(self, config: FinetuneRun):
+        r = config.run
+        if (config.emulator is None) == (r.model is None):
             raise ScaleOTError("give exactly one of --emulator DIR (data owner) or --model M (FT row)")
-        if blocks not in ("all", "sandwich"):
-            raise ScaleOTError(f"--blocks must be all or sandwich (got {blocks!r})")
-        self.out, self.task, self.config = Path(out), task, config
-        self.emulator, self.model_name = emulator, model
-        self.blocks, self.split = blocks, AdapterSplit.parse(adapter)
-        self.run_dir = Path(run_dir) if run_dir else None  # default OUT.run, once --out is known to be a name
-        self.resume, self.progress, self.overwrite = resume, progress, overwrite
-        self.disclose_task = disclose_task
+        if config.blocks not in ("all", "sandwich"):
+            raise ScaleOTError(f"--blocks must be all or sandwich (got {config.blocks!r})")
+        self.run_config, self.run_options = config, r
+        self.out, self.task, self.config = Path(r.out), config.task, replace(config.config, device=r.device)
+        self.emulator, self.model_name = config.emulator, r.model
+        self.blocks, self.split = config.blocks, AdapterSplit.parse(config.adapter)
+        self.run_dir = Path(config.run_dir) if config.run_dir else None  # default OUT.run, once --out is a name
+        self.resume, self.progress, self.overwrite = r.resume, r.progress, r.overwrite
+        self.disclose_task = config.disclose_task
         self.check_paths()
+
+    @classmethod
+    def of(cls, out: str | Path, task: str, config: FinetuneConfig, emulator: str | Path | None = None,
+           model: str | None = None, blocks: str = "all", adapter: AdapterSplit | str = "2,2",
+           run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+           overwrite: bool = False, disclose_task: bool = False) -> FinetuneRecipe:
+        """Python API: the recipe from keyword arguments (``config.device`` is the device)."""
+        run = RunOptions(out=Path(out), model=model, device=config.device, resume=resume, overwrite=overwrite,
+                         progress=progress)
+        return cls(FinetuneRun(run=run, task=task, config=config, emulator=emulator, blocks=blocks,
+                               adapter=str(AdapterSplit.parse(adapter)), run_dir=run_dir,
+                               disclose_task=disclose_task))
 
     def check_paths(self) -> None:
         """Refuse a destructive ``--out`` or ``--run-dir`` before any work (:mod:`scaleot.outputs`)."""
@@ -77,6 +122,7 @@ class FinetuneRecipe:
         check_run_dir(self.run_dir, resume=self.resume, overwrite=self.overwrite, inputs=[*inputs, self.out])
 
     def setup(self) -> None:
+        """Load the task, the emulator bundle (or the full model) and the tuning method."""
         t0 = time.perf_counter()
         self.splits = load_task(self.task, self.config.split_config())
         warn_repeated_examples(self.splits)
@@ -114,12 +160,14 @@ class FinetuneRecipe:
                     emulator_fingerprint=self.identity["emulator_fingerprint"],
                     positions=list(self.positions), sources=list(self.sources))
 
-    def train(self) -> None:
+    def execute(self) -> None:
+        """Train (``self.result``)."""
         self.result = train(self.model, self.tokenizer, self.splits, self.config, self.run_dir,
                             resume=self.resume, step_controller=self.controller, progress=self.progress,
                             provenance=self.provenance())
 
     def save(self) -> Path:
+        """Write the adapter (the main process under ``accelerate launch``); returns its folder."""
         from scaleot.disclosure import public_info, public_task
         from scaleot.outputs import check_output
 
@@ -145,9 +193,8 @@ class FinetuneRecipe:
         return self.out
 
     def run(self) -> Path:
-        self.setup()
-        self.train()
-        return self.save()
+        """The whole recipe (:func:`~scaleot.recipes.protocol.run_recipe`); returns the adapter folder."""
+        return run_recipe(self)
 
 
 def warn_repeated_examples(splits) -> int:
@@ -166,31 +213,11 @@ def warn_repeated_examples(splits) -> int:
 
 
 def run_finetune(out: str | Path, task: str, config: FinetuneConfig | None = None, **kwargs) -> Path:
-    """Python API: fine-tune and write the adapter folder; see :class:`FinetuneRecipe`."""
-    return FinetuneRecipe(out, task, config or FinetuneConfig(), **kwargs).run()
+    """Python API: fine-tune and write the adapter folder; see :meth:`FinetuneRecipe.of`."""
+    return FinetuneRecipe.of(out, task, config or FinetuneConfig(), **kwargs).run()
 
 
-@config_command(FinetuneConfig)
-def command(
-    task: Annotated[str, typer.Option(help="task: gen:<family>[?n=<size>&seed=<seed>], pkg:<family>, a .jsonl "
-                                      "file or dataset folder, hf:<dataset>, bigbench:<name>[/<sub>]")],
-    out: Annotated[Path, typer.Option(help="output adapter folder")],
-    config: FinetuneConfig,
-    emulator: Annotated[Path | None, typer.Option(help="emulator bundle (data owner: tune its adapter)")] = None,
-    model: Annotated[str | None, typer.Option(help="full model to tune directly (the FT row)")] = None,
-    blocks: Annotated[str, typer.Option(help="with --model: all, or sandwich (the --adapter blocks)")] = "all",
-    adapter: Annotated[str, typer.Option(help="with --blocks sandwich: adapter blocks N_BOTTOM,N_TOP")] = "2,2",
-    run_dir: Annotated[Path | None, typer.Option(help="checkpoints and logs (default OUT.run)")] = None,
-    resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing adapter at --out and "
-                                            "start the run folder over")] = False,
-    disclose_task: Annotated[bool, typer.Option("--disclose-task", help="record a local task file's name and "
-                                                "sha256 (or an hf: name) in the adapter; default: 'undisclosed' "
-                                                "(built-in gen:/pkg:/bigbench: names are always recorded)")] = False,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
-) -> None:
-    config = replace(config, device=device)
-    path = run_finetune(out, task, config, emulator=emulator, model=model, blocks=blocks,
-                        adapter=AdapterSplit.parse(adapter), run_dir=run_dir, resume=resume, overwrite=overwrite,
-                        disclose_task=disclose_task)
+@step_command(FinetuneRun)
+def command(config: FinetuneRun) -> None:
+    path = run_recipe(FinetuneRecipe(config))
     typer.echo(f"adapter written to {path}")

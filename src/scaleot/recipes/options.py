@@ -12,7 +12,15 @@ into the same dataclass under the same names. Field metadata the generator reads
 
 - ``help``: the ``--help`` text;
 - ``aliases``: extra flag spellings kept for old command lines (``--steps``);
-- ``run_level``: the command declares this field itself (``device``, ``model``...).
+- ``run_level``: not an option of its own: the recipe fills it from the run-level options
+  (:class:`~scaleot.recipes.run_options.RunOptions`: ``device``, ``model``...) or a step input;
+- ``switch``: a boolean offered as ``--x`` only (no ``--no-x``);
+- ``cli``: False for a field no command line sets (what ``scaleot run`` passes between steps).
+
+:func:`step_command` does the same for a step's whole config (``ImportanceRun``...): its
+``run`` field becomes the run-level options it names (:func:`~scaleot.recipes.run_options.run_field`),
+a field marked ``flatten`` (the method's config) contributes its fields at the top level,
+and every other field (the step's inputs: ``--task``, ``--emulator``...) is one option.
 """
 
 from __future__ import annotations
@@ -33,11 +41,18 @@ SEP = "__"  # python parameter name of a nested field: <field>__<subfield>
 
 
 def _default(f) -> Any:
+    """A field's default; ``inspect.Parameter.empty`` (a required option) when it has none."""
     if f.default is not MISSING:
         return f.default
     if f.default_factory is not MISSING:
         return f.default_factory()
-    raise TypeError(f"config field {f.name} needs a default")
+    return inspect.Parameter.empty
+
+
+def _skipped(f) -> bool:
+    """Fields that are no option of their own (filled by the recipe, flattened, or not for the CLI)."""
+    m = f.metadata
+    return bool(m.get("run_level") or m.get("flatten") or m.get("run_level_options")) or m.get("cli") is False
 
 
 def _dataclass_in(tp) -> type | None:
@@ -75,7 +90,7 @@ def _parameters(cls: type, prefix: str = "", nested: bool = False) -> list[inspe
     hints = typing.get_type_hints(cls)
     params = []
     for f in fields(cls):
-        if f.metadata.get("run_level"):
+        if _skipped(f):
             continue
         path, tp, default = prefix + f.name, hints[f.name], _default(f)
         inner = _dataclass_in(tp)
@@ -94,7 +109,8 @@ def _parameters(cls: type, prefix: str = "", nested: bool = False) -> list[inspe
             help_text += f" [default: {default}]" if f.name != "seed" else " [default: the run's seed]"
             default, tp = None, tp | None
         flag = flag_name(path)
-        decls = [f"{flag}/--no-{flag[2:]}"] if tp in (bool, bool | None) else [flag]
+        negatable = tp in (bool, bool | None) and not f.metadata.get("switch")
+        decls = [f"{flag}/--no-{flag[2:]}"] if negatable else [flag]
         decls += list(f.metadata.get("aliases", ()))
         option = typer.Option(*decls, help=help_text, show_default=not nested)
         params.append(inspect.Parameter(path, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -142,6 +158,99 @@ def config_command(cls: type, name: str = "config"):
         command.__signature__ = inspect.Signature(own + generated)
         command.__annotations__ = {}
         del command.__wrapped__  # typer must read __signature__, not fn's
+        return command
+
+    return wrap
+
+
+def run_parameters(spec) -> list[inspect.Parameter]:
+    """typer parameters for the run-level options a command offers (a
+    :class:`~scaleot.recipes.run_options.RunLevel`): the shared help, the command's note."""
+    from scaleot.recipes.run_options import NOTE, RunOptions
+
+    by_name = {p.name: p for p in _parameters(RunOptions)}
+    params = []
+    for name in spec.names:
+        p = by_name[name]
+        tp, option = typing.get_args(p.annotation)
+        if name in spec.notes:
+            option.help += NOTE + spec.notes[name]
+        default = inspect.Parameter.empty if name in spec.required else spec.defaults.get(name, p.default)
+        params.append(p.replace(default=default, annotation=Annotated[tp, option]))
+    return params
+
+
+def _step_parts(cls: type) -> tuple[list[inspect.Parameter], dict[str, tuple[str, Any]]]:
+    """``(parameters, {field: (how, detail)})`` of a step config ``cls`` (see :func:`step_command`)."""
+    hints = typing.get_type_hints(cls)
+    params, parts = _parameters(cls), {}
+    for f in fields(cls):
+        if f.metadata.get("run_level_options"):
+            spec = f.metadata["run_level_options"]
+            params += run_parameters(spec)
+            parts[f.name] = ("run", spec)
+        elif f.metadata.get("flatten"):
+            params += _parameters(hints[f.name])
+            parts[f.name] = ("flatten", hints[f.name])
+        elif not _skipped(f):
+            parts[f.name] = ("own", None)
+    return params, parts
+
+
+def step_command(cls: type, name: str = "config"):
+    """Decorate a command ``fn(..., config: cls)`` whose ``cls`` is a step config (``ImportanceRun``):
+    its run-level options, its method config's fields and its own inputs become the command's
+    options (beside ``fn``'s own parameters, such as ``scaleot run``'s YAML argument); ``fn``
+    receives ``config=cls(...)``."""
+    from scaleot.recipes.run_options import RunOptions
+
+    def wrap(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != name]
+        generated, parts = _step_parts(cls)
+        names = [p.name for p in generated]
+        clash = sorted({n for n in names if names.count(n) > 1} | ({p.name for p in own} & set(names)))
+        if clash:
+            raise TypeError(f"{fn.__qualname__}: options {clash} are declared twice")
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            values = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            built = {}
+            for field_name, (how, detail) in parts.items():
+                if how == "run":
+                    built[field_name] = RunOptions(**dict(detail.defaults, **{k: values[k] for k in detail.names}))
+                elif how == "flatten":
+                    built[field_name] = detail(**_collect(detail, values))
+                else:
+                    built[field_name] = values[field_name]
+            return fn(**kwargs, **{name: cls(**built)})
+
+        generated.sort(key=lambda p: p.default is not inspect.Parameter.empty)  # required first, as typer lists them
+        command.__signature__ = inspect.Signature(own + generated)
+        command.__annotations__ = {}
+        del command.__wrapped__  # typer must read __signature__, not fn's
+        return command
+
+    return wrap
+
+
+def run_options_command(spec):
+    """Decorate a utility command ``fn(..., run: RunOptions)`` (``fetch``, ``doctor``): the
+    run-level options ``spec`` names become its options; ``fn`` receives ``run=RunOptions(...)``."""
+    from scaleot.recipes.run_options import RunOptions
+
+    def wrap(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run"]
+        generated = run_parameters(spec)
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            values = {k: kwargs.pop(k) for k in spec.names}
+            return fn(**kwargs, run=RunOptions(**dict(spec.defaults, **values)))
+
+        command.__signature__ = inspect.Signature(own + generated)
+        command.__annotations__ = {}
+        del command.__wrapped__
         return command
 
     return wrap

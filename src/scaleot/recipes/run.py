@@ -12,16 +12,19 @@ Steps and where they write (inside ``--out DIR``)::
     report.md, *.png               the report (:mod:`scaleot.report`)
     steps.json                     config digest, seconds and peak memory of each step
 
-A step is skipped when its folder holds a verified manifest of the right kind *and*
-``steps.json`` records the same config digest, so a rerun after an interruption redoes
-only what is missing or changed. See ``configs/default.yaml`` for every section.
+The steps are one table (:data:`scaleot.recipes.run_steps.STEPS`: step name, recipe,
+YAML section, what it reads from earlier steps' outputs); :class:`RunRecipe` loops over it,
+building each step's one config and calling :func:`~scaleot.recipes.protocol.run_recipe`.
+A step is skipped when its folder holds a verified manifest of the right kind (evaluate:
+its result file exists) *and* ``steps.json`` records the same config digest, so a rerun
+after an interruption redoes only what is missing or changed. See ``configs/default.yaml``
+for every section.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import resource
 import time
 from dataclasses import fields
@@ -37,11 +40,13 @@ from scaleot.errors import ScaleOTError, check
 from scaleot.finetune import FinetuneConfig
 from scaleot.importance.config import ImportanceConfig
 from scaleot.manifest import manifest_matches, read_json, write_json_atomic
-from scaleot.models.device import lm_eval_autocast
 from scaleot.models.loading import DEFAULT_MODEL
-from scaleot.outputs import MAX_NAME_CHARS, check_name, path_inside
-from scaleot.recipes.options import config_from_section
+from scaleot.outputs import check_name, path_inside
+from scaleot.recipes import run_steps
+from scaleot.recipes.options import config_from_section, run_options_command
 from scaleot.recipes.run_config import job_problems
+from scaleot.recipes.run_options import RunLevel, RunOptions
+from scaleot.recipes.run_steps import STEPS, task_dir
 from scaleot.split import AdapterSplit
 from scaleot.validate.files import load_yaml_unique
 
@@ -73,23 +78,6 @@ def _section(section: str, values: dict | None, where: str, split: AdapterSplit 
             not ({"adapter", "n_bottom", "n_top"} & set(values)):
         values["adapter"] = str(split)
     return config_from_section(cls, values, where, extra=SECTION_EXTRAS[section], **fixed)
-
-
-def task_dir(task: str) -> str:
-    """A folder name for a task (``bigbench:a/b`` -> ``a__b``; a file path -> its stem;
-    ``gen:arithmetic?n=40&seed=1`` -> ``gen_arithmetic_n_40_seed_1``).
-
-    Always a name under :func:`scaleot.outputs.check_name`'s rule: characters outside
-    ``[0-9A-Za-z_.-]`` become ``_``, a leading ``.`` or ``-`` becomes ``_`` (so never
-    ``.``, ``..`` or hidden), an empty result is ``_``, and a long one is cut and ends in a
-    hash of the whole task name.
-    """
-    name = Path(task).stem if task.endswith(".jsonl") else task.removeprefix("bigbench:")
-    name = re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("/", "__"))
-    name = re.sub(r"^[.-]+", "_", name) or "_"
-    if len(name) > MAX_NAME_CHARS:
-        name = name[:MAX_NAME_CHARS - 13] + "-" + hashlib.sha256(task.encode("utf-8", "replace")).hexdigest()[:12]
-    return check_name(name, f"task {task!r:.60}: folder name")
 
 
 def name_problems(cfg: dict) -> list[str]:
@@ -221,7 +209,8 @@ def digest(obj) -> str:
 
 
 class RunRecipe:
-    """The job; ``run()`` goes step by step and returns the report path."""
+    """The job: ``run()`` loops over the table of steps (:data:`scaleot.recipes.run_steps.STEPS`)
+    and returns the report path."""
 
     def __init__(self, config: dict, out: str | Path, progress: bool = True):
         self.cfg, self.out, self.progress = config, Path(out), progress
@@ -231,6 +220,7 @@ class RunRecipe:
         self.steps_file = self.path("steps.json")
         self.steps = read_json(self.steps_file, "steps.json") if self.steps_file.is_file() else {}
         self.device = config.get("device")
+        self.outputs: dict[str, dict[tuple[str, ...], Path]] = {}  # step -> {instance's `of`: its output}
 
     def path(self, *names: str) -> Path:
         """``--out / names...``: the only way the run builds a path; each name passes
@@ -239,164 +229,66 @@ class RunRecipe:
         self.built.append(p)
         return p
 
-    def step(self, name: str, folder: Path, kind: str, options, fn) -> Path:
-        """Run ``fn()`` unless ``folder`` is complete and was made with the same ``options``."""
-        key = digest(options)
-        if manifest_matches(folder, kind) and self.steps.get(name, {}).get("digest") == key:
-            return folder
-        t0 = time.perf_counter()
-        fn()
-        self.steps[name] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2),
-                            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                            "folder": str(folder.relative_to(self.out))}
+    def _record(self, name: str, entry: dict) -> None:
+        self.steps[name] = entry
         write_json_atomic(self.steps_file, self.steps)
-        return folder
 
-    def importance(self) -> Path | None:
-        if not any(e.get("method", "scaleot") in ("scaleot", "drop") for e in self.cfg["emulators"]):
-            return None
-        from scaleot.recipes.importance import ImportanceRun, run_importance
-
-        opts = dict(self.cfg.get("importance") or {})
-        if "from" in opts:  # reuse a finished stage 1 (verified; the emulator checks its fingerprint)
-            from scaleot.manifest import verify_manifest
-
-            folder = Path(opts["from"]).expanduser()
-            manifest = verify_manifest(folder, "importance")
-            self.steps["importance"] = {"digest": digest([str(folder), manifest["files"]]), "seconds": 0.0,
-                                        "reused": str(folder)}
-            write_json_atomic(self.steps_file, self.steps)
-            return folder
-        corpus = opts.pop("corpus", "kjv")
-        folder = self.path("importance")
-        run = ImportanceRun(out=folder, model=self.cfg["model"], corpus=corpus,
-                            options=ImportanceConfig(**opts), device=self.device, overwrite=True,
-                            progress=self.progress)
-        return self.step("importance", folder, "importance", [self.cfg["model"], corpus, opts],
-                         lambda: run_importance(run))
-
-    def emulate(self, importance: Path | None) -> dict[str, Path]:
-        from scaleot.recipes.emulate import run_emulate
-
-        out = {}
-        for entry in self.cfg["emulators"]:
-            opts = {k: v for k, v in entry.items() if k != "name"}
-            if opts.get("method", "scaleot") in ("scaleot", "drop"):
-                opts["importance"] = str(importance)
-            config = EmulatorConfig(model=self.cfg["model"], device=self.device, **opts)
-            folder = self.path("emulators", entry["name"])
-            deps = [opts, self.steps.get("importance", {}).get("digest")]
-            out[entry["name"]] = self.step(f"emulate/{entry['name']}", folder, "emulator", deps,
-                                           lambda c=config, f=folder: run_emulate(c, f, overwrite=True))
+    def run_instance(self, step, instance) -> Path:
+        """Run one instance of ``step`` unless its output is complete (a verified manifest of the
+        step's kind, or the result file) and ``steps.json`` records the same digest."""
+        key, out = digest(instance.deps), instance.out
+        done = manifest_matches(out, step.kind) if step.kind else out.is_file()
+        if done and self.steps.get(instance.name, {}).get("digest") == key:
+            return out
+        t0 = time.perf_counter()
+        run_steps.run_recipe(step.recipe(instance.config))  # looked up at call time: tests stub it
+        entry = {"digest": key, "seconds": round(time.perf_counter() - t0, 2)}
+        if step.kind:
+            entry.update(peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                         folder=str(out.relative_to(self.out)))
+        self._record(instance.name, dict(entry, **(step.record(out) if step.record else {})))
         return out
 
-    def finetune(self, emulators: dict[str, Path]) -> tuple[dict, dict]:
-        from scaleot.recipes.finetune import run_finetune
+    def reuse_importance(self, folder: Path) -> None:
+        """``importance: {from: DIR}``: a finished stage 1, verified, stands in for the step."""
+        from scaleot.manifest import verify_manifest
 
-        base = dict(self.cfg.get("finetune") or {}, device=self.device)
-        adapters: dict[str, dict[str, Path]] = {}
-        for name, emu in emulators.items():
-            for task in self.cfg["tasks"]:
-                folder = self.path("adapters", name, task_dir(task))
-                deps = [task, base, self.steps.get(f"emulate/{name}", {}).get("digest")]
-                adapters.setdefault(name, {})[task] = self.step(
-                    f"finetune/{name}/{task_dir(task)}", folder, "adapter", deps,
-                    lambda t=task, f=folder, e=emu: run_finetune(
-                        f, t, FinetuneConfig(**base), emulator=e, progress=self.progress, overwrite=True,
-                        disclose_task=True))  # the run plays both parties: its evaluate pairs adapters by task
-        ft_opts = dict(base, **(self.cfg.get("ft") or {}))
-        fts = {}
-        for task in self.cfg["tasks"]:
-            folder = self.path("ft", task_dir(task))
-            fts[task] = self.step(f"ft/{task_dir(task)}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
-                                  lambda t=task, f=folder: run_finetune(
-                                      f, t, FinetuneConfig(**ft_opts), model=self.cfg["model"],
-                                      progress=self.progress, overwrite=True, disclose_task=True))
-        return adapters, fts
+        manifest = verify_manifest(folder, "importance")
+        self._record("importance", {"digest": digest([str(folder), manifest["files"]]), "seconds": 0.0,
+                                    "reused": str(folder)})
+        self.outputs["importance"][()] = folder
 
-    def plug(self, adapters: dict, emulators: dict) -> None:
-        from scaleot.plug import PLUGGED_KIND, plug
-
-        names = self.cfg.get("plug")
-        for name in [e["name"] for e in self.cfg["emulators"]] if names is None else names:
-            for task, adapter in adapters[name].items():
-                where = f"{name}/{task_dir(task)}"
-                folder = self.path("plugged", name, task_dir(task))
-                self.step(f"plug/{where}", folder, PLUGGED_KIND,
-                          [self.steps.get(f"finetune/{where}", {}).get("digest")],
-                          lambda a=adapter, f=folder, n=name: plug(self.cfg["model"], a, f, device=self.device,
-                                                           emulator=emulators[n], overwrite=True))
-
-    def evaluate(self, emulators: dict, adapters: dict, fts: dict) -> dict[str, dict]:
-        from scaleot.evaluation.offsite import evaluate_offsite, scorers_of
-        from scaleot.evaluation.tables import offsite_table
-
-        # an explicit `scorer:` is part of the digest; without one, results kept from before are not
-        # redone (both scorers give the same numbers) and each row's `scorer` says which one ran
-        opts = dict(self.cfg.get("evaluate") or {})
-        docs, known = {}, None
-        for name, emu in emulators.items():
-            target = self.path("eval", f"{name}.json")
-            key = digest([opts, [self.steps.get(f"finetune/{name}/{task_dir(t)}", {}).get("digest") for t in self.cfg["tasks"]],
-                          [self.steps.get(f"ft/{task_dir(t)}", {}).get("digest") for t in self.cfg["tasks"]]])
-            if target.is_file() and self.steps.get(f"evaluate/{name}", {}).get("digest") == key:
-                docs[name] = read_json(target)
-            else:
-                t0 = time.perf_counter()
-                doc = evaluate_offsite(self.cfg["model"], emu, list(adapters[name].values()), list(fts.values()),
-                                       device=self.device, known=known, tasks=list(self.cfg["tasks"]),
-                                       progress=self.progress,
-                                       **dict(opts, autocast=lm_eval_autocast(opts.get("autocast"), self.device)))
-                write_json_atomic(target, doc)
-                (target.with_suffix(".md")).write_text(offsite_table(doc) + "\n")
-                self.steps[f"evaluate/{name}"] = {"digest": key, "seconds": round(time.perf_counter() - t0, 2),
-                                                  "scorer": scorers_of(doc["rows"])}
-                write_json_atomic(self.steps_file, self.steps)
-                docs[name] = doc
-            known = {t: {r: docs[name]["rows"][t][r] for r in ("Full ZS", "FT") if r in docs[name]["rows"][t]}
-                     for t in docs[name]["rows"]}
-        return docs
-
-    def audit(self, emulators: dict) -> dict[str, dict]:
-        """``scaleot audit`` of every emulator (with an ``audit:`` section); a broken threshold
-        is reported, it does not stop the run."""
-        if "audit" not in self.cfg:
-            return {}
-        from scaleot.recipes.audit import AuditRun, run_audit
-
-        opts = dict(self.cfg["audit"] or {})
-        docs = {}
-        for name, emu in emulators.items():
-            folder = self.path("audit", name)
-            deps = [opts, self.steps.get(f"emulate/{name}", {}).get("digest")]
-            unfinished = folder.is_dir() and not (folder / "manifest.json").is_file()  # continue its attack
-            run = AuditRun(emulator=emu, out=folder, config=AuditConfig(**opts), model=self.cfg["model"],
-                           device=self.device, resume=unfinished, overwrite=not unfinished, progress=self.progress)
-            self.step(f"audit/{name}", folder, "audit", deps, lambda r=run: run_audit(r))
-            docs[name] = read_json(folder / "audit.json")
-        return docs
+    def run_step(self, name: str) -> dict[tuple[str, ...], Path]:
+        """Every instance of the step ``name``; returns ``{instance's of: output}``."""
+        step = next(s for s in STEPS if s.name == name)
+        self.outputs[name] = {}
+        for instance in step.instances(self):
+            self.outputs[name][instance.of] = self.run_instance(step, instance)
+        return self.outputs[name]
 
     def run(self) -> Path:
         from scaleot.report import write_report
 
-        importance = self.importance()
-        emulators = self.emulate(importance)
-        adapters, fts = self.finetune(emulators)
-        self.plug(adapters, emulators)
-        docs = self.evaluate(emulators, adapters, fts)
-        audits = self.audit(emulators)
-        report = write_report(self.out, self.cfg, docs, self.steps, importance)
+        for step in STEPS:
+            self.run_step(step.name)
+        docs = {of[0]: read_json(p) for of, p in self.outputs["evaluate"].items()}
+        report = write_report(self.out, self.cfg, docs, self.steps, self.outputs["importance"].get(()))
+        audits = {of[0]: read_json(p / "audit.json") for of, p in self.outputs["audit"].items()}
         if audits:
-            from scaleot.audit.report import audit_columns
-            from scaleot.report.plots import recovery_plot
-
-            plot = recovery_plot(audits, docs, self.path("privacy_recovery.png"))
-            with open(report, "a") as f:
-                f.write("\n" + audit_columns(audits, docs) + "\n")
-                if plot is not None:
-                    f.write(f"\nPlug-in against the accuracy the attacker recovers (arrows start at Emu ZS):"
-                            f"\n\n![privacy-recovery]({plot.name})\n")
+            self._audit_section(report, audits, docs)
         return report
+
+    def _audit_section(self, report: Path, audits: dict, docs: dict) -> None:
+        """The audit columns and the privacy-recovery view, appended to ``report.md``."""
+        from scaleot.audit.report import audit_columns
+        from scaleot.report.plots import recovery_plot
+
+        plot = recovery_plot(audits, docs, self.path("privacy_recovery.png"))
+        with open(report, "a") as f:
+            f.write("\n" + audit_columns(audits, docs) + "\n")
+            if plot is not None:
+                f.write(f"\nPlug-in against the accuracy the attacker recovers (arrows start at Emu ZS):"
+                        f"\n\n![privacy-recovery]({plot.name})\n")
 
 
 def check_run_out(out: str | Path, config: str | Path | dict) -> None:
@@ -417,10 +309,10 @@ def run_job(config: str | Path | dict, out: str | Path, progress: bool = True) -
     return RunRecipe(cfg, out, progress=progress).run()
 
 
-def command(
-    config: Annotated[Path, typer.Argument(help="run YAML (see configs/default.yaml)")],
-    out: Annotated[Path, typer.Option(help="run folder (steps already done there are skipped)")],
-    progress: Annotated[bool, typer.Option(help="show progress bars (every step)")] = True,
-) -> None:
-    report = run_job(config, out, progress=progress)
+@run_options_command(RunLevel(("out", "progress"), required=("out",),
+                              notes={"out": "the run folder (steps already done there are skipped)",
+                                     "progress": "every step"}))
+def command(config: Annotated[Path, typer.Argument(help="run YAML (see configs/default.yaml)")],
+            run: RunOptions) -> None:
+    report = run_job(config, run.out, progress=run.progress)
     typer.echo(f"report written to {report}")

@@ -2,9 +2,10 @@
 
 :func:`scaleot.recipes.run.load_run_config` checks every section against the config
 dataclass it feeds (strictly, key by key: :func:`scaleot.recipes.options.config_from_section`);
-this module checks what no dataclass owns: ``model`` and ``device`` are strings, the
+this module checks what no section dataclass owns: ``model`` and ``device`` are strings, the
 tasks load (so a missing or malformed task file fails here, not after emulate), the
-``evaluate`` options, and ``report`` (no options). Each problem names its place::
+``evaluate`` options (the offsite fields of :class:`~scaleot.evaluation.config.EvaluateConfig`),
+and ``report`` (no options). Each problem names its place::
 
     evaluate: unknown options ['limitt'] (known: ['autocast', 'batch_size', 'limit', 'scorer'])
     evaluate.scorer must be one of fast, lm-eval (got 'quick')
@@ -12,15 +13,18 @@ tasks load (so a missing or malformed task file fails here, not after emulate), 
 
 from __future__ import annotations
 
-from dataclasses import make_dataclass
+import typing
+from dataclasses import fields, make_dataclass
 from typing import Any
 
 from scaleot.errors import ScaleOTError
+from scaleot.evaluation.config import EvaluateConfig
 from scaleot.models.device import AUTOCAST
 from scaleot.validate.options import option_problems
 
-EVALUATE_TYPES: dict[str, Any] = {"limit": int | None, "batch_size": int, "autocast": str | None,
-                                   "scorer": str | None}  # evaluate_offsite's keyword arguments
+# the evaluate: section: the EvaluateConfig fields the offsite rows use, with their types
+EVALUATE_TYPES: dict[str, Any] = {f.name: typing.get_type_hints(EvaluateConfig)[f.name]
+                                  for f in fields(EvaluateConfig) if f.metadata.get("offsite")}
 
 
 def _evaluate_problems(opts: Any) -> list[str]:
