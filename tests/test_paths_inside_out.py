@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import write_manifest
+from scaleot.exchange.manifest import write_manifest
 from scaleot.outputs import MAX_NAME_CHARS, check_name, path_inside
 from scaleot.recipes.run import RunRecipe, load_run_config, task_dir
 
@@ -41,10 +41,10 @@ def _rows(n: int = 40) -> str:
 @pytest.fixture
 def stubbed(monkeypatch):
     """Every step's work replaced by a stub that records its folder and leaves a manifest there."""
-    import scaleot.audit.report
     import scaleot.evaluation.offsite
     import scaleot.evaluation.tables
-    import scaleot.plug
+    import scaleot.merge
+    import scaleot.model_owner.audit.report
     import scaleot.recipes.audit
     import scaleot.recipes.emulate
     import scaleot.recipes.finetune
@@ -76,13 +76,13 @@ def stubbed(monkeypatch):
 
     monkeypatch.setattr(scaleot.recipes.emulate, "run_emulate", lambda c, f, overwrite: made(f, "emulator"))
     monkeypatch.setattr(scaleot.recipes.finetune, "run_finetune", lambda f, t, c, **kw: made(f, "adapter"))
-    monkeypatch.setattr(scaleot.plug, "plug", lambda m, a, f, **kw: made(f, scaleot.plug.PLUGGED_KIND))
+    monkeypatch.setattr(scaleot.merge, "plug", lambda m, a, f, **kw: made(f, scaleot.merge.PLUGGED_KIND))
     monkeypatch.setattr(scaleot.evaluation.offsite, "evaluate_offsite", lambda *a, **kw: {"rows": {}})
     monkeypatch.setattr(scaleot.evaluation.offsite, "scorers_of", lambda rows: "fast")
     monkeypatch.setattr(scaleot.evaluation.tables, "offsite_table", lambda doc: "| table |")
     monkeypatch.setattr(scaleot.recipes.audit, "AuditRun", Audit)
     monkeypatch.setattr(scaleot.recipes.audit, "run_audit", run_audit)
-    monkeypatch.setattr(scaleot.audit.report, "audit_columns", lambda audits, docs: "audit")
+    monkeypatch.setattr(scaleot.model_owner.audit.report, "audit_columns", lambda audits, docs: "audit")
     monkeypatch.setattr(scaleot.report.plots, "recovery_plot", lambda audits, docs, path: None)
     monkeypatch.setattr(scaleot.report, "write_report", report)
     return written

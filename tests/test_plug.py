@@ -9,11 +9,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from scaleot.cli import main as cli_main
-from scaleot.emulator import load_emulator
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ScaleOTError
-from scaleot.finetune import FinetuneConfig
+from scaleot.merge import plug_into
+from scaleot.model_owner.plug import plug
 from scaleot.models import get_blocks, load_model
-from scaleot.plug import plug, plug_into
+from scaleot.models.emulator import load_emulator
 from scaleot.recipes.finetune import FinetuneRecipe
 from tests.finetune_helpers import one_thread, tiny_model_dir, tiny_world  # noqa: F401
 

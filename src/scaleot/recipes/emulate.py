@@ -22,8 +22,9 @@ from typing import Annotated
 
 import typer
 
-from scaleot.emulator import EmulatorConfig, build_emulator
-from scaleot.emulator.bundle import EmulatorBundle
+from scaleot.exchange.bundle import EmulatorBundle
+from scaleot.exchange.kinds import EMULATOR
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.recipes.options import config_command
 
@@ -58,7 +59,7 @@ def run_emulate(config: EmulatorConfig, out: str | Path, overwrite: bool = False
 
     out = Path(out)
     inputs = [config.importance, local_path(config.model), local_path(config.corpus)]
-    check_output(out, "emulator", overwrite=overwrite, inputs=[*inputs, config.kd_run_dir])
+    check_output(out, EMULATOR, overwrite=overwrite, inputs=[*inputs, config.kd_run_dir])
     if (config.method == "uniform-kd" or config.calibrate_steps) and not config.kd_run_dir:
         config.kd_run_dir = str(out.with_name(out.name + ".kd"))
     if config.kd_run_dir:

@@ -121,7 +121,7 @@ def run(cfg: EvaluateConfig, model, tokenizer, splits, progress: bool = False) -
 def save(cfg: EvaluateConfig, doc: dict) -> str:
     """Write JSON (atomically) if asked; return the markdown table."""
     from scaleot.evaluation import mc_table
-    from scaleot.manifest import write_json_atomic
+    from scaleot.exchange.manifest import write_json_atomic
 
     table = mc_table(doc["tasks"], title=cfg.model)
     if "perplexity" in doc:
@@ -150,7 +150,7 @@ def run_offsite_command(model: str, emulator: str | None, adapters: list[str] | 
     """
     from scaleot.evaluation.offsite import evaluate_offsite
     from scaleot.evaluation.tables import offsite_table
-    from scaleot.manifest import write_json_atomic
+    from scaleot.exchange.manifest import write_json_atomic
 
     problems = []
     if not emulator:

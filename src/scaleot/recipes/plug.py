@@ -17,7 +17,8 @@ from typing import Annotated
 
 import typer
 
-from scaleot.plug import check_adapter_fits, plug, plug_into, recorded_base_model
+from scaleot.merge import check_adapter_fits, plug_into
+from scaleot.model_owner.plug import plug, recorded_base_model
 
 __all__ = ["command", "plug", "plug_into", "check_adapter_fits", "recorded_base_model"]
 

@@ -20,7 +20,6 @@ only what is missing or changed. See ``configs/default.yaml`` for every section.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import resource
 import time
@@ -31,12 +30,14 @@ from typing import Annotated
 import typer
 import yaml
 
-from scaleot.audit.config import AuditConfig
-from scaleot.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ScaleOTError, check
-from scaleot.finetune import FinetuneConfig
-from scaleot.importance.config import ImportanceConfig
-from scaleot.manifest import manifest_matches, read_json, write_json_atomic
+from scaleot.exchange.hashing import json_sha256
+from scaleot.exchange.kinds import ADAPTER, AUDIT, EMULATOR, IMPORTANCE, RUN
+from scaleot.exchange.manifest import manifest_matches, read_json, write_json_atomic
+from scaleot.model_owner.audit.config import AuditConfig
+from scaleot.model_owner.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
+from scaleot.model_owner.importance.config import ImportanceConfig
 from scaleot.models.device import lm_eval_autocast
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.outputs import MAX_NAME_CHARS, check_name, path_inside
@@ -217,7 +218,7 @@ def _check_sections(cfg: dict, problems: list[str]) -> None:
 
 
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_sha256(obj)[:16]
 
 
 class RunRecipe:
@@ -259,10 +260,10 @@ class RunRecipe:
 
         opts = dict(self.cfg.get("importance") or {})
         if "from" in opts:  # reuse a finished stage 1 (verified; the emulator checks its fingerprint)
-            from scaleot.manifest import verify_manifest
+            from scaleot.exchange.manifest import verify_manifest
 
             folder = Path(opts["from"]).expanduser()
-            manifest = verify_manifest(folder, "importance")
+            manifest = verify_manifest(folder, IMPORTANCE)
             self.steps["importance"] = {"digest": digest([str(folder), manifest["files"]]), "seconds": 0.0,
                                         "reused": str(folder)}
             write_json_atomic(self.steps_file, self.steps)
@@ -286,7 +287,7 @@ class RunRecipe:
             config = EmulatorConfig(model=self.cfg["model"], device=self.device, **opts)
             folder = self.path("emulators", entry["name"])
             deps = [opts, self.steps.get("importance", {}).get("digest")]
-            out[entry["name"]] = self.step(f"emulate/{entry['name']}", folder, "emulator", deps,
+            out[entry["name"]] = self.step(f"emulate/{entry['name']}", folder, EMULATOR, deps,
                                            lambda c=config, f=folder: run_emulate(c, f, overwrite=True))
         return out
 
@@ -300,7 +301,7 @@ class RunRecipe:
                 folder = self.path("adapters", name, task_dir(task))
                 deps = [task, base, self.steps.get(f"emulate/{name}", {}).get("digest")]
                 adapters.setdefault(name, {})[task] = self.step(
-                    f"finetune/{name}/{task_dir(task)}", folder, "adapter", deps,
+                    f"finetune/{name}/{task_dir(task)}", folder, ADAPTER, deps,
                     lambda t=task, f=folder, e=emu: run_finetune(
                         f, t, FinetuneConfig(**base), emulator=e, progress=self.progress, overwrite=True,
                         disclose_task=True))  # the run plays both parties: its evaluate pairs adapters by task
@@ -308,21 +309,22 @@ class RunRecipe:
         fts = {}
         for task in self.cfg["tasks"]:
             folder = self.path("ft", task_dir(task))
-            fts[task] = self.step(f"ft/{task_dir(task)}", folder, "adapter", [task, ft_opts, self.cfg["model"]],
+            fts[task] = self.step(f"ft/{task_dir(task)}", folder, ADAPTER, [task, ft_opts, self.cfg["model"]],
                                   lambda t=task, f=folder: run_finetune(
                                       f, t, FinetuneConfig(**ft_opts), model=self.cfg["model"],
                                       progress=self.progress, overwrite=True, disclose_task=True))
         return adapters, fts
 
     def plug(self, adapters: dict, emulators: dict) -> None:
-        from scaleot.plug import PLUGGED_KIND, plug
+        from scaleot.exchange.kinds import PLUGGED_MODEL
+        from scaleot.model_owner.plug import plug
 
         names = self.cfg.get("plug")
         for name in [e["name"] for e in self.cfg["emulators"]] if names is None else names:
             for task, adapter in adapters[name].items():
                 where = f"{name}/{task_dir(task)}"
                 folder = self.path("plugged", name, task_dir(task))
-                self.step(f"plug/{where}", folder, PLUGGED_KIND,
+                self.step(f"plug/{where}", folder, PLUGGED_MODEL,
                           [self.steps.get(f"finetune/{where}", {}).get("digest")],
                           lambda a=adapter, f=folder, n=name: plug(self.cfg["model"], a, f, device=self.device,
                                                            emulator=emulators[n], overwrite=True))
@@ -372,7 +374,7 @@ class RunRecipe:
             unfinished = folder.is_dir() and not (folder / "manifest.json").is_file()  # continue its attack
             run = AuditRun(emulator=emu, out=folder, config=AuditConfig(**opts), model=self.cfg["model"],
                            device=self.device, resume=unfinished, overwrite=not unfinished, progress=self.progress)
-            self.step(f"audit/{name}", folder, "audit", deps, lambda r=run: run_audit(r))
+            self.step(f"audit/{name}", folder, AUDIT, deps, lambda r=run: run_audit(r))
             docs[name] = read_json(folder / "audit.json")
         return docs
 
@@ -387,7 +389,7 @@ class RunRecipe:
         audits = self.audit(emulators)
         report = write_report(self.out, self.cfg, docs, self.steps, importance)
         if audits:
-            from scaleot.audit.report import audit_columns
+            from scaleot.model_owner.audit.report import audit_columns
             from scaleot.report.plots import recovery_plot
 
             plot = recovery_plot(audits, docs, self.path("privacy_recovery.png"))
@@ -407,7 +409,7 @@ def check_run_out(out: str | Path, config: str | Path | dict) -> None:
     inputs = [] if isinstance(config, dict) else [config]
     earlier_run = (out / "steps.json").is_file()  # an earlier run: continue it, skipping finished steps
     own = [p.name for p in out.iterdir()] if earlier_run and out.is_dir() else RUN_FOLDER_ENTRIES
-    check_output(out, "run", resume=True, inputs=inputs, own_entries=own)
+    check_output(out, RUN, resume=True, inputs=inputs, own_entries=own)
 
 
 def run_job(config: str | Path | dict, out: str | Path, progress: bool = True) -> Path:
