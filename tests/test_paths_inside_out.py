@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from scaleot.errors import ScaleOTError
+from scaleot.exchange.kinds import PLUGGED_MODEL
 from scaleot.exchange.manifest import write_manifest
 from scaleot.outputs import MAX_NAME_CHARS, check_name, path_inside
 from scaleot.recipes.run import RunRecipe, load_run_config, task_dir
@@ -43,8 +44,8 @@ def stubbed(monkeypatch):
     """Every step's work replaced by a stub that records its folder and leaves a manifest there."""
     import scaleot.evaluation.offsite
     import scaleot.evaluation.tables
-    import scaleot.merge
     import scaleot.model_owner.audit.report
+    import scaleot.model_owner.plug
     import scaleot.recipes.audit
     import scaleot.recipes.emulate
     import scaleot.recipes.finetune
@@ -76,7 +77,7 @@ def stubbed(monkeypatch):
 
     monkeypatch.setattr(scaleot.recipes.emulate, "run_emulate", lambda c, f, overwrite: made(f, "emulator"))
     monkeypatch.setattr(scaleot.recipes.finetune, "run_finetune", lambda f, t, c, **kw: made(f, "adapter"))
-    monkeypatch.setattr(scaleot.merge, "plug", lambda m, a, f, **kw: made(f, scaleot.merge.PLUGGED_KIND))
+    monkeypatch.setattr(scaleot.model_owner.plug, "plug", lambda m, a, f, **kw: made(f, PLUGGED_MODEL))
     monkeypatch.setattr(scaleot.evaluation.offsite, "evaluate_offsite", lambda *a, **kw: {"rows": {}})
     monkeypatch.setattr(scaleot.evaluation.offsite, "scorers_of", lambda rows: "fast")
     monkeypatch.setattr(scaleot.evaluation.tables, "offsite_table", lambda doc: "| table |")

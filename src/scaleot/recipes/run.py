@@ -65,6 +65,8 @@ def section_keys(section: str) -> set[str]:
 
 def _section(section: str, values: dict | None, where: str, split: AdapterSplit | None, **fixed) -> dict:
     """Check one section (or emulator entry) against its dataclass; fill the job's ``adapter:``."""
+    if values is not None and not isinstance(values, dict):
+        raise ScaleOTError(f"{where}: expected a mapping of options, found {type(values).__name__}")
     values = dict(values or {})
     bad = sorted(set(values) & set(JOB_KEYS))
     if bad:
