@@ -572,7 +572,7 @@ def test_30_2_an_older_weights_only_fingerprint_is_named(tiny_world, adapters, t
 
 def test_30_3_plug_takes_the_base_model_from_the_bundle_not_the_adapter(  # noqa: F811
         tiny_world, adapters, tmp_path, capsys, monkeypatch):  # noqa: F811
-    import scaleot.merge as plug_module
+    import scaleot.model_owner.plug as plug_module
     from scaleot.recipes.plug import recorded_base_model
 
     root, model_dir, task, emu = tiny_world

@@ -12,7 +12,7 @@ Methods (docs/method.md sections 3 and 5), all behind the same layer-map interfa
 
 ``beta`` (SRC) composes with every method. The full model is never modified: the emulator
 is a new module built from a blockless copy of it plus copies of the blocks it keeps.
-Before returning, :func:`~scaleot.exchange.bundle.find_leaks` checks that no shipped
+Before returning, :func:`~scaleot.model_owner.emulator.leaks.find_leaks` checks that no shipped
 tensor approximates a protected weight.
 """
 
