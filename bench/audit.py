@@ -28,11 +28,11 @@ import json
 import time
 from pathlib import Path
 
-from scaleot.audit import AuditConfig, measure
-from scaleot.audit.recovery import AttackPaused, summary
 from scaleot.data import SplitConfig, corpus_splits, load_task
-from scaleot.emulator import EmulatorConfig, build_emulator
-from scaleot.manifest import manifest_matches, write_json_atomic
+from scaleot.exchange.manifest import manifest_matches, write_json_atomic
+from scaleot.model_owner.audit import AuditConfig, measure
+from scaleot.model_owner.audit.recovery import AttackPaused, summary
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.recipes.audit import AuditRecipe, AuditRun
 from scaleot.recipes.protocol import run_recipe

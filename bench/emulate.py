@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from scaleot.data import SplitConfig, corpus_splits, load_task
-from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.evaluation import evaluate_mc, perplexity
-from scaleot.manifest import read_json, write_manifest
+from scaleot.exchange.layers import IdentityBlock
+from scaleot.exchange.manifest import read_json, write_manifest
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.models import DEFAULT_MODEL, get_blocks, load_model, set_blocks
-from scaleot.tuners.harmonizer import IdentityBlock
 
 TASKS = ["pkg:word_sentiment", "pkg:subdivision"]
 

@@ -17,8 +17,8 @@ import time
 import torch
 
 from scaleot.data import corpus_splits
-from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.evaluation.perplexity import perplexity
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.models import DEFAULT_MODEL, load_model
 
 

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, labelled: list[list[str]]) -> None:
     from scaleot.data import corpus_splits, load_task
     from scaleot.data.tasks import SplitConfig
-    from scaleot.emulator import EmulatorConfig, build_emulator
-    from scaleot.manifest import write_json_atomic
+    from scaleot.exchange.manifest import write_json_atomic
+    from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
     from scaleot.models import load_model
 
     model, tokenizer = load_model(args.model)

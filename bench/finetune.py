@@ -55,7 +55,7 @@ def flops_per_token(model: nn.Module, trainable: list[int], answer_fraction: flo
 
 def _data(n_train: int, max_length: int):
     from scaleot.data import load_task
-    from scaleot.finetune import FinetuneConfig
+    from scaleot.data_owner.finetune import FinetuneConfig
 
     cfg = FinetuneConfig(n_train=n_train, n_val=2, n_test=400, max_length=max_length)
     return cfg, load_task(TASK, cfg.split_config())
@@ -63,8 +63,8 @@ def _data(n_train: int, max_length: int):
 
 def worker(name: str, steps: int, batch: int, max_length: int, model_name: str) -> dict:
     from scaleot.data import encode_example
-    from scaleot.emulator import EmulatorConfig, build_emulator
-    from scaleot.finetune import FinetuneConfig, apply_lora, freeze_all_but_blocks, train
+    from scaleot.data_owner.finetune import FinetuneConfig, apply_lora, freeze_all_but_blocks, train
+    from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
     from scaleot.models import load_model, num_blocks
 
     base, splits = _data(steps * batch, max_length)
@@ -111,7 +111,7 @@ def _trainer_lora(model, tok, encoded, positions, steps, batch) -> tuple[float, 
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from scaleot.data import PadCollator
-    from scaleot.finetune import lora_target_names
+    from scaleot.data_owner.finetune import lora_target_names
 
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(0)).tolist()
     data = [encoded[i] for i in order]  # our loop's epoch-0 order

@@ -87,7 +87,7 @@ def tokens_per_second(model, params, device, batch: int, seq: int, steps: int) -
 
 def throughput(folder: Path, device: torch.device, dtype: torch.dtype, batch: int, seq: int, steps: int) -> dict:
     """Emulator tuning vs FT tokens/s and the FLOP-count limit of their ratio."""
-    from scaleot.emulator import EmulatorConfig, build_emulator
+    from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
     from scaleot.models import get_blocks, load_model
 
     full, _ = load_model(str(folder), device=str(device), dtype=str(dtype).removeprefix("torch."))
@@ -118,7 +118,7 @@ def throughput(folder: Path, device: torch.device, dtype: torch.dtype, batch: in
 
 def method_memory(folder: Path, root: Path, device: torch.device, batch: int, seq: int) -> dict:
     """Peak CUDA memory of full, LoRA and IST fine-tuning at the same batch (2 steps each)."""
-    from scaleot.finetune import FinetuneConfig
+    from scaleot.data_owner.finetune import FinetuneConfig
     from scaleot.recipes.finetune import FinetuneRecipe
 
     task = root / "parity.jsonl"
@@ -138,7 +138,7 @@ def method_memory(folder: Path, root: Path, device: torch.device, batch: int, se
 
 def stage1_step(folder: Path, device: torch.device, dtype: torch.dtype, seq: int) -> dict:
     """Seconds and peak memory of one harmonizer step and one score step of stage 1."""
-    from scaleot.importance import ImportanceConfig, ImportanceTrainer
+    from scaleot.model_owner.importance import ImportanceConfig, ImportanceTrainer
     from scaleot.models import load_model
 
     model, _ = load_model(str(folder), device=str(device), dtype=str(dtype).removeprefix("torch."))

@@ -22,7 +22,12 @@ from pathlib import Path
 import torch
 
 from scaleot.data import corpus_splits
-from scaleot.importance import ImportanceConfig, ImportanceTrainer, leave_one_out, spearman
+from scaleot.model_owner.importance import (
+    ImportanceConfig,
+    ImportanceTrainer,
+    leave_one_out,
+    spearman,
+)
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.recipes.importance import ImportanceRun, run_importance
 from scaleot.recipes.run_options import RunOptions

@@ -29,8 +29,8 @@ import torch
 
 from bench.ist_loop import SparseTuner, TrainOptions
 from scaleot.data import SplitConfig, load_task
+from scaleot.data_owner.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 from scaleot.models import DEFAULT_MODEL, load_model
-from scaleot.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 
 METHODS = {"lora": None, "ist": ISTConfig(), "rst": ISTConfig(sampling="rst")}
 
@@ -138,7 +138,7 @@ def run_accuracy(args) -> dict:
                          "ist_scores": ist.scores(), "ist_counts": ist.counts.tolist(),
                          "rst_counts": tuners["rst"].controller.counts.tolist()}
         if args.plot_dir:
-            from scaleot.tuners.ist import save_importance
+            from scaleot.data_owner.tuners.ist import save_importance
 
             save_importance(ist, Path(args.plot_dir) / task.replace("/", "_").replace(":", "_"))
     return results

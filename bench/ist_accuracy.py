@@ -12,7 +12,7 @@ The grid: setting x task x seed x method, with
   ``rst`` (the same sparsity, uniform selection);
 - the same steps, learning rate, batches (``--seed`` also seeds the data order and LoRA
   init) for all three, through the product's fine-tuning loop (``scaleot finetune``'s
-  :func:`scaleot.finetune.loop.train`).
+  :func:`scaleot.data_owner.finetune.loop.train`).
 
 Every run is one record ``<out>/records/<key>.json`` (test accuracy with per-example
 ``correct``, training timing, IST scores and trajectory); a finished record is never
@@ -45,10 +45,10 @@ import torch
 from bench.offsite_matrix import default_scale  # configs/default.yaml, read once
 from bench.transfer import score
 from scaleot.data import SplitConfig, load_task
-from scaleot.finetune import FinetuneConfig, apply_lora, train
-from scaleot.manifest import write_json_atomic
+from scaleot.data_owner.finetune import FinetuneConfig, apply_lora, train
+from scaleot.data_owner.tuners.ist import ISTConfig, make_controller
+from scaleot.exchange.manifest import write_json_atomic
 from scaleot.models import DEFAULT_MODEL, get_blocks, load_model, num_blocks
-from scaleot.tuners.ist import ISTConfig, make_controller
 
 TASKS = default_scale()["tasks"]  # configs/default.yaml's
 METHODS = ("ist", "rst", "lora", "ist-grad")
@@ -88,7 +88,7 @@ class Grid:
         if not self.args.importance:
             raise SystemExit("the offsite setting needs --importance (a stage-1 folder of the default model)")
         if "emu" not in self.emulators:
-            from scaleot.emulator import EmulatorConfig, build_emulator
+            from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 
             m = default_scale()["matrix"]  # configs/default.yaml's ScaleOT emulator
             cfg = EmulatorConfig(method="scaleot", n_bottom=m["n_bottom"], n_top=m["n_top"], alpha=m["alpha"],

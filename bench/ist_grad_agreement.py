@@ -24,9 +24,9 @@ import torch
 from peft import get_peft_model
 
 from scaleot.data import PadCollator, SplitConfig, encode_example, load_task
+from scaleot.data_owner.tuners.ist import lora_config_for
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.stats import spearman
-from scaleot.tuners.ist import lora_config_for
 
 
 def layer_grad_norms(base, tok, examples, cfg, max_length: int) -> list[float]:

@@ -1,7 +1,7 @@
 """A small LoRA / IST / RST training loop around :class:`ISTController`, for benchmarks (docs/method.md section 4).
 
 The product trains IST through the one fine-tuning loop (``scaleot finetune --method ist``,
-:mod:`scaleot.finetune.loop` with :class:`scaleot.tuners.ist.ISTStepController`); this
+:mod:`scaleot.data_owner.finetune.loop` with :class:`scaleot.data_owner.tuners.ist.ISTStepController`); this
 loop stays here because ``bench/ist.py`` interleaves LoRA, IST and RST step by step on the
 same batches to compare their memory and speed, which the product loop does not do.
 
@@ -29,12 +29,12 @@ from torch import nn
 from tqdm import tqdm
 
 from scaleot.data import IGNORE_INDEX, MCExample, PadCollator, encode_example
+from scaleot.data_owner.tuners.ist.config import ISTConfig
+from scaleot.data_owner.tuners.ist.controller import ISTController
+from scaleot.data_owner.tuners.ist.layer import lora_config_for
 from scaleot.errors import ScaleOTError
 from scaleot.models.device import bf16_autocast
 from scaleot.run_folder import RunFolder
-from scaleot.tuners.ist.config import ISTConfig
-from scaleot.tuners.ist.controller import ISTController
-from scaleot.tuners.ist.layer import lora_config_for
 
 
 def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -188,7 +188,7 @@ def train_ist(model: nn.Module, tokenizer, train_examples: Sequence[MCExample], 
 
     Returns:
         The :class:`SparseTuner` (``.model`` is the trained ``PeftModel``, ``.controller``
-        holds the scores; save them with :func:`scaleot.tuners.ist.save_importance`).
+        holds the scores; save them with :func:`scaleot.data_owner.tuners.ist.save_importance`).
     """
     tuner = SparseTuner(model, tokenizer, train_examples, probe_examples, ist_config, lora_config, options)
     opts = tuner.options

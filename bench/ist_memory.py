@@ -42,8 +42,8 @@ import torch
 from bench.ist import SavedBytes
 from bench.ist_loop import SparseTuner, TrainOptions
 from scaleot.data import SplitConfig, load_task
+from scaleot.data_owner.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 from scaleot.models import DEFAULT_MODEL, load_model
-from scaleot.tuners.ist import ISTConfig, lora_config_for, optimizer_state_bytes
 
 DEFAULT_CONFIGS = ["lora", "floor22", "floor0", "ist", "floor15", "ist-depth0.5"]
 

@@ -1,7 +1,7 @@
 """How strong must a layer signal be for IST's score rule to rank the layers the same way twice?
 
 A power analysis of the product's score update (issue 15, "two seeds agree: Spearman >= 0.6").
-It drives the real :class:`scaleot.tuners.ist.ISTController` (selection, suppression draws,
+It drives the real :class:`scaleot.data_owner.tuners.ist.ISTController` (selection, suppression draws,
 advantages, credit, the update) on a tiny 30-block LoRA model whose probe loss is *synthetic*:
 
     loss_k = sum over the suppressed layers i in S_k of (e_i + sigma * z_{i,u})
@@ -36,7 +36,7 @@ from peft import get_peft_model
 from scipy.stats import spearmanr
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from scaleot.tuners.ist import ISTConfig, ISTController, lora_config_for
+from scaleot.data_owner.tuners.ist import ISTConfig, ISTController, lora_config_for
 
 N_LAYERS = 30  # SmolLM2-135M's block count
 

@@ -27,9 +27,9 @@ import torch
 
 from bench.ist_loop import SparseTuner, TrainOptions
 from scaleot.data import SplitConfig, load_task
+from scaleot.data_owner.tuners.ist import ISTConfig, lora_config_for
 from scaleot.models import DEFAULT_MODEL, load_model
 from scaleot.stats import spearman
-from scaleot.tuners.ist import ISTConfig, lora_config_for
 
 
 def run_one(args, eta: float, seed: int) -> dict:

@@ -45,7 +45,7 @@ import yaml
 
 from scaleot.errors import ScaleOTError
 from scaleot.evaluation.tables import short_task
-from scaleot.manifest import write_json_atomic
+from scaleot.exchange.manifest import write_json_atomic
 from scaleot.models.loading import DEFAULT_MODEL
 
 MATRIX_METHODS = ("scaleot", "uniform", "uniform-kd", "crash", "drop")

@@ -60,7 +60,7 @@ class SuiteLab(Lab):
     def do(self, spec: dict) -> dict:
         rec = super().do(spec)
         if "machine" not in rec:
-            from scaleot.manifest import write_json_atomic
+            from scaleot.exchange.manifest import write_json_atomic
             from scaleot.models.device import machine_info
 
             rec["machine"] = machine_info()

@@ -45,8 +45,8 @@ def test_every_scale_is_a_valid_run_config(scale, tmp_path):
     """Each preset passes the same checks as `scaleot run` (unknown options would fail here)."""
     import yaml
 
-    from scaleot.emulator import EmulatorConfig
-    from scaleot.finetune import FinetuneConfig
+    from scaleot.data_owner.finetune import FinetuneConfig
+    from scaleot.model_owner.emulator import EmulatorConfig
     from scaleot.recipes.run import load_run_config
 
     path = tmp_path / "run.yaml"

@@ -8,7 +8,7 @@ is (task, emulator spec, adapter split, tuning method, lr, steps, seed):
    whose ranking is restricted to the middle of the adapter split asked for, so one 2+2
    stage 1 serves 3+3 and 4+4 too: its harmonizers cover every middle block of those);
 2. the transfer diagnostic on task batches: cosine between the adapter's gradient through
-   the emulator and through the full model (:mod:`scaleot.emulator.diagnostic`);
+   the emulator and through the full model (:mod:`scaleot.model_owner.emulator.diagnostic`);
 3. tune the adapter through the emulator with the library's fine-tuning loop;
 4. plug it into a copy of the full model (block weights copied; LoRA merged first);
 5. score Emu ZS, Emu FT and Plug-in on the test split (per-example ``correct`` kept, so
@@ -38,18 +38,17 @@ from bench.offsite_matrix import MATRIX_METHODS, default_scale  # configs/defaul
 from scaleot import stats
 from scaleot.data import SplitConfig, load_task
 from scaleot.data.finetune import PadCollator, encode_example
-from scaleot.emulator import EmulatorConfig, build_emulator
-from scaleot.emulator.diagnostic import gradient_alignment
+from scaleot.data_owner.finetune import FinetuneConfig, freeze_all_but_blocks, train
+from scaleot.data_owner.finetune.loop import AnswerLoss
+from scaleot.data_owner.finetune.methods import TUNING_METHODS
 from scaleot.evaluation import evaluate_mc
-from scaleot.finetune import FinetuneConfig, freeze_all_but_blocks, train
-from scaleot.finetune.loop import AnswerLoss
-from scaleot.finetune.methods import TUNING_METHODS
-from scaleot.importance.folder import read_importance_info, write_importance
-from scaleot.manifest import write_json_atomic
+from scaleot.exchange.importance import load_harmonizers, read_importance_info, write_importance
+from scaleot.exchange.manifest import write_json_atomic
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
+from scaleot.model_owner.emulator.diagnostic import gradient_alignment
 from scaleot.models import get_blocks, load_model, num_blocks
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.split import AdapterSplit
-from scaleot.tuners.harmonizer import load_harmonizers
 
 TASKS = default_scale()["tasks"]  # configs/default.yaml's tasks
 N_VAL = 50  # validation examples (scored on the tuned model each epoch; the best epoch is kept)
@@ -118,7 +117,7 @@ def add_weight_noise(model, layer_map: list[dict], scale: float, seed: int = 0) 
 class MiddleDrop:
     """A stochastic emulator (issue 28, hypothesis "tuning that cannot fit one emulator's quirks").
 
-    A step controller (:class:`scaleot.finetune.loop.StepController`): before each optimizer step,
+    A step controller (:class:`scaleot.data_owner.finetune.loop.StepController`): before each optimizer step,
     every kept middle block of the emulator is skipped (its input passed through) with
     probability ``p``, drawn from a seeded generator; after the step every block runs again, so
     validation and scoring see the emulator as shipped. The skip is a scoped forward hook on each

@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 from transformers import LlamaForCausalLM
 
-from scaleot.manifest import write_manifest
+from scaleot.exchange.importance import save_harmonizers
+from scaleot.exchange.layers import Harmonizer, HarmonizerConfig
+from scaleot.exchange.manifest import write_manifest
 from scaleot.models import fingerprint_model
-from scaleot.tuners.harmonizer import Harmonizer, HarmonizerConfig, save_harmonizers
 from tests.conftest import tiny_llama_config
 
 N_LAYERS = 8  # adapter 2,2 -> middle blocks 2..5

@@ -56,7 +56,7 @@ def tiny_job(model_dir: Path, task: Path) -> dict:
 
 def build_tiny_emulator(root: Path, model_dir: Path, keep: int = 2) -> Path:
     """A uniform-LayerDrop emulator of the tiny model: adapter 1+1, ``keep`` middle blocks."""
-    from scaleot.emulator import EmulatorConfig, build_emulator
+    from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
     from scaleot.models import load_model
 
     out = root / f"emu-{model_dir.name}"

@@ -1,7 +1,7 @@
 """Run by ``tests/test_ist_dist.py`` under ``accelerate launch`` (2 CPU processes, gloo DDP).
 
 Each rank trains a tiny llama with ``scaleot finetune``'s loop and IST
-(:func:`scaleot.tuners.ist.make_controller`), once with rank 0's selection broadcast and
+(:func:`scaleot.data_owner.tuners.ist.make_controller`), once with rank 0's selection broadcast and
 once with the shared seed alone (``sync_selection=False``), and once with scores from
 gradient norms (``probe="grad"``, shared seed: the DDP-averaged gradients must give every
 rank the same scores); per step it records the
@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 
 from scaleot.data import TaskSplits
-from scaleot.finetune.config import FinetuneConfig
-from scaleot.finetune.loop import train
-from scaleot.finetune.trainable import apply_lora
-from scaleot.tuners.ist import ISTConfig, make_controller
+from scaleot.data_owner.finetune.config import FinetuneConfig
+from scaleot.data_owner.finetune.loop import train
+from scaleot.data_owner.finetune.trainable import apply_lora
+from scaleot.data_owner.tuners.ist import ISTConfig, make_controller
 from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
 
 

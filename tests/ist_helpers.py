@@ -13,10 +13,10 @@ WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:
-    """The fine-tuning loop's loss (:class:`scaleot.finetune.loop.AnswerLoss`: mean NLL of the
+    """The fine-tuning loop's loss (:class:`scaleot.data_owner.finetune.loop.AnswerLoss`: mean NLL of the
     answer tokens) on a plain or a peft-wrapped causal LM."""
-    from scaleot.finetune.loop import AnswerLoss
-    from scaleot.tuners.ist.layer import base_model_of
+    from scaleot.data_owner.finetune.loop import AnswerLoss
+    from scaleot.data_owner.tuners.ist.layer import base_model_of
 
     return AnswerLoss(base_model_of(model))(**batch)
 
@@ -63,7 +63,7 @@ def plant_signal(model, tok, examples, block: int, steps: int = 80, lr: float = 
         The batch of ``examples`` and the final loss on it.
     """
     from scaleot.data import PadCollator, encode_example
-    from scaleot.tuners.ist import peft_layers_by_block, peft_parameters
+    from scaleot.data_owner.tuners.ist import peft_layers_by_block, peft_parameters
 
     with torch.no_grad():  # random tiny embeddings are too small for confident logits
         model.get_output_embeddings().weight.mul_(20)

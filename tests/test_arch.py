@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from scaleot.exchange.layers import IdentityBlock
 from scaleot.models import arch_spec, get_blocks, get_submodule, set_blocks
-from scaleot.tuners.harmonizer import IdentityBlock
 
 SMALL = dict(vocab_size=96, max_position_embeddings=64)
 
@@ -122,7 +122,8 @@ def test_unknown_model_type_is_one_line_error():
 @pytest.mark.parametrize("method", ["uniform", "scaleot"])
 def test_emulator_bundle_round_trip_beyond_llama(model_type, method, tmp_path, hf_tokenizer):
     """Built, saved and reloaded emulators give the same logits; gemma3 keeps each block's attention type."""
-    from scaleot.emulator import EmulatorConfig, build_emulator, load_emulator
+    from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
+    from scaleot.models.emulator import load_emulator
     from tests.emulator_helpers import fake_importance
 
     model = make(model_type, n_layers=8)

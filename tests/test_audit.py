@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
-from scaleot.audit import AuditConfig, near_copies, scan
-from scaleot.audit.leak_scan import effective_ranks, withheld_weights
-from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.errors import ScaleOTError
+from scaleot.model_owner.audit import AuditConfig, near_copies, scan
+from scaleot.model_owner.audit.leak_scan import effective_ranks, withheld_weights
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from tests.emulator_helpers import make_model
 from tests.finetune_helpers import one_thread  # noqa: F401 (fixture)
 
@@ -145,7 +145,7 @@ def test_attack_recovers_a_learnable_task_and_gates_the_release(tmp_path, one_th
     assert {"audit.json", "report.md", "manifest.json", "log.jsonl"} <= {p.name for p in out.iterdir()}
     assert not (out / "checkpoints").exists()
     assert "Verdict: FAIL" in (out / "report.md").read_text()
-    from scaleot.audit.report import audit_columns
+    from scaleot.model_owner.audit.report import audit_columns
 
     row = audit_columns({"tiny": doc}).splitlines()[4]  # scaleot run's audit section
     assert row.startswith("| tiny | - | ") and "FAIL: max_recovery" in row and "| 4096 |" in row
@@ -206,7 +206,7 @@ def test_run_yaml_audit_section(tmp_path):
 
 def test_attack_resumes_to_the_uninterrupted_run(tmp_path):
     """A budget is a resumable step: stop after budget 1, resume, finish = one uninterrupted run."""
-    from scaleot.audit import RecoveryAttack
+    from scaleot.model_owner.audit import RecoveryAttack
     from scaleot.run_folder import RunFolder
 
     blocks = torch.randint(3, 128, (10, 16), generator=torch.Generator().manual_seed(0))
@@ -220,7 +220,7 @@ def test_attack_resumes_to_the_uninterrupted_run(tmp_path):
 
     whole = attack(tmp_path / "a", make_model(n_layers=2))
     whole.run(budgets, evaluate, progress=False)
-    from scaleot.audit.recovery import AttackPaused
+    from scaleot.model_owner.audit.recovery import AttackPaused
 
     first = attack(tmp_path / "b", make_model(n_layers=2))
     first.run(budgets[:1], evaluate, progress=False)
@@ -284,7 +284,7 @@ def test_recovery_view_of_the_privacy_utility_plot(tmp_path):
 def test_recovered_accuracy_threshold_judges_the_end_accuracy_not_r():
     """Two emulators end at the same attacked accuracy: R passes the one that started high and
     fails the one that started low; max_recovered_acc treats them alike."""
-    from scaleot.audit.report import verdict
+    from scaleot.model_owner.audit.report import verdict
 
     clean = {"exact": [], "near_copies": [], "rank_violations": []}
     cfg = AuditConfig(max_recovery=0.5, max_recovered_acc=0.37)

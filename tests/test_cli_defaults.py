@@ -11,9 +11,9 @@ import typer
 import yaml
 
 from scaleot.cli import app
-from scaleot.emulator.config import EmulatorConfig
-from scaleot.finetune import FinetuneConfig
-from scaleot.importance.config import ImportanceConfig
+from scaleot.data_owner.finetune import FinetuneConfig
+from scaleot.model_owner.emulator.config import EmulatorConfig
+from scaleot.model_owner.importance.config import ImportanceConfig
 from scaleot.models.device import resolve_device
 
 DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"

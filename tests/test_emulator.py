@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from scaleot.emulator import EmulatorConfig, LowRankLinear, build_emulator, src_rank
-from scaleot.emulator import layer_map as lm
-from scaleot.emulator.crash import cluster_adjacent, linear_cka
-from scaleot.emulator.src_compress import compress_block
 from scaleot.errors import ConfigError, ScaleOTError
+from scaleot.exchange.layers import LowRankLinear
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator, src_rank
+from scaleot.model_owner.emulator import layer_map as lm
+from scaleot.model_owner.emulator.crash import cluster_adjacent, linear_cka
+from scaleot.model_owner.emulator.src_compress import compress_block
 from scaleot.models import arch_spec, get_blocks
 from tests.emulator_helpers import fake_importance, make_model
 

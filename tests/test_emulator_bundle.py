@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from scaleot.emulator import EmulatorConfig, build_emulator, find_leaks, load_emulator
 from scaleot.errors import ConfigError, ScaleOTError
-from scaleot.manifest import write_manifest
+from scaleot.exchange.manifest import write_manifest
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator, find_leaks
 from scaleot.models import get_blocks
+from scaleot.models.emulator import load_emulator
 from tests.emulator_helpers import fake_importance, make_model
 
 RANKING = [4, 2, 5, 3]
@@ -45,8 +46,8 @@ def configs(imp):
 @pytest.fixture
 def patched_text(monkeypatch):
     import scaleot.data as data
-    import scaleot.emulator.crash as crash
-    import scaleot.emulator.distill as distill
+    import scaleot.model_owner.emulator.crash as crash
+    import scaleot.model_owner.emulator.distill as distill
 
     monkeypatch.setattr(data, "corpus_splits", fake_crash_text)  # the transfer diagnostic's text
     monkeypatch.setattr(crash, "corpus_splits", fake_crash_text)
@@ -229,7 +230,7 @@ def test_scaleot_calibration_trains_only_the_chosen_harmonizers(model, imp, tmp_
              if not torch.equal(p, q)}
     assert moved and {int(n.split(".")[2]) for n in moved} == replaced  # only harmonizer positions
     assert "calibrate_s" in tuned.info["timing"]
-    from scaleot.emulator.distill import boundary_input
+    from scaleot.model_owner.emulator.distill import boundary_input
 
     ids = torch.randint(0, 100, (2, 8))
     with torch.no_grad(), boundary_input(model, 6) as h, boundary_input(model, 8) as last:

@@ -89,8 +89,8 @@ def test_fast_scorer_matches_lm_eval(model_type, hf_tokenizer, monkeypatch):
 
 def test_emulator_like_model_with_replaced_blocks(hf_tokenizer):
     """Blocks without attention (harmonizer / dropped) at the first position of each attention type."""
+    from scaleot.exchange.layers import IdentityBlock
     from scaleot.models import get_blocks, set_blocks
-    from scaleot.tuners.harmonizer import IdentityBlock
 
     model = tiny("gemma3_text")  # layer 0 sliding, layer 1 full: both replaced
     blocks = get_blocks(model)
@@ -171,7 +171,7 @@ def test_falls_back_to_lm_eval_and_says_so(hf_tokenizer, caplog):
 
 
 def test_validation_accuracy_uses_the_same_scorer(hf_tokenizer):
-    from scaleot.finetune import mc_accuracy
+    from scaleot.data_owner.finetune import mc_accuracy
 
     model = tiny("llama")
     task = random_task(hf_tokenizer, n=12, longest=20)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ScaleOTError
-from scaleot.finetune import FinetuneConfig, read_adapter
+from scaleot.exchange.adapter import read_adapter
 from scaleot.models import get_blocks
 from scaleot.recipes.finetune import FinetuneRecipe
 from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401
@@ -128,6 +129,6 @@ def test_ist_method_tunes_sparse_lora_and_ships_its_importance(tiny_world, one_t
     assert set(record["scores"]) == {str(p) for p in recipe.positions}
     manifest = json.loads((path / "manifest.json").read_text())
     assert "ist_importance.json" in manifest["files"]
-    from scaleot.adapter import read_adapter
+    from scaleot.exchange.adapter import read_adapter
 
     assert read_adapter(path).method == "ist"  # the closed-folder check accepts what IST ships

@@ -165,7 +165,7 @@ def _count(target: str, outcome: str, error: Exception | None = None) -> None:
 @settings(max_examples=15, **SETTINGS)
 @given(data=st.data(), mutation=folder_mutation())
 def test_fuzz_emulator_bundle(tiny_world, data, mutation):  # noqa: F811
-    from scaleot.emulator import load_emulator
+    from scaleot.models.emulator import load_emulator
 
     root, model_dir, task, emu = tiny_world
     before = folder_digest(emu)
@@ -283,9 +283,9 @@ def _run_config(model_dir: Path, task: Path) -> dict:
 @given(data=st.data(), op=st.sampled_from(["type_swap", "delete_key", "nan", "unknown_key", "truncate", "bitflip",
                                            "hostile_name", "duplicate_key", "hostile_task"]))
 def test_fuzz_run_yaml(tiny_world, data, op):  # noqa: F811
-    from scaleot.emulator import EmulatorConfig
-    from scaleot.finetune import FinetuneConfig
-    from scaleot.importance.config import ImportanceConfig
+    from scaleot.data_owner.finetune import FinetuneConfig
+    from scaleot.model_owner.emulator import EmulatorConfig
+    from scaleot.model_owner.importance.config import ImportanceConfig
     from scaleot.recipes.run import load_run_config
 
     root, model_dir, task, emu = tiny_world

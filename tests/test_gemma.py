@@ -19,7 +19,7 @@ import pytest
 import scaleot.models.loading as loading
 from scaleot.cli import main
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import atomic_output_dir, write_manifest
+from scaleot.exchange.manifest import atomic_output_dir, write_manifest
 from scaleot.models.loading import (
     KNOWN_MODELS,
     ChunkedGGUFSource,

@@ -38,7 +38,7 @@ def _close_bf16(got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 def test_emulator_bundle_on_device_in_bf16(tiny_world):  # noqa: F811
-    from scaleot.emulator import load_emulator
+    from scaleot.models.emulator import load_emulator
 
     emu = tiny_world[3]
     ref = load_emulator(emu, device="cpu", dtype="float32").model
@@ -53,7 +53,7 @@ def test_plugged_lora_equals_peft_on_device(tiny_world, tmp_path):  # noqa: F811
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from scaleot.plug import plug
+    from scaleot.model_owner.plug import plug
     from scaleot.recipes.finetune import FinetuneRecipe
     from tests.trust_helpers import tune_config
 
@@ -69,7 +69,7 @@ def test_plugged_lora_equals_peft_on_device(tiny_world, tmp_path):  # noqa: F811
 
 
 def test_stage1_step_on_device_with_bf16_autocast(tiny_world):  # noqa: F811
-    from scaleot.importance import ImportanceConfig, ImportanceTrainer
+    from scaleot.model_owner.importance import ImportanceConfig, ImportanceTrainer
     from scaleot.models import load_model
 
     model, _ = load_model(str(tiny_world[1]), device=DEVICE)

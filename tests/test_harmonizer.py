@@ -4,18 +4,15 @@ import pytest
 import torch
 
 from scaleot.errors import ScaleOTError
-from scaleot.models import get_blocks
-from scaleot.tuners.harmonizer import (
-    Harmonizer,
-    HarmonizerConfig,
-    IdentityBlock,
+from scaleot.exchange.importance import load_harmonizers, save_harmonizers
+from scaleot.exchange.layers import Harmonizer, HarmonizerConfig, IdentityBlock
+from scaleot.model_owner.harmonizer import (
     SwitchableBlock,
     apply_configuration,
-    load_harmonizers,
-    save_harmonizers,
     unwrap_blocks,
     wrap_blocks,
 )
+from scaleot.models import get_blocks
 from tests.importance_helpers import tiny_llama
 
 

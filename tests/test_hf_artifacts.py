@@ -11,10 +11,10 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 
-from scaleot.emulator import load_emulator
 from scaleot.errors import ScaleOTError
-from scaleot.model_card import audit_numbers
-from scaleot.plug import plug
+from scaleot.exchange.model_card import audit_numbers
+from scaleot.model_owner.plug import plug
+from scaleot.models.emulator import load_emulator
 from scaleot.recipes.finetune import FinetuneRecipe
 from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401
 from tests.trust_helpers import copy_artifact, remanifest, tune_config

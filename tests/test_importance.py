@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scaleot.errors import ScaleOTError
-from scaleot.importance import (
+from scaleot.model_owner.importance import (
     ImportanceConfig,
     ImportanceTrainer,
     advantages,

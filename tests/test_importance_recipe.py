@@ -10,9 +10,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from scaleot.cli import main
-from scaleot.importance import ImportanceConfig, ImportanceTrainer
-from scaleot.manifest import verify_manifest
-from scaleot.tuners.harmonizer import load_harmonizers
+from scaleot.exchange.importance import load_harmonizers
+from scaleot.exchange.manifest import verify_manifest
+from scaleot.model_owner.importance import ImportanceConfig, ImportanceTrainer
 from tests.importance_helpers import (
     sample_text,
     single_thread,

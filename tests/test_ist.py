@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from scaleot.errors import ConfigError
-from scaleot.tuners.ist import (
+from scaleot.data_owner.tuners.ist import (
     ISTConfig,
     ISTController,
     ISTStepController,
@@ -17,6 +16,7 @@ from scaleot.tuners.ist import (
     save_importance,
     suppressed,
 )
+from scaleot.errors import ConfigError
 from tests.ist_helpers import CharTokenizer, answer_loss, plant_signal, tiny_examples, tiny_model
 
 
@@ -44,7 +44,7 @@ def _batch(n: int = 4) -> dict:
 
 def _one_step(model, ctl: ISTController, optimizer, batch: dict, step: int) -> list[int]:
     """One optimizer step in the order the fine-tuning loop drives a step controller
-    (:mod:`scaleot.finetune.loop`): select, backward, AdamW step, release."""
+    (:mod:`scaleot.data_owner.finetune.loop`): select, backward, AdamW step, release."""
     chosen = ctl.before_step(step)
     answer_loss(model, batch).backward()
     ctl.after_backward(step)
@@ -200,10 +200,10 @@ def test_emulator_style_partial_lora_maps_blocks():
 def test_step_controller_in_the_finetune_loop(tmp_path):
     """``make_controller`` drives the shared loop (data owner path) and resumes exactly."""
     from scaleot.data import TaskSplits
-    from scaleot.finetune.config import FinetuneConfig
-    from scaleot.finetune.loop import train
-    from scaleot.finetune.trainable import apply_lora
-    from scaleot.tuners.ist import make_controller
+    from scaleot.data_owner.finetune.config import FinetuneConfig
+    from scaleot.data_owner.finetune.loop import train
+    from scaleot.data_owner.finetune.trainable import apply_lora
+    from scaleot.data_owner.tuners.ist import make_controller
 
     splits = TaskSplits("tiny", tiny_examples(16), tiny_examples(4, 1), tiny_examples(4, 2))
     cfg = FinetuneConfig(method="ist", max_steps=4, batch_size=4, checkpoint_every=2, lr=1e-2, device="cpu",
@@ -388,11 +388,11 @@ def test_grad_probe_in_the_finetune_loop_resumes_exactly(tmp_path, probe):
     validation split for probes, logs its trajectory, and a resumed run equals the uninterrupted one
     (scores, counts, LoRA weights, the logged losses; its importance record is the full run's)."""
     from scaleot.data import TaskSplits
+    from scaleot.data_owner.finetune.config import FinetuneConfig
+    from scaleot.data_owner.finetune.loop import train
+    from scaleot.data_owner.finetune.trainable import apply_lora
+    from scaleot.data_owner.tuners.ist import make_controller
     from scaleot.errors import ScaleOTError
-    from scaleot.finetune.config import FinetuneConfig
-    from scaleot.finetune.loop import train
-    from scaleot.finetune.trainable import apply_lora
-    from scaleot.tuners.ist import make_controller
 
     splits = TaskSplits("tiny", tiny_examples(24), tiny_examples(4, 1), tiny_examples(4, 2))
     cfg = FinetuneConfig(method="ist", max_steps=6, batch_size=4, checkpoint_every=3, lr=1e-2, device="cpu",

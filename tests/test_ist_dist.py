@@ -1,6 +1,6 @@
 """IST under real data parallelism: ``accelerate launch`` with 2 CPU processes (gloo DDP).
 
-The product loop (``scaleot finetune``'s :func:`scaleot.finetune.loop.train`) wraps the
+The product loop (``scaleot finetune``'s :func:`scaleot.data_owner.finetune.loop.train`) wraps the
 model in DDP; IST leaves the unselected layers out of each step's graph, which DDP must
 tolerate (``find_unused_parameters``) without writing gradients into them. Each rank
 trains on its own share of the batch; every rank must select the same layers at every

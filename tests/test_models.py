@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import atomic_output_dir, verify_manifest, write_manifest
+from scaleot.exchange.manifest import atomic_output_dir, verify_manifest, write_manifest
 from scaleot.models import (
     fingerprint_model,
     load_model,

@@ -9,17 +9,17 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from scaleot.audit.config import AuditConfig
 from scaleot.cli import app
-from scaleot.emulator import EmulatorConfig
+from scaleot.data_owner.finetune import FinetuneConfig
+from scaleot.data_owner.tuners.ist import ISTConfig
 from scaleot.errors import ScaleOTError
 from scaleot.evaluation.config import EvaluateConfig
-from scaleot.finetune import FinetuneConfig
-from scaleot.importance.config import ImportanceConfig
+from scaleot.model_owner.audit.config import AuditConfig
+from scaleot.model_owner.emulator import EmulatorConfig
+from scaleot.model_owner.importance.config import ImportanceConfig
 from scaleot.recipes.options import config_command, config_flags
 from scaleot.recipes.run import SECTION_CONFIGS
 from scaleot.split import AdapterSplit
-from scaleot.tuners.ist import ISTConfig
 
 COMMANDS = {"importance": ImportanceConfig, "emulate": EmulatorConfig, "finetune": FinetuneConfig,
             "evaluate": EvaluateConfig, "audit": AuditConfig}

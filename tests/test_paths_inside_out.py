@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import write_manifest
+from scaleot.exchange.manifest import write_manifest
 from scaleot.outputs import MAX_NAME_CHARS, check_name, path_inside
 from scaleot.recipes.run import RunRecipe, load_run_config, task_dir
 
@@ -42,13 +42,13 @@ def _rows(n: int = 40) -> str:
 def stubbed(monkeypatch):
     """Every step's work replaced by a stub that records its folder and leaves a manifest there
     (evaluate runs for real with the scoring stubbed: it writes only its result file)."""
-    import scaleot.audit.report
     import scaleot.evaluation.offsite
     import scaleot.evaluation.tables
+    import scaleot.model_owner.audit.report
     import scaleot.recipes.run_steps as run_steps
     import scaleot.report
     import scaleot.report.plots
-    from scaleot.plug import PLUGGED_KIND
+    from scaleot.exchange.kinds import PLUGGED_MODEL as PLUGGED_KIND
     from scaleot.recipes.audit import AuditRecipe
     from scaleot.recipes.emulate import EmulateRecipe
     from scaleot.recipes.finetune import FinetuneRecipe
@@ -83,7 +83,7 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(scaleot.evaluation.offsite, "evaluate_offsite", lambda *a, **kw: {"rows": {}})
     monkeypatch.setattr(scaleot.evaluation.offsite, "scorers_of", lambda rows: "fast")
     monkeypatch.setattr(scaleot.evaluation.tables, "offsite_table", lambda doc: "| table |")
-    monkeypatch.setattr(scaleot.audit.report, "audit_columns", lambda audits, docs: "audit")
+    monkeypatch.setattr(scaleot.model_owner.audit.report, "audit_columns", lambda audits, docs: "audit")
     monkeypatch.setattr(scaleot.report.plots, "recovery_plot", lambda audits, docs, path: None)
     monkeypatch.setattr(scaleot.report, "write_report", report)
     return written

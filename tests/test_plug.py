@@ -9,11 +9,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from scaleot.cli import main as cli_main
-from scaleot.emulator import load_emulator
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ScaleOTError
-from scaleot.finetune import FinetuneConfig
+from scaleot.exchange.adapter import read_adapter
+from scaleot.merge import plug_into
+from scaleot.model_owner.plug import plug
 from scaleot.models import get_blocks, load_model
-from scaleot.plug import plug, plug_into
+from scaleot.models.emulator import load_emulator
 from scaleot.recipes.finetune import FinetuneRecipe
 from tests.finetune_helpers import one_thread, tiny_model_dir, tiny_world  # noqa: F401
 
@@ -59,7 +61,7 @@ def test_plugin_reproduces_tuned_adapter_in_full_model(tiny_world, one_thread, t
     # Emu FT: the same adapter back into a fresh emulator gives the tuned emulator
     bundle = load_emulator(emu)
     place = dict(zip(bundle.adapter_sources, bundle.adapter_positions, strict=True))
-    emu_ft = plug_into(bundle.model, adapter, check=False, block_of_source=place)
+    emu_ft = plug_into(bundle.model, read_adapter(adapter), check=False, block_of_source=place)
     for pos in recipe.positions:
         for k, v in t_blocks[pos].state_dict().items():
             torch.testing.assert_close(get_blocks(emu_ft)[pos].state_dict()[k], v, rtol=0, atol=1e-6)

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from scaleot.cli import main as cli_main
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ScaleOTError
-from scaleot.finetune import FinetuneConfig
 from scaleot.recipes.finetune import run_finetune
 from scaleot.recipes.plug import recorded_base_model
 from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401

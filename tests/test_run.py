@@ -95,7 +95,7 @@ def test_bad_run_configs_fail_with_one_line(tmp_path, capsys):
 def test_run_reuses_a_finished_stage_1(tmp_path):
     """`importance: {from: DIR}` reuses a verified stage-1 folder instead of recomputing it."""
     from scaleot.errors import ScaleOTError
-    from scaleot.manifest import write_manifest
+    from scaleot.exchange.manifest import write_manifest
     from scaleot.recipes.run import RunRecipe
 
     stage1 = tmp_path / "imp"

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ScaleOTError
-from scaleot.finetune import FinetuneConfig
 from scaleot.recipes.finetune import run_finetune
 from scaleot.recipes.run import load_run_config
 from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401

@@ -49,7 +49,7 @@ def test_log_continues_after_the_checkpoint(tmp_path):
 
 
 def test_finetune_refuses_a_resume_with_other_options(tiny_world, one_thread, tmp_path):  # noqa: F811
-    from scaleot.finetune import FinetuneConfig
+    from scaleot.data_owner.finetune import FinetuneConfig
     from scaleot.recipes.finetune import FinetuneRecipe
 
     root, _, task, emu = tiny_world
@@ -62,8 +62,8 @@ def test_finetune_refuses_a_resume_with_other_options(tiny_world, one_thread, tm
 
 
 def test_distillation_refuses_a_resume_with_other_options(tmp_path, hf_tokenizer, monkeypatch):
-    import scaleot.emulator.distill as distill
-    from scaleot.emulator import EmulatorConfig, build_emulator
+    import scaleot.model_owner.emulator.distill as distill
+    from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
     from tests.emulator_helpers import make_model
     from tests.test_emulator_bundle import fake_crash_text
 
@@ -83,10 +83,10 @@ def test_distillation_refuses_a_resume_with_other_options(tmp_path, hf_tokenizer
 
 def test_ist_finetune_refuses_a_resume_with_other_ist_options(tmp_path):
     from scaleot.data import TaskSplits
-    from scaleot.finetune import FinetuneConfig
-    from scaleot.finetune.loop import train
-    from scaleot.finetune.trainable import apply_lora
-    from scaleot.tuners.ist import ISTConfig, make_controller
+    from scaleot.data_owner.finetune import FinetuneConfig
+    from scaleot.data_owner.finetune.loop import train
+    from scaleot.data_owner.finetune.trainable import apply_lora
+    from scaleot.data_owner.tuners.ist import ISTConfig, make_controller
     from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
 
     splits = TaskSplits("tiny", tiny_examples(8), tiny_examples(4, 1), tiny_examples(4, 2))

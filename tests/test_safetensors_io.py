@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from scaleot.emulator import EmulatorConfig, build_emulator
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.safetensors_io import canonicalize, save_tensors
 from tests.emulator_helpers import fake_importance, make_model
 

@@ -31,8 +31,8 @@ def test_demo_shows_the_default_emulator():
 def test_audit_defaults_to_the_default_jobs_tasks():
     """`scaleot audit` measures the capability gap on the tasks the default job tunes on, and
     `scaleot fetch` prepares those tasks."""
-    from scaleot.audit.config import DEFAULT_TASKS
     from scaleot.data import DEFAULT_TASKS as FETCHED
+    from scaleot.model_owner.audit.config import DEFAULT_TASKS
 
     default = load_run_config(CONFIGS[0].parent / "default.yaml")
     assert DEFAULT_TASKS.split(",") == default["tasks"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scaleot.emulator import EmulatorConfig, build_emulator, find_leaks
-from scaleot.emulator.bundle import _gram
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator, find_leaks
+from scaleot.model_owner.emulator.leaks import _gram
 from scaleot.models import fingerprint_model, get_blocks
 from tests.emulator_helpers import fake_importance, make_model
 from tests.test_emulator_bundle import fake_crash_text
@@ -21,8 +21,8 @@ from tests.test_emulator_bundle import fake_crash_text
 @pytest.fixture
 def no_text(monkeypatch):
     import scaleot.data as data
-    import scaleot.emulator.crash as crash
-    import scaleot.emulator.distill as distill
+    import scaleot.model_owner.emulator.crash as crash
+    import scaleot.model_owner.emulator.distill as distill
 
     for mod in (data, crash, distill):
         monkeypatch.setattr(mod, "corpus_splits", fake_crash_text)

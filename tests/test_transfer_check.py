@@ -1,4 +1,4 @@
-"""The model owner's transfer check on proxy tasks (scaleot.audit.transfer_check)."""
+"""The model owner's transfer check on proxy tasks (scaleot.model_owner.audit.transfer_check)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import json
 import pytest
 import torch
 
-from scaleot.audit.transfer_check import TransferCheckConfig, check_task, summarize, transfer_check
-from scaleot.emulator import EmulatorConfig, build_emulator
 from scaleot.errors import ScaleOTError
+from scaleot.model_owner.audit.transfer_check import (
+    TransferCheckConfig,
+    check_task,
+    summarize,
+    transfer_check,
+)
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.models import fingerprint_model, get_blocks
 from tests.emulator_helpers import make_model
 
@@ -50,7 +55,7 @@ def test_check_leaves_both_models_unchanged_and_plugs_what_the_emulator_learned(
 def test_the_plug_in_carries_exactly_the_tuned_adapter_blocks(hf_tokenizer, proxy_file, monkeypatch):
     """The plug-in scored is the full model with the emulator's tuned adapter blocks (through the
     product's write_adapter + plug_into), every other block the full model's own."""
-    import scaleot.audit.transfer_check as tc
+    import scaleot.model_owner.audit.transfer_check as tc
 
     model, bundle = _setup(hf_tokenizer)
     scored = []

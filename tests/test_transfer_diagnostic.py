@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from scaleot.emulator import EmulatorConfig, build_emulator
-from scaleot.emulator.diagnostic import block_gradients, gradient_alignment, lm_loss
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
+from scaleot.model_owner.emulator.diagnostic import block_gradients, gradient_alignment, lm_loss
 from tests.emulator_helpers import fake_importance, make_model
 
 

@@ -18,13 +18,13 @@ import yaml
 from safetensors.torch import load_file
 
 from scaleot.cli import main as cli_main
-from scaleot.emulator import load_emulator
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ConfigError, ScaleOTError
-from scaleot.finetune import FinetuneConfig
-from scaleot.importance.config import ImportanceConfig
-from scaleot.manifest import atomic_output_dir
+from scaleot.exchange.manifest import atomic_output_dir
+from scaleot.model_owner.importance.config import ImportanceConfig
+from scaleot.model_owner.plug import plug
+from scaleot.models.emulator import load_emulator
 from scaleot.outputs import check_output, check_run_dir
-from scaleot.plug import plug
 from scaleot.recipes.finetune import FinetuneRecipe
 from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401
 from tests.trust_helpers import (  # noqa: F401
@@ -341,7 +341,7 @@ def test_links_and_unlisted_files_are_refused(tiny_world, adapters, tmp_path):  
         load_emulator(bad, device="cpu")
     ad = copy_artifact(adapters["lora"], tmp_path / "ad")
     (ad / "unlisted.json").write_text("{}")
-    from scaleot.adapter import read_adapter
+    from scaleot.exchange.adapter import read_adapter
 
     with pytest.raises(ScaleOTError, match="not listed"):
         read_adapter(ad)
@@ -457,7 +457,7 @@ def test_documented_success_still_works(tiny_world, adapters, tmp_path):  # noqa
 
 
 def test_importance_json_schema_names_every_problem():
-    from scaleot.validate.schemas import ImportanceDoc, validate_doc
+    from scaleot.exchange.schemas import ImportanceDoc, validate_doc
 
     doc = {"format_version": 1, "model_fingerprint": "sha256:" + "0" * 64, "num_blocks": 6,
            "adapter": {"n_bottom": 1, "n_top": 1}, "middle": [1, 2, 3, 4], "ranking": [2, 1, 3, 4],
@@ -529,7 +529,7 @@ def _bundle_edits():
 
 @pytest.mark.parametrize("case", sorted(_bundle_edits()))
 def test_30_2_fingerprint_covers_the_whole_bundle(tiny_world, adapters, tmp_path, case):  # noqa: F811
-    from scaleot.emulator.bundle import read_bundle_info
+    from scaleot.exchange.bundle import read_bundle_info
 
     root, model_dir, task, emu = tiny_world
     other = copy_artifact(emu, tmp_path / "other")
@@ -572,7 +572,7 @@ def test_30_2_an_older_weights_only_fingerprint_is_named(tiny_world, adapters, t
 
 def test_30_3_plug_takes_the_base_model_from_the_bundle_not_the_adapter(  # noqa: F811
         tiny_world, adapters, tmp_path, capsys, monkeypatch):  # noqa: F811
-    import scaleot.plug as plug_module
+    import scaleot.model_owner.plug as plug_module
     from scaleot.recipes.plug import recorded_base_model
 
     root, model_dir, task, emu = tiny_world
@@ -710,7 +710,7 @@ def test_30_6_resume_names_every_difference(tiny_world, one_thread, tmp_path):  
 
 
 def test_30_7_task_name_and_hash_are_opt_in(tiny_world, one_thread, tmp_path):  # noqa: F811
-    from scaleot.disclosure import public_task, task_matches
+    from scaleot.exchange.disclosure import public_task, task_matches
 
     root, model_dir, task, emu = tiny_world
     cfg = _cfg(method="full", max_steps=1)

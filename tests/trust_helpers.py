@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scaleot.finetune import FinetuneConfig
-from scaleot.manifest import read_json, write_manifest
+from scaleot.data_owner.finetune import FinetuneConfig
+from scaleot.exchange.manifest import read_json, write_manifest
 from scaleot.recipes.finetune import FinetuneRecipe
 
 

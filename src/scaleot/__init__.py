@@ -15,8 +15,12 @@ def __getattr__(name: str):  # lazy: importing scaleot must not import torch
         from scaleot.models import load_model
 
         return load_model
-    if name in ("load_emulator", "build_emulator"):
-        from scaleot import emulator
+    if name == "load_emulator":
+        from scaleot.models.emulator import load_emulator
 
-        return getattr(emulator, name)
+        return load_emulator
+    if name == "build_emulator":
+        from scaleot.model_owner.emulator import build_emulator
+
+        return build_emulator
     raise AttributeError(name)

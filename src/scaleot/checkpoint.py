@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from scaleot.manifest import atomic_output_dir
+from scaleot.exchange.manifest import atomic_output_dir
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -84,7 +84,7 @@ def save_checkpoint(
     with atomic_output_dir(target) as tmp:
         save_file(tensors, str(tmp / "tensors.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, default=str))
-    from scaleot.validate.provenance import prunable
+    from scaleot.provenance import prunable
 
     for old in prunable(root, step, meta, keep):  # only this run's older checkpoints
         shutil.rmtree(old, ignore_errors=True)
@@ -102,8 +102,8 @@ def load_checkpoint(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Load ``(weights, state)``; restores the optimizer and RNG states in place."""
     from scaleot.errors import ScaleOTError
+    from scaleot.exchange.schemas import CheckpointStateDoc, validate_doc
     from scaleot.validate.files import load_safetensors, read_json_object
-    from scaleot.validate.schemas import CheckpointStateDoc, validate_doc
 
     path = Path(path)
     state = read_json_object(path / "state.json", "checkpoint state")

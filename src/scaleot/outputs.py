@@ -21,7 +21,7 @@ name of each task) pass one rule, :func:`check_name`, and :func:`path_inside` bu
 such path: the result must stay inside the folder, links included.
 
 The folder itself is then written under a temporary name and renamed into place
-(:func:`scaleot.manifest.atomic_output_dir`), which removes the temporary on any failure.
+(:func:`scaleot.exchange.manifest.atomic_output_dir`), which removes the temporary on any failure.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from scaleot.errors import ScaleOTError
+from scaleot.exchange.kinds import RUN
+from scaleot.exchange.manifest import MANIFEST
 
-MANIFEST = "manifest.json"
 # What a run folder holds while a run is in progress (before its manifest exists).
 RUN_ENTRIES = frozenset({"checkpoints", "best.safetensors", "log.jsonl", "tb"})
 NAME_MAX = 255  # bytes in one path component on every common file system
@@ -229,7 +230,7 @@ def check_run_dir(
     folder holding anything else is refused.
     """
     run_dir = Path(run_dir)
-    check_output(run_dir, "run", inputs=inputs, resume=True, what=what)
+    check_output(run_dir, RUN, inputs=inputs, resume=True, what=what)
     if run_dir.is_dir() and not resume:
         entries = {p.name for p in run_dir.iterdir()}
         if entries and not overwrite:

@@ -8,7 +8,7 @@ Layout::
 
 A :class:`RunFolder` is made with the *options* of the run (a JSON-able dict) and its
 *provenance* (fingerprints of what it trains on: task, corpus, model or emulator, adapter
-split; :mod:`scaleot.validate.provenance`). Every checkpoint records both;
+split; :mod:`scaleot.provenance`). Every checkpoint records both;
 :meth:`RunFolder.resume` refuses a checkpoint made with other options (except the keys in
 ``may_change``, e.g. ``steps`` to extend a finished run) or on other inputs, so a resumed
 run is the run that was interrupted. Checkpoint pruning only touches checkpoints of the
@@ -72,8 +72,8 @@ class RunFolder:
             ScaleOTError: no checkpoint while ``required``, a damaged one, or one made with
                 other options or on other inputs.
         """
+        from scaleot.provenance import check_resume
         from scaleot.validate.files import read_json_object
-        from scaleot.validate.provenance import check_resume
 
         ckpt = latest_checkpoint(self.path)
         if ckpt is None:

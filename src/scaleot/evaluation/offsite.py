@@ -29,20 +29,20 @@ import math
 import time
 from pathlib import Path
 
-from scaleot.adapter import TunedAdapter, read_adapter
 from scaleot.data import SplitConfig, load_task
 from scaleot.errors import ScaleOTError
+from scaleot.exchange.adapter import TunedAdapter, read_adapter
+from scaleot.exchange.checks import check_adapter_matches_bundle
+from scaleot.merge import check_adapter_fits, plug_into
 from scaleot.models.device import machine_info, resolve_device
-from scaleot.plug import check_adapter_fits, plug_into
 from scaleot.stats import paired_stderr
-from scaleot.validate.exchange import check_adapter_matches_bundle
 
 ROWS = ("Full ZS", "Emu ZS", "FT", "Emu FT", "Plug-in")
 
 
 def _split_of(adapter: TunedAdapter, tasks: list[str] | None = None) -> tuple[str, SplitConfig]:
     """The task spec to load (a name, or the local file among ``tasks`` the adapter names) and its split."""
-    from scaleot.disclosure import task_matches
+    from scaleot.exchange.disclosure import task_matches
 
     o, d = adapter.info["options"], adapter.info["data"]
     split = SplitConfig(seed=o["split_seed"], n_test=o["n_test"], n_val=o["n_val"], n_train=o["n_train"])
@@ -103,8 +103,8 @@ def evaluate_offsite(
         ScaleOTError: an adapter tuned on another emulator or for another model, two
             adapters for one task, an FT adapter for a task with no adapter.
     """
-    from scaleot.emulator import load_emulator
     from scaleot.models import fingerprint_model, load_model
+    from scaleot.models.emulator import load_emulator
 
     tuned = [read_adapter(a) for a in adapters]
     fts = [read_adapter(f) for f in (ft or [])]

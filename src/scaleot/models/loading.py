@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import atomic_output_dir, manifest_matches, write_manifest
+from scaleot.exchange.kinds import MODEL, PLUGGED_MODEL
+from scaleot.exchange.manifest import MANIFEST, atomic_output_dir, manifest_matches, write_manifest
 from scaleot.models.device import resolve_device, resolve_dtype
 from scaleot.paths import scaleot_home
 
@@ -199,7 +200,7 @@ def model_package_dir(name: str) -> str:
 def cached_model_dir_if_ready(name: str) -> Path | None:
     """The converted safetensors folder of a known model, or None when it is not converted yet."""
     target = scaleot_home() / "models" / name
-    ok = manifest_matches(target, "model") and _conversion_version(target) == CONVERSION_VERSION
+    ok = manifest_matches(target, MODEL) and _conversion_version(target) == CONVERSION_VERSION
     return target if ok else None
 
 
@@ -208,7 +209,7 @@ CONVERSION_VERSION = 2  # bump to invalidate caches written by older conversions
 
 def _conversion_version(folder: Path) -> int:
     try:
-        return int(json.loads((folder / "manifest.json").read_text())["info"].get("conversion_version", 1))
+        return int(json.loads((folder / MANIFEST).read_text())["info"].get("conversion_version", 1))
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -217,7 +218,7 @@ def cached_model_dir(name: str) -> Path:
     """Path of the converted safetensors cache of a known model (converted on first use)."""
     src = KNOWN_MODELS[name]
     target = scaleot_home() / "models" / name
-    if manifest_matches(target, "model") and _conversion_version(target) == CONVERSION_VERSION:
+    if manifest_matches(target, MODEL) and _conversion_version(target) == CONVERSION_VERSION:
         return target
     with _gguf_file(src, target.parent) as gguf:
         _convert_gguf(gguf, target, name, src.label)
@@ -244,12 +245,12 @@ def _convert_gguf(gguf: Path, target: Path, name: str, source: str) -> None:
     with atomic_output_dir(target) as tmp:
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_manifest(tmp, "model", {"name": name, "source": source,
+        write_manifest(tmp, MODEL, {"name": name, "source": source,
                                       "conversion_seconds": round(time.perf_counter() - t0, 2),
                                       "conversion_version": CONVERSION_VERSION})
 
 
-MODEL_KINDS = (None, "model", "plugged-model")
+MODEL_KINDS = (None, MODEL, PLUGGED_MODEL)
 
 
 def check_model_folder(path: Path) -> None:
@@ -265,10 +266,10 @@ def check_model_folder(path: Path) -> None:
 
 def check_model_config(path: Path) -> dict:
     """``config.json`` is an object with the fields scaleot relies on
-    (:class:`scaleot.validate.schemas.ModelConfigDoc`) and a supported ``model_type``."""
+    (:class:`scaleot.exchange.schemas.ModelConfigDoc`) and a supported ``model_type``."""
+    from scaleot.exchange.schemas import ModelConfigDoc, validate_doc
     from scaleot.models.arch import ARCHITECTURES
     from scaleot.validate.files import read_json_object
-    from scaleot.validate.schemas import ModelConfigDoc, validate_doc
 
     raw = read_json_object(path, "config.json")
     validate_doc(ModelConfigDoc, raw, f"config.json {path}")

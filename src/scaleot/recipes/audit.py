@@ -6,12 +6,12 @@ holds both the emulator bundle and the full model (docs/method.md section 9):
 
 - **scan**: exact copies, near-copies (``|cos| >= 0.99`` on whole rows or columns, transposes
   and one-axis slices included) and effective ranks of the shipped attention projections
-  (:mod:`scaleot.audit.leak_scan`);
+  (:mod:`scaleot.model_owner.audit.leak_scan`);
 - **baseline**: Full ZS and Emu ZS on the audit tasks (fast scorer), the emulator's fidelity,
   perplexity on held-out generic text;
 - **attack**: every emulator parameter fine-tuned on public text that is not the owner's
   corpus, budget by budget (``--budgets``, cumulative tokens); after each, Emu ZS, perplexity,
-  R and fidelity (:mod:`scaleot.audit.recovery`). Each budget is a resumable step: the
+  R and fidelity (:mod:`scaleot.model_owner.audit.recovery`). Each budget is a resumable step: the
   checkpoint at its end carries the measurements, and ``--resume`` continues from the newest
   checkpoint (also to add a larger budget while ``--keep-checkpoints`` kept them);
 - **save**: ``audit.json``, ``report.md``, ``log.jsonl`` and ``tb/`` (the attack's loss) and a
@@ -29,16 +29,15 @@ from pathlib import Path
 
 import typer
 
-from scaleot.audit import AuditConfig, RecoveryAttack, measure, render, scan, verdict
-from scaleot.audit.config import ATTACK_POOL_TOKENS
-from scaleot.audit.recovery import fidelity, gap, recovery, summary
 from scaleot.errors import ScaleOTError
-from scaleot.manifest import write_json_atomic, write_manifest
+from scaleot.exchange.audit import KIND, write_audit
+from scaleot.model_owner.audit import AuditConfig, RecoveryAttack, measure, render, scan, verdict
+from scaleot.model_owner.audit.config import ATTACK_POOL_TOKENS
+from scaleot.model_owner.audit.recovery import fidelity, gap, recovery, summary
 from scaleot.recipes.options import step_command
 from scaleot.recipes.protocol import run_recipe
 from scaleot.recipes.run_options import RunOptions, run_field
 
-KIND = "audit"
 OWN_ENTRIES = ("audit.json", "report.md", "manifest.json")
 # Options a --resume may change: they shape neither the attack nor its measurements.
 MAY_CHANGE = ("budgets", "checkpoint_every", "keep_checkpoints", "max_recovery", "max_recovered_acc", "max_fidelity",
@@ -76,9 +75,9 @@ class AuditRecipe:
     def __init__(self, config: AuditRun, full_model=None, tokenizer=None, full_measurement: dict | None = None,
                  deadline: float | None = None):
         """``full_model``/``tokenizer``: the full model already loaded (several audits in one
-        process); ``full_measurement``: its :func:`~scaleot.audit.recovery.measure` on the same
+        process); ``full_measurement``: its :func:`~scaleot.model_owner.audit.recovery.measure` on the same
         tasks, split and text (skips measuring it again); ``deadline``: a ``time.monotonic()``
-        at which the attack checkpoints and raises :class:`~scaleot.audit.recovery.AttackPaused`."""
+        at which the attack checkpoints and raises :class:`~scaleot.model_owner.audit.recovery.AttackPaused`."""
         self.audit, self.run, self.config, self.deadline = config, config.run, config.config, deadline
         self.out = Path(config.run.out)
         self.full, self.tokenizer, self.full_measurement = full_model, tokenizer, full_measurement
@@ -99,7 +98,7 @@ class AuditRecipe:
 
     def check_corpus(self, info: dict) -> None:
         """The attacker's text must not be what the owner trained the emulator on."""
-        from scaleot.validate.provenance import corpus_provenance
+        from scaleot.provenance import corpus_provenance
 
         c = self.config
         owner = [c.owner_corpus]
@@ -118,8 +117,8 @@ class AuditRecipe:
     def setup(self) -> None:
         """Load the full model and the verified bundle (same base weights), tasks and text."""
         from scaleot.data import SplitConfig, corpus_splits, load_task
-        from scaleot.emulator import load_emulator
         from scaleot.models import fingerprint_model, load_model
+        from scaleot.models.emulator import load_emulator
 
         r, c = self.run, self.config
         dtype = r.dtype or "float32"  # the attack trains fp32 master weights (bf16 only under autocast)
@@ -143,8 +142,8 @@ class AuditRecipe:
         return scan(self.bundle.model, self.full, self.bundle.info, c.near_copy_cos, c.rank_rtol)
 
     def attack_folder(self):
+        from scaleot.provenance import corpus_provenance
         from scaleot.run_folder import RunFolder
-        from scaleot.validate.provenance import corpus_provenance
 
         c = self.config
         provenance = dict(corpus_provenance(c.attack_corpus), model_fingerprint=self.full_fp,
@@ -211,10 +210,7 @@ class AuditRecipe:
         out = Path(self.run.out)
         if not c.keep_checkpoints:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        write_json_atomic(out / "audit.json", doc)
-        (out / "report.md").write_text(render(doc))
-        write_manifest(out, KIND, {"emulator_fingerprint": self.bundle.fingerprint, "ok": v["ok"],
-                                   "broken": v["broken"]})
+        write_audit(out, doc, render(doc), self.bundle.fingerprint)
         return doc
 
 

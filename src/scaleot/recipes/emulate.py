@@ -22,7 +22,8 @@ from pathlib import Path
 
 import typer
 
-from scaleot.emulator import EmulatorConfig, build_emulator
+from scaleot.exchange.kinds import EMULATOR
+from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.models import load_model
 from scaleot.recipes.options import step_command
 from scaleot.recipes.protocol import run_recipe
@@ -61,7 +62,7 @@ class EmulateRecipe:
 
         c, out = self.emulator, self.out
         inputs = [c.importance, local_path(c.model), local_path(c.corpus)]
-        check_output(out, "emulator", overwrite=self.run.overwrite, inputs=[*inputs, c.kd_run_dir])
+        check_output(out, EMULATOR, overwrite=self.run.overwrite, inputs=[*inputs, c.kd_run_dir])
         if (c.method == "uniform-kd" or c.calibrate_steps) and not c.kd_run_dir:
             c.kd_run_dir = str(out.with_name(out.name + ".kd"))
         if c.kd_run_dir:

@@ -158,7 +158,7 @@ class EvaluateRecipe:
 
     def save(self) -> Path | None:
         """Write the JSON (atomically; ``--offsite``: and the ``.md`` table) if ``--out``; returns it."""
-        from scaleot.manifest import write_json_atomic
+        from scaleot.exchange.manifest import write_json_atomic
 
         out = self.run.out
         if out:

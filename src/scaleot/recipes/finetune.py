@@ -10,12 +10,12 @@ Recipe shape (:class:`~scaleot.recipes.protocol.Recipe`): :class:`FinetuneRecipe
 - ``--model M``: the FT row, the same loop on the full model (all blocks train, or the
   sandwich with ``--blocks sandwich``).
 
-Writes ``OUT/`` (the tuned adapter, see :mod:`scaleot.adapter`) and keeps
+Writes ``OUT/`` (the tuned adapter, see :mod:`scaleot.exchange.adapter`) and keeps
 checkpoints, ``log.jsonl`` and TensorBoard events in ``--run-dir`` (default ``OUT.run``).
 The adapter records a built-in task by its public name (``gen:``, ``pkg:``, ``bigbench:``);
 a local task file or folder, or an ``hf:`` dataset, is recorded as ``"undisclosed"`` unless
 ``--disclose-task`` (then a file by its name and sha256, never its path): see
-:mod:`scaleot.disclosure`. A task whose test examples also appear among its training or
+:mod:`scaleot.exchange.disclosure`. A task whose test examples also appear among its training or
 validation examples is warned about (the test accuracy would measure memory).
 
 Runs under ``accelerate launch`` for data parallel. Raises :class:`ScaleOTError` for a
@@ -32,12 +32,13 @@ from pathlib import Path
 
 import typer
 
-from scaleot.adapter import write_adapter
 from scaleot.data import load_task
+from scaleot.data_owner.finetune import FinetuneConfig, train
+from scaleot.data_owner.finetune.export import export_adapter
+from scaleot.data_owner.finetune.methods import TUNING_METHODS
+from scaleot.data_owner.finetune.trainable import count_params
 from scaleot.errors import ScaleOTError
-from scaleot.finetune import FinetuneConfig, train
-from scaleot.finetune.methods import TUNING_METHODS
-from scaleot.finetune.trainable import count_params
+from scaleot.exchange.kinds import ADAPTER
 from scaleot.models import fingerprint_model, load_model, num_blocks
 from scaleot.recipes.options import step_command
 from scaleot.recipes.protocol import run_recipe
@@ -116,7 +117,7 @@ class FinetuneRecipe:
         if self.blocks == "sandwich" and self.split.n_bottom + self.split.n_top < 1:
             raise ScaleOTError(f"--adapter needs at least one adapter block with --blocks sandwich (got {self.split})")
         inputs = [self.emulator, local_path(self.model_name), local_path(self.task)]
-        check_output(self.out, "adapter", overwrite=self.overwrite, inputs=[*inputs, self.run_dir])
+        check_output(self.out, ADAPTER, overwrite=self.overwrite, inputs=[*inputs, self.run_dir])
         if self.run_dir is None:
             self.run_dir = self.out.with_name(self.out.name + ".run")
         check_run_dir(self.run_dir, resume=self.resume, overwrite=self.overwrite, inputs=[*inputs, self.out])
@@ -127,7 +128,7 @@ class FinetuneRecipe:
         self.splits = load_task(self.task, self.config.split_config())
         warn_repeated_examples(self.splits)
         if self.emulator is not None:
-            from scaleot.emulator import load_emulator
+            from scaleot.models.emulator import load_emulator
 
             bundle = load_emulator(self.emulator, device=self.config.device)
             self.model, self.tokenizer = bundle.model, bundle.tokenizer
@@ -154,7 +155,7 @@ class FinetuneRecipe:
 
     def provenance(self) -> dict:
         """What this run trains on; every checkpoint records it and ``--resume`` checks it."""
-        from scaleot.validate.provenance import task_provenance
+        from scaleot.provenance import task_provenance
 
         return dict(task_provenance(self.splits), base_fingerprint=self.identity["base_fingerprint"],
                     emulator_fingerprint=self.identity["emulator_fingerprint"],
@@ -168,7 +169,7 @@ class FinetuneRecipe:
 
     def save(self) -> Path:
         """Write the adapter (the main process under ``accelerate launch``); returns its folder."""
-        from scaleot.disclosure import public_info, public_task
+        from scaleot.exchange.disclosure import public_info, public_task
         from scaleot.outputs import check_output
 
         info = dict(self.identity, method=self.config.method, options=self.config.to_dict(),
@@ -177,7 +178,7 @@ class FinetuneRecipe:
                     timing=dict(self.result.timing, setup_seconds=round(self.setup_seconds, 2)))
         extra = None
         if self.controller is not None:  # IST: its layer importance travels with the adapter
-            from scaleot.tuners.ist import save_importance
+            from scaleot.data_owner.tuners.ist import save_importance
 
             def extra(folder: Path) -> None:
                 save_importance(self.controller.controller, folder)
@@ -186,8 +187,8 @@ class FinetuneRecipe:
 
         state = PartialState()  # under accelerate launch only the main process writes; the others wait
         if state.is_main_process:
-            check_output(self.out, "adapter", overwrite=self.overwrite)  # still safe after training
-            write_adapter(self.out, self.model, self.positions, self.sources, public_info(info), self.peft_model,
+            check_output(self.out, ADAPTER, overwrite=self.overwrite)  # still safe after training
+            export_adapter(self.out, self.model, self.positions, self.sources, public_info(info), self.peft_model,
                           extra_writer=extra)
         state.wait_for_everyone()
         return self.out

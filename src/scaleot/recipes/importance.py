@@ -29,11 +29,12 @@ import typer
 from scaleot.data import corpus_splits, read_corpus
 from scaleot.data.text import KNOWN_CORPORA
 from scaleot.errors import ScaleOTError
-from scaleot.importance.config import ImportanceConfig
-from scaleot.importance.folder import FORMAT_VERSION, KIND, read_importance_info, write_importance
-from scaleot.importance.report import plot_importance
-from scaleot.importance.trainer import ImportanceTrainer
-from scaleot.manifest import manifest_matches
+from scaleot.exchange.importance import FORMAT_VERSION, KIND, read_importance_info, write_importance
+from scaleot.exchange.layers import Harmonizer
+from scaleot.exchange.manifest import manifest_matches
+from scaleot.model_owner.importance.config import ImportanceConfig
+from scaleot.model_owner.importance.report import plot_importance
+from scaleot.model_owner.importance.trainer import ImportanceTrainer
 from scaleot.models import (
     arch_spec,
     fingerprint_model,
@@ -42,11 +43,10 @@ from scaleot.models import (
     resolve_model_path,
 )
 from scaleot.models.device import autocast_used, wants_bf16
+from scaleot.provenance import corpus_provenance
 from scaleot.recipes.options import step_command
 from scaleot.recipes.protocol import run_recipe
 from scaleot.recipes.run_options import RunOptions, run_field
-from scaleot.tuners.harmonizer import Harmonizer
-from scaleot.validate.provenance import corpus_provenance
 
 
 @dataclass(kw_only=True)
@@ -104,7 +104,7 @@ class ImportanceRecipe:
         from scaleot.outputs import check_output, local_path
 
         r, out = self.run, self.out
-        check_output(out, "importance", overwrite=r.overwrite, resume=r.resume, own_entries=OWN_ENTRIES,
+        check_output(out, KIND, overwrite=r.overwrite, resume=r.resume, own_entries=OWN_ENTRIES,
                      inputs=[local_path(r.model), local_path(self.config.corpus)])
         if out.exists() and any(out.iterdir()) and not (r.resume or r.overwrite):
             raise ScaleOTError(f"output exists: {out} (pass --resume to continue it or --overwrite to replace it)")
@@ -217,7 +217,7 @@ class ImportanceRecipe:
         else:  # identity stand-ins, written as fresh (exactly identity) harmonizers to keep one file format
             hidden = trainer.model.config.get_text_config().hidden_size
             harmonizers = {i: Harmonizer(hidden, o.harmonizer) for i in trainer.middle}
-        from scaleot.validate.exchange import check_finite_tensors
+        from scaleot.exchange.checks import check_finite_tensors
 
         check_finite_tensors({f"score of block {i}": torch.tensor(v) for i, v in zip(trainer.middle, logits,
                                                                                   strict=True)}, f"importance {out}")

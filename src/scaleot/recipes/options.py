@@ -1,8 +1,8 @@
 """Command-line options generated from the config dataclasses: one source of truth per option.
 
-A config dataclass (:class:`~scaleot.importance.config.ImportanceConfig`,
-:class:`~scaleot.emulator.config.EmulatorConfig`,
-:class:`~scaleot.finetune.config.FinetuneConfig`) declares each option once: its name,
+A config dataclass (:class:`~scaleot.model_owner.importance.config.ImportanceConfig`,
+:class:`~scaleot.model_owner.emulator.config.EmulatorConfig`,
+:class:`~scaleot.data_owner.finetune.config.FinetuneConfig`) declares each option once: its name,
 type, default and ``metadata["help"]``. :func:`config_command` turns those fields into
 typer options (``snake_case`` -> ``--kebab-case``, booleans as ``--x/--no-x``, nested
 dataclasses flattened as ``--<field>-<subfield>``, the pair ``n_bottom``/``n_top`` as

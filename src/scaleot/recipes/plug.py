@@ -10,7 +10,7 @@ names: the data owner's file does not choose which folder or hub id is opened. L
 adapters are merged, so ``AutoModelForCausalLM.from_pretrained(OUT)`` loads the result.
 
 Recipe shape (:class:`~scaleot.recipes.protocol.Recipe`): :class:`PlugRecipe` reads one
-:class:`PlugRun`. :func:`scaleot.plug.plug` is one call that checks ``--out``, reads and
+:class:`PlugRun`. :func:`scaleot.model_owner.plug.plug` is one call that checks ``--out``, reads and
 checks the adapter against the bundle, merges and writes, so ``execute`` makes that call
 and the other three steps have nothing of their own to do.
 """
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import typer
 
-from scaleot.plug import check_adapter_fits, plug, plug_into, recorded_base_model
+from scaleot.merge import check_adapter_fits, plug_into
+from scaleot.model_owner.plug import plug, recorded_base_model
 from scaleot.recipes.options import step_command
 from scaleot.recipes.protocol import run_recipe
 from scaleot.recipes.run_options import RunOptions, run_field
@@ -49,20 +50,22 @@ class PlugRun:
 
 
 class PlugRecipe:
-    """``scaleot plug``: :func:`scaleot.plug.plug` as a recipe."""
+    """``scaleot plug``: :func:`scaleot.model_owner.plug.plug` as a recipe."""
 
     def __init__(self, config: PlugRun):
         self.config, self.run, self.out = config, config.run, Path(config.run.out)
 
     def check_paths(self) -> None:
-        """Nothing before :meth:`execute`: :func:`scaleot.plug.plug` checks ``--out`` before loading anything."""
+        """Nothing before :meth:`execute`: :func:`scaleot.model_owner.plug.plug` checks ``--out`` before loading anything."""
 
     def setup(self) -> None:
-        """Nothing: :func:`scaleot.plug.plug` loads the model and the adapter itself."""
+        """Nothing: :func:`scaleot.model_owner.plug.plug` loads the model and the adapter itself."""
 
     def execute(self) -> None:
         """Check, merge and write the plug-in model (``self.path``)."""
-        from scaleot.plug import plug as plug_adapter  # looked up at call time (tests stub it)
+        from scaleot.model_owner.plug import (
+            plug as plug_adapter,  # looked up at call time (tests stub it)
+        )
 
         c, r = self.config, self.run
         self.path = plug_adapter(r.model, c.adapter, r.out, device=r.device, emulator=c.emulator, overwrite=r.overwrite,

@@ -23,8 +23,6 @@ for every section.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import resource
 import time
 from dataclasses import fields
@@ -34,12 +32,14 @@ from typing import Annotated
 import typer
 import yaml
 
-from scaleot.audit.config import AuditConfig
-from scaleot.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.errors import ScaleOTError, check
-from scaleot.finetune import FinetuneConfig
-from scaleot.importance.config import ImportanceConfig
-from scaleot.manifest import manifest_matches, read_json, write_json_atomic
+from scaleot.exchange.hashing import json_sha256
+from scaleot.exchange.kinds import IMPORTANCE, RUN
+from scaleot.exchange.manifest import manifest_matches, read_json, write_json_atomic
+from scaleot.model_owner.audit.config import AuditConfig
+from scaleot.model_owner.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
+from scaleot.model_owner.importance.config import ImportanceConfig
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.outputs import check_name, path_inside
 from scaleot.recipes import run_steps
@@ -69,6 +69,8 @@ def section_keys(section: str) -> set[str]:
 
 def _section(section: str, values: dict | None, where: str, split: AdapterSplit | None, **fixed) -> dict:
     """Check one section (or emulator entry) against its dataclass; fill the job's ``adapter:``."""
+    if values is not None and not isinstance(values, dict):
+        raise ScaleOTError(f"{where}: expected a mapping of options, found {type(values).__name__}")
     values = dict(values or {})
     bad = sorted(set(values) & set(JOB_KEYS))
     if bad:
@@ -205,7 +207,7 @@ def _check_sections(cfg: dict, problems: list[str]) -> None:
 
 
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_sha256(obj)[:16]
 
 
 class RunRecipe:
@@ -251,9 +253,9 @@ class RunRecipe:
 
     def reuse_importance(self, folder: Path) -> None:
         """``importance: {from: DIR}``: a finished stage 1, verified, stands in for the step."""
-        from scaleot.manifest import verify_manifest
+        from scaleot.exchange.manifest import verify_manifest
 
-        manifest = verify_manifest(folder, "importance")
+        manifest = verify_manifest(folder, IMPORTANCE)
         self._record("importance", {"digest": digest([str(folder), manifest["files"]]), "seconds": 0.0,
                                     "reused": str(folder)})
         self.outputs["importance"][()] = folder
@@ -280,7 +282,7 @@ class RunRecipe:
 
     def _audit_section(self, report: Path, audits: dict, docs: dict) -> None:
         """The audit columns and the privacy-recovery view, appended to ``report.md``."""
-        from scaleot.audit.report import audit_columns
+        from scaleot.model_owner.audit.report import audit_columns
         from scaleot.report.plots import recovery_plot
 
         plot = recovery_plot(audits, docs, self.path("privacy_recovery.png"))
@@ -299,7 +301,7 @@ def check_run_out(out: str | Path, config: str | Path | dict) -> None:
     inputs = [] if isinstance(config, dict) else [config]
     earlier_run = (out / "steps.json").is_file()  # an earlier run: continue it, skipping finished steps
     own = [p.name for p in out.iterdir()] if earlier_run and out.is_dir() else RUN_FOLDER_ENTRIES
-    check_output(out, "run", resume=True, inputs=inputs, own_entries=own)
+    check_output(out, RUN, resume=True, inputs=inputs, own_entries=own)
 
 
 def run_job(config: str | Path | dict, out: str | Path, progress: bool = True) -> Path:

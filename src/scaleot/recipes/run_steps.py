@@ -19,14 +19,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scaleot.audit.config import AuditConfig
-from scaleot.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
+from scaleot.data_owner.finetune import FinetuneConfig
 from scaleot.evaluation.config import EvaluateConfig
-from scaleot.finetune import FinetuneConfig
-from scaleot.importance.config import ImportanceConfig
-from scaleot.manifest import read_json
+from scaleot.exchange.kinds import ADAPTER, AUDIT, EMULATOR, IMPORTANCE, PLUGGED_MODEL
+from scaleot.exchange.manifest import read_json
+from scaleot.model_owner.audit.config import AuditConfig
+from scaleot.model_owner.emulator.config import NEEDS_IMPORTANCE, EmulatorConfig
+from scaleot.model_owner.importance.config import ImportanceConfig
 from scaleot.outputs import MAX_NAME_CHARS, check_name
-from scaleot.plug import PLUGGED_KIND
 from scaleot.recipes.audit import AuditRecipe, AuditRun
 from scaleot.recipes.emulate import EmulateRecipe, EmulateRun
 from scaleot.recipes.evaluate import EvaluateRecipe, EvaluateRun
@@ -212,12 +212,12 @@ def _scorer_record(out: Path) -> dict:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("importance", ImportanceRecipe, "importance", (), "importance", importance_instances),
-    Step("emulate", EmulateRecipe, "emulators", ("importance",), "emulator", emulate_instances),
-    Step("finetune", FinetuneRecipe, "finetune", ("emulate",), "adapter", finetune_instances),
-    Step("ft", FinetuneRecipe, "ft", (), "adapter", ft_instances),
-    Step("plug", PlugRecipe, "plug", ("emulate", "finetune"), PLUGGED_KIND, plug_instances),
+    Step("importance", ImportanceRecipe, "importance", (), IMPORTANCE, importance_instances),
+    Step("emulate", EmulateRecipe, "emulators", ("importance",), EMULATOR, emulate_instances),
+    Step("finetune", FinetuneRecipe, "finetune", ("emulate",), ADAPTER, finetune_instances),
+    Step("ft", FinetuneRecipe, "ft", (), ADAPTER, ft_instances),
+    Step("plug", PlugRecipe, "plug", ("emulate", "finetune"), PLUGGED_MODEL, plug_instances),
     Step("evaluate", EvaluateRecipe, "evaluate", ("emulate", "finetune", "ft"), None, evaluate_instances,
          record=_scorer_record),
-    Step("audit", AuditRecipe, "audit", ("emulate",), "audit", audit_instances),
+    Step("audit", AuditRecipe, "audit", ("emulate",), AUDIT, audit_instances),
 )

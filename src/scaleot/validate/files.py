@@ -175,7 +175,7 @@ def check_content(path: Path, rel: str, where: str) -> None:
 
 
 def check_model_card(path: Path, rel: str, where: str) -> dict:
-    """A model card (:mod:`scaleot.model_card`): only a top-level ``README.md``, at most 1 MiB of
+    """A model card (:mod:`scaleot.exchange.model_card`): only a top-level ``README.md``, at most 1 MiB of
     UTF-8 text, opening with a YAML front matter that is a mapping; returns the front matter."""
     import yaml
 

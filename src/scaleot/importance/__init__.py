@@ -1,9 +1,0 @@
-"""ScaleOT stage 1: Dynamic LayerReplace (block importance + harmonizers), docs/method.md section 2."""
-
-from scaleot.importance.config import ImportanceConfig
-from scaleot.importance.leave_one_out import leave_one_out, spearman
-from scaleot.importance.sampling import groups, sample_configuration
-from scaleot.importance.trainer import ImportanceTrainer, advantages, discard_grads
-
-__all__ = ["ImportanceConfig", "ImportanceTrainer", "advantages", "discard_grads", "groups", "leave_one_out",
-           "sample_configuration", "spearman"]
