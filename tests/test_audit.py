@@ -134,7 +134,7 @@ def test_attack_recovers_a_learnable_task_and_gates_the_release(tmp_path, one_th
     args = ["audit", "--emulator", str(emu), "--model", str(model_dir), "--out", str(out), "--tasks", str(task),
             "--n-test", "40", "--ppl-corpus", str(text), "--ppl-blocks", "4", "--attack-corpus", str(text),
             "--budgets", "1024,4096", "--attack-lr", "1e-2", "--attack-batch", "8", "--block-size", "16",
-            "--checkpoint-every", "10", "--no-progress", "--device", "cpu"]
+            "--checkpoint-every", "10", "--no-progress", "--device", "cpu", "--transfer-tasks", ""]
     assert main(args) == 1
     doc = json.loads((out / "audit.json").read_text())
     emu_zs, attacked = doc["emulator_zs"]["acc"], doc["attack"][-1]["acc"]
@@ -161,7 +161,8 @@ def test_adding_a_budget_on_resume_continues_the_same_attack(tmp_path, one_threa
         args = ["audit", "--emulator", str(emu), "--model", str(model_dir), "--out", str(tmp_path / out),
                 "--tasks", str(task), "--n-test", "16", "--ppl-corpus", str(text), "--ppl-blocks", "2",
                 "--attack-corpus", str(text), "--budgets", budgets, "--attack-lr", "1e-2", "--attack-batch", "4",
-                "--block-size", "16", "--checkpoint-every", "100", "--no-progress", "--device", "cpu", *extra]
+                "--block-size", "16", "--checkpoint-every", "100", "--no-progress", "--device", "cpu",
+                "--transfer-tasks", "", *extra]
         assert main(args) in (0, 1)
         doc = json.loads((tmp_path / out / "audit.json").read_text())
         return [{k: v for k, v in r.items() if k != "train_seconds"} for r in doc["attack"]]
@@ -299,3 +300,47 @@ def test_recovered_accuracy_threshold_judges_the_end_accuracy_not_r():
     assert not any("recovered_acc" in c["check"] for c in verdict(AuditConfig(), clean, {"zs": 0.1},
                                                                    [{"tokens": 1, "acc": 0.9, "R": 0.1,
                                                                      "fidelity": 0.5}])["checks"])
+
+
+def test_transfer_check_runs_on_the_shipped_emulator_and_gates_the_release(tmp_path, one_thread, monkeypatch):  # noqa: F811
+    """The audit runs the transfer check on the emulator as shipped (before the attack changes
+    it), reports it, judges it by --min-transfer-ratio, and --resume reuses transfer.json."""
+    import scaleot.model_owner.audit.transfer_check as tc
+    from scaleot.cli import main
+    from scaleot.models import fingerprint_model
+
+    model_dir, emu, task, text = _tiny_world(tmp_path)
+    calls = []
+
+    def fake_check(full, emulator, layer_map, tokenizer, cfg, autocast=None, progress=True):
+        calls.append((fingerprint_model(emulator), list(cfg.tasks), [e["kind"] for e in layer_map]))
+        row = {"full_zs": 50.0, "emu_zs": 40.0, "emu_ft": 60.0, "plug_in": 55.0, "reference": 70.0, "n": 10,
+               "gain": 5.0, "gain_se": 1.0, "delta": -5.0, "delta_se": 1.0, "ceiling_ratio": 0.25}
+        return {"config": {"tasks": list(cfg.tasks), "n_train": 400, "n_dev": 300, "n_heldout": 400, "seed": 0,
+                           "tuning": cfg.tuning, "autocast": "none"}, "tasks": {"proxy": row},
+                "median_ceiling_ratio": 0.25}
+
+    monkeypatch.setattr(tc, "transfer_check", fake_check)
+    out = tmp_path / "audit"
+
+    def audit(*extra):
+        return main(["audit", "--emulator", str(emu), "--model", str(model_dir), "--out", str(out), "--tasks",
+                     str(task), "--n-test", "16", "--ppl-corpus", str(text), "--ppl-blocks", "2", "--attack-corpus",
+                     str(text), "--budgets", "256", "--attack-lr", "1e-2", "--attack-batch", "4", "--block-size", "16",
+                     "--transfer-tasks", "gen:arithmetic,gen:sequence", "--no-progress",
+                     "--device", "cpu", "--keep-checkpoints", *extra])
+
+    from scaleot.models.emulator import load_emulator
+
+    shipped = fingerprint_model(load_emulator(emu).model)
+    assert audit("--min-transfer-ratio", "0.5") == 1
+    assert calls == [(shipped, ["gen:arithmetic", "gen:sequence"], calls[0][2])] and "adapter" in calls[0][2]
+    doc = json.loads((out / "audit.json").read_text())
+    assert doc["transfer"]["median_ceiling_ratio"] == 0.25
+    assert "min_transfer_ratio (median over the proxy tasks)" in doc["verdict"]["broken"]
+    report = (out / "report.md").read_text()
+    assert "## Transfer check" in report and "| proxy | 50.0 | 40.0 | 60.0 | 55.0 | 70.0 | +5.0 ± 1.0 |" in report
+    audit("--resume", "--min-transfer-ratio", "0.2")  # the check passes now, and is not redone
+    doc = json.loads((out / "audit.json").read_text())
+    assert not any("transfer" in b for b in doc["verdict"]["broken"]) and doc["transfer"]["tasks"]["proxy"]["gain"] == 5.0
+    assert len(calls) == 1

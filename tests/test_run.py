@@ -120,10 +120,14 @@ def test_run_with_an_audit_section_adds_the_columns_and_the_recovery_view(tmp_pa
     cfg["emulators"] = cfg["emulators"][1:]  # uniform only: no stage 1
     cfg.pop("importance")
     cfg["audit"] = {"budgets": "64", "ppl_corpus": str(text), "attack_corpus": str(text), "ppl_blocks": 2,
-                    "block_size": 16, "n_test": 8, "max_recovery": None, "autocast": "none"}
+                    "block_size": 16, "n_test": 8, "max_recovery": None, "autocast": "none",
+                    "transfer_tasks": "gen:parity"}  # the real transfer check, end to end, on one proxy
     out = tmp_path / "run"
     report = run_job(cfg, out, progress=False)
-    assert (out / "audit" / "uniform" / "audit.json").is_file()
+    audit = json.loads((out / "audit" / "uniform" / "audit.json").read_text())
+    proxy = audit["transfer"]["tasks"]["gen:parity"]
+    assert proxy["n"] == 300 and {"emu_ft", "plug_in", "reference", "ceiling_ratio"} <= set(proxy)
+    assert "## Transfer check" in (out / "audit" / "uniform" / "report.md").read_text()
     assert (out / "privacy_recovery.png").read_bytes()[:4] == b"\x89PNG"
     text = report.read_text()
     assert "## Audit: what each emulator gives away" in text and "![privacy-recovery](privacy_recovery.png)" in text

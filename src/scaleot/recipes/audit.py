@@ -1,12 +1,17 @@
 """Audit an emulator before shipping it: leak scan, capability gap, recovery attack, verdict.
 
 Recipe shape (:class:`~scaleot.recipes.protocol.Recipe`): :class:`AuditRecipe` reads one
-:class:`AuditRun`, ``check_paths -> setup -> execute (scan, baseline, attack) -> save``, run by the model owner, who
+:class:`AuditRun`, ``check_paths -> setup -> execute (scan, transfer, baseline, attack) -> save``, run by the
+model owner, who
 holds both the emulator bundle and the full model (docs/method.md section 9):
 
 - **scan**: exact copies, near-copies (``|cos| >= 0.99`` on whole rows or columns, transposes
   and one-axis slices included) and effective ranks of the shipped attention projections
   (:mod:`scaleot.model_owner.audit.leak_scan`);
+- **transfer**: will the data owner's tuning carry? On the owner's proxy tasks
+  (``--transfer-tasks``, generated ones, never the data owner's) the adapter is tuned through
+  the emulator as shipped and through the full model, and the plug-in is compared with both
+  (:mod:`scaleot.model_owner.audit.transfer_check`; ``transfer.json``, ``--min-transfer-ratio``);
 - **baseline**: Full ZS and Emu ZS on the audit tasks (fast scorer), the emulator's fidelity,
   perplexity on held-out generic text;
 - **attack**: every emulator parameter fine-tuned on public text that is not the owner's
@@ -14,7 +19,7 @@ holds both the emulator bundle and the full model (docs/method.md section 9):
   R and fidelity (:mod:`scaleot.model_owner.audit.recovery`). Each budget is a resumable step: the
   checkpoint at its end carries the measurements, and ``--resume`` continues from the newest
   checkpoint (also to add a larger budget while ``--keep-checkpoints`` kept them);
-- **save**: ``audit.json``, ``report.md``, ``log.jsonl`` and ``tb/`` (the attack's loss) and a
+- **save**: ``audit.json`` (with ``transfer``), ``report.md``, ``log.jsonl`` and ``tb/`` (the attack's loss) and a
   ``manifest.json`` of kind ``audit`` in ``--out``.
 
 Exit status: 0 when every check passes, 1 when a threshold is broken (one line on stderr
@@ -38,11 +43,12 @@ from scaleot.recipes.options import step_command
 from scaleot.recipes.protocol import run_recipe
 from scaleot.recipes.run_options import RunOptions, run_field
 
-OWN_ENTRIES = ("audit.json", "report.md", "manifest.json")
+OWN_ENTRIES = ("audit.json", "report.md", "manifest.json", "transfer.json")
 # Options a --resume may change: they shape neither the attack nor its measurements.
+# the thresholds, the scan's settings and the transfer check (kept apart in transfer.json, keyed by
+# its own options) do not change what the attack trains on, so --resume may change them
 MAY_CHANGE = ("budgets", "checkpoint_every", "keep_checkpoints", "max_recovery", "max_recovered_acc", "max_fidelity",
-              "min_gap",
-              "near_copy_cos", "rank_rtol")
+              "min_gap", "min_transfer_ratio", "transfer_tasks", "near_copy_cos", "rank_rtol")
 # Corpora the owner trained the emulator on, by method (emulator.json options.corpus).
 TRAINS_ON_CORPUS = ("uniform-kd", "crash")
 
@@ -81,6 +87,7 @@ class AuditRecipe:
         self.audit, self.run, self.config, self.deadline = config, config.run, config.config, deadline
         self.out = Path(config.run.out)
         self.full, self.tokenizer, self.full_measurement = full_model, tokenizer, full_measurement
+        self.transfer_doc: dict | None = None
         self.check_paths()
 
     # ------------------------------------------------------------------ setup
@@ -184,10 +191,39 @@ class AuditRecipe:
         wanted = set(c.budget_list)
         return base, [r for r in results if r["tokens"] in wanted]
 
+    def transfer(self) -> dict | None:
+        """The transfer check on the proxy tasks, on the emulator as shipped (before the attack
+        changes it; the check tunes copies). Kept in ``OUT/transfer.json`` so ``--resume`` does
+        not redo it when the emulator, model and check options are the same."""
+        from scaleot.exchange.manifest import read_json, write_json_atomic
+        from scaleot.model_owner.audit.transfer_check import TransferCheckConfig, transfer_check
+        from scaleot.models.device import use_bf16, wants_bf16
+
+        c = self.config
+        if not c.transfer_task_list:
+            return None
+        device = next(self.bundle.model.parameters()).device
+        bf16 = use_bf16(wants_bf16(c.autocast, device), device)
+        check = TransferCheckConfig(tasks=c.transfer_task_list, seed=c.split_seed,
+                                    tuning={"autocast": "bf16" if bf16 else "none", "device": str(device)})
+        key = {"emulator": self.bundle.fingerprint, "model": self.full_fp, "tasks": check.tasks, "seed": check.seed,
+               "tuning": check.tuning}
+        path = Path(self.run.out) / "transfer.json"
+        if self.run.resume and path.is_file():
+            done = read_json(path)
+            if done.get("key") == key:
+                return done["transfer"]
+        doc = transfer_check(self.full, self.bundle.model, self.bundle.info["layer_map"], self.tokenizer, check,
+                             autocast="bfloat16" if bf16 else None, progress=self.run.progress)
+        Path(self.run.out).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"key": key, "transfer": doc})
+        return doc
+
     def execute(self) -> None:
-        """Scan the bundle, then the baseline and the recovery attack (``self.scan_doc``, ``self.base``,
-        ``self.results``)."""
+        """Scan the bundle, the transfer check on proxy tasks, then the baseline and the recovery
+        attack (``self.scan_doc``, ``self.transfer_doc``, ``self.base``, ``self.results``)."""
         self.scan_doc = self.scan()
+        self.transfer_doc = self.transfer()
         self.base, self.results = self.attack()
 
     def save(self) -> dict:
@@ -196,7 +232,7 @@ class AuditRecipe:
         scan_doc, base, results = self.scan_doc, self.base, self.results
         full, emu = base["full"], base["emu"]
         g = gap(full, emu)
-        v = verdict(c, scan_doc, g, results)
+        v = verdict(c, scan_doc, g, results, self.transfer_doc)
         doc = {
             "format_version": 1, "kind": KIND,
             "emulator": {"name": Path(self.audit.emulator).name, "method": info["method"],
@@ -205,7 +241,7 @@ class AuditRecipe:
             "model": self.run.model, "model_fingerprint": self.full_fp, "config": c.to_dict(),
             "verdict": v, "scan": scan_doc, "full": summary(full), "emulator_zs": summary(emu),
             "emulator_fidelity": fidelity(emu, full), "gap": g,
-            "attack_recipe": c.attack_recipe(), "attack": results,
+            "attack_recipe": c.attack_recipe(), "attack": results, "transfer": self.transfer_doc,
         }
         out = Path(self.run.out)
         if not c.keep_checkpoints:

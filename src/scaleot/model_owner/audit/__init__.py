@@ -5,6 +5,8 @@
   effective ranks of the shipped tensors against the withheld ones;
 - :mod:`.recovery`: the capability gap, the recovery attack (full fine-tuning of every
   emulator parameter on public text) and its recovery ratio and fidelity;
+- :mod:`.transfer_check`: will the data owner's work carry? The emulator's transfer on the
+  model owner's own proxy tasks (Emu FT, plug-in, the reference, the ceiling ratio);
 - :mod:`.report`: the verdict and ``report.md``.
 """
 

@@ -27,6 +27,9 @@ from scaleot.models.device import AUTOCAST
 from scaleot.validate.options import nonfinite_fields
 
 DEFAULT_TASKS = ",".join(DEFAULT_TASK_NAMES)  # configs/default.yaml's
+# The transfer check's proxy tasks: generated families outside the transfer suite whose reference
+# adapter gains the most on dev (bench/results/suite/choose_dev.md: +41.7, +58.7, +33.0 points)
+PROXY_TASKS = ("gen:arithmetic", "gen:sequence", "gen:alphabetical")
 OPTIMIZER = "AdamW (betas 0.9/0.999, constant lr, no weight decay, grad-norm clip 1.0)"
 # The attack draws its batches from the first ATTACK_POOL_TOKENS tokens of the attack corpus (all
 # of it when shorter), reshuffled every pass. The pool does not depend on the budgets, so adding
@@ -63,6 +66,11 @@ class AuditConfig:
         None, "fail when the attacked emulator's accuracy (pooled, fraction) at the largest budget exceeds this")
     max_fidelity: float | None = _opt(None, "fail when fidelity at the largest budget exceeds this")
     min_gap: float | None = _opt(None, "fail when Full ZS - Emu ZS (pooled, fraction) is below this")
+    transfer_tasks: str = _opt(",".join(PROXY_TASKS),
+                               "the model owner's proxy tasks for the transfer check, comma-separated (generated "
+                               "ones, never the data owner's; empty: no check)")
+    min_transfer_ratio: float | None = _opt(
+        None, "fail when the proxies' median ceiling ratio (Plug-in - Full ZS) / (reference - Full ZS) is below this")
     seed: int = _opt(0, "seed of the attacker's data order")
     keep_checkpoints: bool = _opt(False, "keep the attack's checkpoints after the audit finishes")
 
@@ -100,6 +108,10 @@ class AuditConfig:
     @property
     def task_list(self) -> list[str]:
         return [t.strip() for t in str(self.tasks).split(",") if t.strip()]
+
+    @property
+    def transfer_task_list(self) -> list[str]:
+        return [t.strip() for t in str(self.transfer_tasks or "").split(",") if t.strip()]
 
     @property
     def budget_list(self) -> list[int]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 from scaleot.model_owner.audit.config import AuditConfig
 
 
-def verdict(config: AuditConfig, scan: dict, gap: dict, attack: list[dict]) -> dict:
-    """``{"ok": bool, "checks": [...], "broken": [check names]}``."""
+def verdict(config: AuditConfig, scan: dict, gap: dict, attack: list[dict], transfer: dict | None = None) -> dict:
+    """``{"ok": bool, "checks": [...], "broken": [check names]}`` (``transfer``: the transfer
+    check's document, judged by ``min_transfer_ratio``; an undefined ratio fails it)."""
     checks = [
         {"check": "exact copies", "value": len(scan["exact"]), "threshold": 0, "ok": not scan["exact"]},
         {"check": "near-copies", "value": len(scan["near_copies"]), "threshold": 0, "ok": not scan["near_copies"]},
@@ -38,6 +39,10 @@ def verdict(config: AuditConfig, scan: dict, gap: dict, attack: list[dict]) -> d
     if config.max_fidelity is not None and last is not None:
         checks.append({"check": f"max_fidelity (at {last['tokens']} tokens)", "value": last["fidelity"],
                        "threshold": config.max_fidelity, "ok": last["fidelity"] <= config.max_fidelity})
+    if config.min_transfer_ratio is not None and transfer is not None:
+        r = transfer["median_ceiling_ratio"]
+        checks.append({"check": "min_transfer_ratio (median over the proxy tasks)", "value": r,
+                       "threshold": config.min_transfer_ratio, "ok": r is not None and r >= config.min_transfer_ratio})
     broken = [c["check"] for c in checks if not c["ok"]]
     return {"ok": not broken, "checks": checks, "broken": broken}
 
@@ -89,7 +94,30 @@ def render(doc: dict) -> str:
                      f"{rr} | {_pct(r['fidelity'], r['fidelity_stderr'])} | {r['ppl']:.2f} |")
     lines += ["", "R = (attacked - Emu ZS) / (Full ZS - Emu ZS); fidelity = share of examples where the "
               "attacked emulator picks the full model's choice (docs/method.md section 9).", ""]
+    if doc.get("transfer"):
+        lines += transfer_lines(doc["transfer"])
     return "\n".join(lines)
+
+
+def transfer_lines(t: dict) -> list[str]:
+    """The transfer check's section of ``report.md``."""
+    c = t["config"]
+    tuning = ", ".join(f"{k} {v}" for k, v in c["tuning"].items()) or "the data owner's defaults"
+    lines = ["## Transfer check: will the data owner's tuning carry?", "",
+             f"The model owner's proxy tasks ({c['n_train']} training, {c['n_dev']} scored dev examples each; "
+             f"tuning: {tuning}; scoring autocast {c['autocast']}). Reference = the same adapter tuned on the "
+             "full model; ceiling ratio = (Plug-in - Full ZS) / (reference - Full ZS).", "",
+             "| proxy task | Full ZS | Emu ZS | Emu FT | Plug-in | reference | Plug-in - Full ZS | Delta | ceiling ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in t["tasks"].items():
+        ratio = "n/a" if r["ceiling_ratio"] is None else f"{r['ceiling_ratio']:.2f}"
+        lines.append(f"| {name} | {r['full_zs']:.1f} | {r['emu_zs']:.1f} | {r['emu_ft']:.1f} | {r['plug_in']:.1f} | "
+                     f"{r['reference']:.1f} | {r['gain']:+.1f} ± {r['gain_se']:.1f} | {r['delta']:+.1f} ± "
+                     f"{r['delta_se']:.1f} | {ratio} |")
+    m = t["median_ceiling_ratio"]
+    lines += ["", f"Median ceiling ratio over the proxies: **{'n/a' if m is None else f'{m:.2f}'}**. How well it "
+              "predicts the ratio on real tasks: BENCHMARKS.md, \"Transfer check\".", ""]
+    return lines
 
 
 def audit_columns(audits: dict[str, dict], evals: dict[str, dict] | None = None) -> str:

@@ -44,11 +44,10 @@ from scaleot.errors import ScaleOTError
 from scaleot.evaluation import evaluate_mc
 from scaleot.exchange.adapter import read_adapter
 from scaleot.merge import plug_into
+from scaleot.model_owner.audit.config import PROXY_TASKS
 from scaleot.models import fingerprint_model
 from scaleot.progress import progress_bar
 from scaleot.stats import paired_difference
-
-PROXY_TASKS = ("gen:arithmetic", "gen:sequence", "gen:alphabetical")
 
 
 @dataclass
