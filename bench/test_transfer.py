@@ -137,3 +137,37 @@ def test_precorrect_trains_only_the_adapter_blocks_and_returns_their_weights():
     assert set(corrected) == {f"{pos}.{n}" for pos in (0, 3) for n in model.model.layers[pos].state_dict()}
     torch.testing.assert_close(corrected["3.mlp.up_proj.weight"], model.model.layers[3].mlp.up_proj.weight)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_lab_plugs_the_tuned_blocks_through_the_products_path(tmp_path, monkeypatch):
+    """Lab.run's plug-in (export_adapter -> read_adapter -> plug_into) is the full model with the
+    tuned adapter blocks copied in and every other block untouched."""
+    import json as _json
+    from types import SimpleNamespace
+
+    import torch
+    from tests.conftest import _build_hf_tokenizer
+
+    import bench.transfer as transfer
+    from scaleot.data import SplitConfig, load_task
+
+    rows = [{"context": f"Q: the {t} is A:", "choices": [f" {a}", " red"] if i % 3 else [" red", f" {a}"],
+             "label": 0 if i % 3 else 1} for i, (t, a) in enumerate([("sky", "blue"), ("grass", "green")] * 30)]
+    task = tmp_path / "t.jsonl"
+    task.write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
+    lab = object.__new__(transfer.Lab)
+    lab.args, lab.out = SimpleNamespace(autocast="none"), tmp_path
+    lab.full, lab.tok = _tiny_llama(), _build_hf_tokenizer()
+    lab.n = 4
+    spec = {"row": "offsite", "task": str(task), "n_train": 24, "n_test": 12, "method": "reference", "nb": 1,
+            "nt": 1, "tune": "full", "lr": 1e-2, "seed": 0, "steps": 2}
+    lab.splits = {(str(task), 24, 12): load_task(str(task), SplitConfig(seed=0, n_test=12, n_val=12, n_train=24))}
+    scored = []
+    monkeypatch.setattr(transfer, "score", lambda m, tok, s: scored.append(m) or {"acc": 0.5, "correct": [1]})
+    before = {k: v.clone() for k, v in lab.full.state_dict().items()}
+    lab.run(spec)
+    (plugged,) = scored  # the reference: the plug-in is the only score
+    tuned = {f"model.layers.{i}.": 0 for i in (0, 3)}
+    changed = [k for k, v in plugged.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(k.startswith(tuple(tuned)) for k in changed)
+    assert all(torch.equal(v, before[k]) for k, v in lab.full.state_dict().items())  # the full model untouched

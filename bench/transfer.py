@@ -10,7 +10,7 @@ is (task, emulator spec, adapter split, tuning method, lr, steps, seed):
 2. the transfer diagnostic on task batches: cosine between the adapter's gradient through
    the emulator and through the full model (:mod:`scaleot.model_owner.emulator.diagnostic`);
 3. tune the adapter through the emulator with the library's fine-tuning loop;
-4. plug it into a copy of the full model (block weights copied; LoRA merged first);
+4. plug it into a copy of the full model through the product's path (export, read, merge);
 5. score Emu ZS, Emu FT and Plug-in on the test split (per-example ``correct`` kept, so
    every difference gets a paired standard error). Full ZS, FT and the ``reference`` (the
    same adapter tuned on the full model itself) are records of their own.
@@ -39,14 +39,17 @@ from scaleot import stats
 from scaleot.data import SplitConfig, load_task
 from scaleot.data.finetune import PadCollator, encode_example
 from scaleot.data_owner.finetune import FinetuneConfig, freeze_all_but_blocks, train
+from scaleot.data_owner.finetune.export import export_adapter
 from scaleot.data_owner.finetune.loop import AnswerLoss
 from scaleot.data_owner.finetune.methods import TUNING_METHODS
 from scaleot.evaluation import evaluate_mc
+from scaleot.exchange.adapter import read_adapter
 from scaleot.exchange.importance import load_harmonizers, read_importance_info, write_importance
 from scaleot.exchange.manifest import write_json_atomic
+from scaleot.merge import plug_into
 from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
 from scaleot.model_owner.emulator.diagnostic import gradient_alignment
-from scaleot.models import get_blocks, load_model, num_blocks
+from scaleot.models import fingerprint_model, get_blocks, load_model, num_blocks
 from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.split import AdapterSplit
 
@@ -330,18 +333,21 @@ class Lab:
         for part in extra:
             if isinstance(part, MiddleDrop):
                 part.remove()
+        # the plug-in through the product's own path: the data owner's export, the model owner's
+        # one read of the returned folder, the merge (LoRA deltas merged into the full blocks)
+        with tempfile.TemporaryDirectory() as folder:
+            info = {"method": spec["tune"], "base_fingerprint": self.fingerprint(), "data": {"task": spec["task"]},
+                    "options": {"split_seed": 0, "n_test": spec["n_test"], "n_val": N_VAL, "n_train": spec["n_train"]}}
+            export_adapter(Path(folder) / "adapter", emu, positions, sources, info, peft_model=peft)
+            plugged = plug_into(copy.deepcopy(self.full), read_adapter(Path(folder) / "adapter"), check=False)
         if peft is not None:
             emu = peft.merge_and_unload()
         emu.eval()
         if not reference:
             rec["emu_ft"] = score(emu, self.tok, splits)
         rec["train"] = {"steps": res.steps, "validation": res.validation, **res.timing}
-        plugged = copy.deepcopy(self.full)
-        eb, pb = get_blocks(emu), get_blocks(plugged)
-        with torch.no_grad():
-            for pos, src in zip(positions, sources, strict=True):
-                pb[src].load_state_dict(eb[pos].state_dict())
         rec["plug_in"] = score(plugged, self.tok, splits)
+        eb, pb = get_blocks(emu), get_blocks(plugged)
         if corrected is not None:  # the delta plug: full model's block + (tuned - corrected)
             fb = get_blocks(self.full)
             with torch.no_grad():
@@ -352,6 +358,12 @@ class Lab:
             rec["plug_in_delta"] = score(plugged, self.tok, splits)
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         return rec
+
+    def fingerprint(self) -> str:
+        """The full model's fingerprint (written into each exported adapter, as the data owner's is)."""
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = fingerprint_model(self.full)
+        return self._fingerprint
 
     def text_blocks(self) -> torch.Tensor:
         """Public generic text for :func:`precorrect`: 2048 KJV blocks of 128 tokens (cached)."""
