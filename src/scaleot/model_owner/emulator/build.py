@@ -35,6 +35,7 @@ from scaleot.model_owner.emulator.src_compress import compress_block
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule, set_blocks, set_submodule
 from scaleot.models.emulator import shared_copy
 from scaleot.models.fingerprint import fingerprint_model
+from scaleot.models.loading import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ def _diagnostic(model: nn.Module, emu: nn.Module, tokenizer, layer_map: list[dic
             "gradient_cosine": out}
 
 
-def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
-                   share_weights: bool = False) -> EmulatorBundle:
+def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, share_weights: bool = False, *,
+                   base_model: str = DEFAULT_MODEL, resume: bool = False) -> EmulatorBundle:
     """Build the emulator ``[A, E*]`` of ``model`` described by ``config``.
 
     Args:
@@ -130,6 +131,11 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
             the SVD factors and harmonizers, not a second copy of the model. Only for an
             emulator that is saved and dropped (``scaleot emulate``): training its shared
             tensors would change ``model``.
+        base_model: the name or path ``model`` was loaded from, as given (the run-level
+            ``--model``); recorded in ``emulator.json`` (``base_model``, ``options.model``)
+            and in a distillation's run folder.
+        resume: uniform-kd and calibration continue from the newest checkpoint in
+            ``config.kd_run_dir`` (the run-level ``--resume``).
 
     Returns:
         An :class:`EmulatorBundle` (not saved yet; call ``bundle.save(dir)``).
@@ -176,7 +182,8 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
 
         if tokenizer is None:
             raise ScaleOTError("method 'uniform-kd' needs the tokenizer (for its generic text)")
-        extra["distill"] = distill(emu, model, tokenizer, layer_map, config)
+        extra["distill"] = distill(emu, model, tokenizer, layer_map, config, base_model=base_model,
+                                   resume=resume)
         timing["distill_s"] = extra["distill"]["seconds"]
     elif config.method == "scaleot" and config.calibrate_steps:
         from scaleot.model_owner.emulator.distill import distill
@@ -185,7 +192,7 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
             raise ScaleOTError("harmonizer calibration needs the tokenizer (for its generic text)")
         extra["calibration"] = distill(emu, model, tokenizer, layer_map, config, kinds=("harmonizer",),
                                        steps=config.calibrate_steps, lr=config.calibrate_lr,
-                                       label="calibrate")
+                                       label="calibrate", base_model=base_model, resume=resume)
         timing["calibrate_s"] = extra["calibration"]["seconds"]
 
     leaks = find_leaks(emu, protected_weights(model, layer_map, middle))
@@ -200,8 +207,8 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
     info = {
         "format_version": FORMAT_VERSION,
         "method": config.method,
-        "options": config.options(),
-        "base_model": config.model,
+        "options": config.options(base_model),
+        "base_model": base_model,
         "base_fingerprint": base_fp,
         "model_type": model.config.model_type,
         "num_blocks_full": len(blocks),
