@@ -131,11 +131,9 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, sha
             the SVD factors and harmonizers, not a second copy of the model. Only for an
             emulator that is saved and dropped (``scaleot emulate``): training its shared
             tensors would change ``model``.
-        base_model: the name or path ``model`` was loaded from, as given (the run-level
-            ``--model``); recorded in ``emulator.json`` (``base_model``, ``options.model``)
-            and in a distillation's run folder.
-        resume: uniform-kd and calibration continue from the newest checkpoint in
-            ``config.kd_run_dir`` (the run-level ``--resume``).
+        base_model: the name or path ``model`` was loaded from (``--model``), as recorded in
+            ``emulator.json`` (``base_model``, ``options.model``) and a distillation's run folder.
+        resume: a distillation continues from its newest checkpoint (``--resume``).
 
     Returns:
         An :class:`EmulatorBundle` (not saved yet; call ``bundle.save(dir)``).
@@ -176,14 +174,14 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, sha
     set_blocks(emu, new_blocks, [e["source"] for e in layer_map])
     emu.eval()
     timing = {"plan_s": round(t_plan, 3), "assemble_s": round(time.perf_counter() - t0 - t_plan, 3)}
+    run_level = {"base_model": base_model, "resume": resume}  # what a distillation records and resumes
 
     if config.method == "uniform-kd":
         from scaleot.model_owner.emulator.distill import distill
 
         if tokenizer is None:
             raise ScaleOTError("method 'uniform-kd' needs the tokenizer (for its generic text)")
-        extra["distill"] = distill(emu, model, tokenizer, layer_map, config, base_model=base_model,
-                                   resume=resume)
+        extra["distill"] = distill(emu, model, tokenizer, layer_map, config, **run_level)
         timing["distill_s"] = extra["distill"]["seconds"]
     elif config.method == "scaleot" and config.calibrate_steps:
         from scaleot.model_owner.emulator.distill import distill
@@ -192,7 +190,7 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, sha
             raise ScaleOTError("harmonizer calibration needs the tokenizer (for its generic text)")
         extra["calibration"] = distill(emu, model, tokenizer, layer_map, config, kinds=("harmonizer",),
                                        steps=config.calibrate_steps, lr=config.calibrate_lr,
-                                       label="calibrate", base_model=base_model, resume=resume)
+                                       label="calibrate", **run_level)
         timing["calibrate_s"] = extra["calibration"]["seconds"]
 
     leaks = find_leaks(emu, protected_weights(model, layer_map, middle))
