@@ -45,12 +45,11 @@ def emulator_for(method: str, model, tok, out: Path, args) -> Path:
     folder = out / f"emu-{method}"
     if manifest_matches(folder, "emulator"):
         return folder
-    cfg = EmulatorConfig(method=method, model=args.model, n_bottom=2, n_top=2, alpha=args.alpha, beta=args.beta,
+    cfg = EmulatorConfig(method=method, n_bottom=2, n_top=2, alpha=args.alpha, beta=args.beta,
                          importance=args.importance if method in ("scaleot", "drop") else None,
-                         kd_steps=args.kd_steps, kd_run_dir=str(out / f"kd-{method}"), resume=True,
-                         diagnostic_blocks=0, device="cpu")
+                         kd_steps=args.kd_steps, kd_run_dir=str(out / f"kd-{method}"), diagnostic_blocks=0)
     t0 = time.perf_counter()
-    bundle = build_emulator(model, cfg, tokenizer=tok)
+    bundle = build_emulator(model, cfg, tokenizer=tok, base_model=args.model, resume=True)
     bundle.info["timing"]["bench_build_s"] = round(time.perf_counter() - t0, 1)
     return bundle.save(folder)
 

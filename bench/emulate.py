@@ -57,9 +57,9 @@ def loo_folder(model, held, importance: Path, out: Path) -> tuple[Path, float]:
     return out, time.perf_counter() - t0
 
 
-def measure(name, model, tok, cfg, held, splits, limit):
+def measure(name, model, tok, cfg, held, splits, limit, base_model):
     t0 = time.perf_counter()
-    bundle = build_emulator(model, cfg, tokenizer=tok)
+    bundle = build_emulator(model, cfg, tokenizer=tok, base_model=base_model)
     build_s = time.perf_counter() - t0
     emu = bundle.model
     row = {"name": name, "method": cfg.method, "params": bundle.info["params"], "build_s": round(build_s, 2),
@@ -103,24 +103,24 @@ def main() -> None:
     print(json.dumps(full), flush=True)
     rows.append(full)
     work = Path(tempfile.mkdtemp(prefix="bench-emulate-"))
-    a, m = args.alpha, dict(model=args.model)
+    a = args.alpha
     plans = [("scaleot (importance folder)", EmulatorConfig(method="scaleot", importance=str(args.importance),
-                                                            alpha=a, **m)),
-             ("drop (importance folder)", EmulatorConfig(method="drop", importance=str(args.importance), alpha=a, **m))]
+                                                            alpha=a)),
+             ("drop (importance folder)", EmulatorConfig(method="drop", importance=str(args.importance), alpha=a))]
     if args.loo:
         loo, loo_s = loo_folder(model, held, args.importance, work / "loo")
-        plans += [("scaleot (LOO ranking)", EmulatorConfig(method="scaleot", importance=str(loo), alpha=a, **m)),
+        plans += [("scaleot (LOO ranking)", EmulatorConfig(method="scaleot", importance=str(loo), alpha=a)),
                   ("scaleot (LOO ranking) beta=0.5", EmulatorConfig(method="scaleot", importance=str(loo), alpha=a,
-                                                                    beta=0.5, **m)),
-                  ("drop (LOO ranking)", EmulatorConfig(method="drop", importance=str(loo), alpha=a, **m))]
-    plans += [("uniform", EmulatorConfig(method="uniform", alpha=a, **m)),
-              ("uniform beta=0.5", EmulatorConfig(method="uniform", alpha=a, beta=0.5, **m)),
-              ("crash", EmulatorConfig(method="crash", alpha=a, **m)),
+                                                                    beta=0.5)),
+                  ("drop (LOO ranking)", EmulatorConfig(method="drop", importance=str(loo), alpha=a))]
+    plans += [("uniform", EmulatorConfig(method="uniform", alpha=a)),
+              ("uniform beta=0.5", EmulatorConfig(method="uniform", alpha=a, beta=0.5)),
+              ("crash", EmulatorConfig(method="crash", alpha=a)),
               (f"uniform-kd ({args.kd_steps} steps)", EmulatorConfig(method="uniform-kd", alpha=a,
                                                                       kd_steps=args.kd_steps,
-                                                                      kd_run_dir=str(work / "kd"), **m))]
+                                                                      kd_run_dir=str(work / "kd")))]
     for name, cfg in plans:
-        rows.append(measure(name, model, tok, cfg, held, splits, args.limit))
+        rows.append(measure(name, model, tok, cfg, held, splits, args.limit, args.model))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
 

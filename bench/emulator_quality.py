@@ -85,10 +85,10 @@ def run(args, labelled: list[list[str]]) -> None:
     for label, folder in labelled:
         info = json.loads((Path(folder) / "importance.json").read_text())
         for alpha in args.alpha:
-            cfg = EmulatorConfig(method="scaleot", model=args.model, alpha=alpha, beta=args.beta,
+            cfg = EmulatorConfig(method="scaleot", alpha=alpha, beta=args.beta,
                                  importance=folder, n_bottom=info["options"]["n_bottom"],
                                  n_top=info["options"]["n_top"])
-            emu = build_emulator(model, cfg, tokenizer).model
+            emu = build_emulator(model, cfg, tokenizer, base_model=args.model).model
             rows.append({"label": label, "importance": folder, "alpha": alpha, "beta": args.beta,
                          "stage1": {"steps": info["options"]["steps"], "corpus": info.get("corpus"),
                                     "rank": info["options"]["harmonizer"]["rank"]},

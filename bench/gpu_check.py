@@ -127,11 +127,11 @@ def method_memory(folder: Path, root: Path, device: torch.device, batch: int, se
     out: dict = {}
     for method in ("ist", "lora", "full"):
         cfg = FinetuneConfig(method=method, max_steps=2, batch_size=batch, max_length=seq, n_train=16, n_val=4,
-                             n_test=4, val_limit=4, device=str(device), checkpoint_every=0)
+                             n_test=4, val_limit=4, checkpoint_every=0)
         t0 = time.perf_counter()
         with peak_memory(device, out, f"{method}_peak_bytes"):
             FinetuneRecipe.of(root / f"ft-{method}", str(task), cfg, model=str(folder), progress=False,
-                           overwrite=True).run()
+                           overwrite=True, device=str(device)).run()
         out[f"{method}_seconds"] = round(time.perf_counter() - t0, 2)
     return out
 

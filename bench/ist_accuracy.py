@@ -92,7 +92,7 @@ class Grid:
 
             m = default_scale()["matrix"]  # configs/default.yaml's ScaleOT emulator
             cfg = EmulatorConfig(method="scaleot", n_bottom=m["n_bottom"], n_top=m["n_top"], alpha=m["alpha"],
-                                 beta=m["beta"], importance=self.args.importance, autocast="none", device="cpu")
+                                 beta=m["beta"], importance=self.args.importance, autocast="none")
             self.emulators["emu"] = build_emulator(full, cfg, self.tok)
         bundle = self.emulators["emu"]
         return (copy.deepcopy(bundle.model), list(bundle.adapter_positions), list(bundle.adapter_sources))
@@ -104,7 +104,7 @@ class Grid:
         epochs = math.ceil(spec["steps"] * spec["batch_size"] / len(splits.train))  # so that every step runs
         cfg = FinetuneConfig(method="lora" if spec["method"] == "lora" else "ist", lr=spec["lr"], epochs=epochs,
                              max_steps=spec["steps"], batch_size=spec["batch_size"], max_length=spec["max_length"],
-                             seed=spec["seed"], val_limit=32, eval_batch_size=32, device="cpu",
+                             seed=spec["seed"], val_limit=32, eval_batch_size=32,
                              n_train=None, n_val=100)  # the split its records were measured on
         peft = apply_lora(model, positions, cfg)
         hooks = None
@@ -113,7 +113,7 @@ class Grid:
             ist = ISTConfig(seed=spec["seed"], **IST_VARIANTS[spec["method"]], **extra)
             hooks = make_controller(peft, positions, cfg, tokenizer=self.tok, ist_config=ist)
         with tempfile.TemporaryDirectory() as run_dir:
-            res = train(model, self.tok, splits, cfg, run_dir, step_controller=hooks, progress=False)
+            res = train(model, self.tok, splits, cfg, run_dir, step_controller=hooks, progress=False, device="cpu")
         tuned = peft.merge_and_unload().eval()
         rec = {"spec": spec, "train": {"steps": res.steps, **res.timing}}
         if spec["setting"] == "offsite":  # plug the tuned adapter blocks into the full model

@@ -280,7 +280,7 @@ class Lab:
         cfg = EmulatorConfig(method=spec["method"], n_bottom=spec["nb"], n_top=spec["nt"], alpha=spec["alpha"],
                              beta=spec.get("beta", 0.0), importance=str(imp), kd_steps=spec.get("kd_steps", 50),
                              calibrate_steps=spec.get("calibrate_steps", 0),
-                             kd_run_dir=str(self.out / "kd" / key_of(spec)), autocast="none", device="cpu")
+                             kd_run_dir=str(self.out / "kd" / key_of(spec)), autocast="none")
         bundle = build_emulator(self.full, cfg, self.tok)
         if spec.get("noise"):
             add_weight_noise(bundle.model, bundle.layer_map, spec["noise"], seed=0)
@@ -317,7 +317,7 @@ class Lab:
                              max_steps=spec.get("steps"), batch_size=8, max_length=128, n_train=spec["n_train"],
                              n_val=N_VAL, n_test=spec["n_test"], seed=spec["seed"], val_limit=N_VAL,
                              eval_batch_size=32, lora_rank=spec.get("rank", 8),
-                             lora_alpha=2.0 * spec.get("rank", 8), device="cpu",
+                             lora_alpha=2.0 * spec.get("rank", 8),
                              autocast=getattr(self.args, "autocast", "none"))
         # the product's registry (full / lora / ist), as `scaleot finetune --method` does
         peft, controller = TUNING_METHODS[spec["tune"]].prepare(emu, positions, cfg, self.tok)
@@ -329,7 +329,7 @@ class Lab:
         if extra:
             controller = Chain(([controller] if controller is not None else []) + extra)
         with tempfile.TemporaryDirectory() as run_dir:
-            res = train(emu, self.tok, splits, cfg, run_dir, step_controller=controller, progress=False)
+            res = train(emu, self.tok, splits, cfg, run_dir, step_controller=controller, progress=False, device="cpu")
         for part in extra:
             if isinstance(part, MiddleDrop):
                 part.remove()
@@ -399,11 +399,11 @@ class Lab:
         freeze_all_but_blocks(model, list(range(self.n)))
         cfg = FinetuneConfig(method="full", lr=spec["lr"], epochs=1, max_steps=spec.get("steps"), batch_size=8,
                              max_length=128, n_train=spec["n_train"], n_val=N_VAL, n_test=spec["n_test"],
-                             seed=spec["seed"], val_limit=N_VAL, eval_batch_size=32, device="cpu",
+                             seed=spec["seed"], val_limit=N_VAL, eval_batch_size=32,
                              autocast=getattr(self.args, "autocast", "none"))
         splits = self.task(spec)
         with tempfile.TemporaryDirectory() as run_dir:
-            res = train(model, self.tok, splits, cfg, run_dir, progress=False)
+            res = train(model, self.tok, splits, cfg, run_dir, progress=False, device="cpu")
         model.eval()
         return {"spec": spec, "ft": score(model, self.tok, splits), "train": res.timing}
 

@@ -63,8 +63,8 @@ def build_tiny_emulator(root: Path, model_dir: Path, keep: int = 2) -> Path:
     if (out / "manifest.json").is_file():
         return out
     model, tok = load_model(str(model_dir), device="cpu")
-    cfg = EmulatorConfig(method="uniform", model=str(model_dir), n_bottom=1, n_top=1, keep=keep, device="cpu")
-    build_emulator(model, cfg, tokenizer=tok).save(out)
+    cfg = EmulatorConfig(method="uniform", n_bottom=1, n_top=1, keep=keep)
+    build_emulator(model, cfg, tokenizer=tok, base_model=str(model_dir)).save(out)
     return out
 
 

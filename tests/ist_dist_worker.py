@@ -28,7 +28,7 @@ from tests.ist_helpers import CharTokenizer, tiny_examples, tiny_model
 
 def run(out_dir: Path, sync: bool, probe: str = "suppress") -> dict:
     splits = TaskSplits("tiny", tiny_examples(16), tiny_examples(4, 1), tiny_examples(4, 2))
-    cfg = FinetuneConfig(method="ist", max_steps=4, epochs=1, batch_size=2, lr=1e-2, device="cpu", val_limit=4,
+    cfg = FinetuneConfig(method="ist", max_steps=4, epochs=1, batch_size=2, lr=1e-2, val_limit=4,
                          checkpoint_every=0)
     model = tiny_model("llama")
     peft_model = apply_lora(model, [0, 1, 2, 3], cfg)
@@ -48,7 +48,8 @@ def run(out_dir: Path, sync: bool, probe: str = "suppress") -> dict:
         after_backward(step)
 
     hooks.before_step, hooks.after_backward = record_before, record_grads
-    train(model, CharTokenizer(), splits, cfg, out_dir / f"run_{sync}_{probe}", step_controller=hooks, progress=False)
+    train(model, CharTokenizer(), splits, cfg, out_dir / f"run_{sync}_{probe}", step_controller=hooks, progress=False,
+          device="cpu")
     weights = torch.cat([p.detach().flatten() for ps in hooks.controller.params for p in ps])
     return {"steps": steps, "scores": hooks.controller._scores.tolist(), "checksum": weights.double().sum().item(),
             "world": dist.get_world_size()}

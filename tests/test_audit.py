@@ -111,8 +111,8 @@ def _tiny_world(root):
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     emu = root / "emu"
-    cfg = EmulatorConfig(method="uniform", model=str(model_dir), n_bottom=1, n_top=1, keep=2, beta=0.0, diagnostic_blocks=0)
-    build_emulator(model.eval(), cfg, tokenizer=tok).save(emu)
+    cfg = EmulatorConfig(method="uniform", n_bottom=1, n_top=1, keep=2, beta=0.0, diagnostic_blocks=0)
+    build_emulator(model.eval(), cfg, tokenizer=tok, base_model=str(model_dir)).save(emu)
     rng = random.Random(0)
     task = root / "letters.jsonl"
     with open(task, "w") as f:

@@ -106,7 +106,7 @@ def test_src_on_gpt2_conv1d():
 def test_layer_map_per_method(tmp_path, hf_tokenizer, monkeypatch):
     model = make_model()
     imp = fake_importance(tmp_path / "imp", model, ranking=[4, 2, 5, 3])
-    uni = build_emulator(model, EmulatorConfig(method="uniform", keep=2, model="tiny"))
+    uni = build_emulator(model, EmulatorConfig(method="uniform", keep=2), base_model="tiny")
     assert kinds(uni.info["layer_map"]) == [("adapter", 0, None), ("adapter", 1, None), ("kept", 3, None),
                                             ("kept", 5, None), ("adapter", 6, None), ("adapter", 7, None)]
     assert uni.model.config.num_hidden_layers == 6 and len(get_blocks(uni.model)) == 6

@@ -189,9 +189,9 @@ def test_crash_keeps_one_block_per_cluster(model, hf_tokenizer, patched_text):
 
 
 def test_uniform_kd_trains_and_resumes(model, tmp_path, hf_tokenizer, patched_text):
-    def cfg(steps, run, resume=False):
+    def cfg(steps, run):
         return EmulatorConfig(method="uniform-kd", keep=2, kd_steps=steps, kd_batch=8, block_size=16, kd_lr=2e-3,
-                              kd_checkpoint_every=2, kd_run_dir=str(tmp_path / run), resume=resume)
+                              kd_checkpoint_every=2, kd_run_dir=str(tmp_path / run))
 
     full = build_emulator(model, cfg(4, "a"), tokenizer=hf_tokenizer)
     kd = full.info["distill"]
@@ -199,12 +199,12 @@ def test_uniform_kd_trains_and_resumes(model, tmp_path, hf_tokenizer, patched_te
     assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 4
     assert list((tmp_path / "a" / "tb").iterdir())
     build_emulator(model, cfg(2, "b"), tokenizer=hf_tokenizer)
-    resumed = build_emulator(model, cfg(4, "b", resume=True), tokenizer=hf_tokenizer)
+    resumed = build_emulator(model, cfg(4, "b"), tokenizer=hf_tokenizer, resume=True)
     for (n, p), q in zip(full.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=n)
     # --resume on a run stopped before its first checkpoint (an empty run folder) starts afresh.
     (tmp_path / "c").mkdir()
-    fresh = build_emulator(model, cfg(4, "c", resume=True), tokenizer=hf_tokenizer)
+    fresh = build_emulator(model, cfg(4, "c"), tokenizer=hf_tokenizer, resume=True)
     for (n, p), q in zip(full.model.named_parameters(), fresh.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=n)
     base = build_emulator(model, EmulatorConfig(method="uniform", keep=2))

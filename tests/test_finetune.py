@@ -17,14 +17,14 @@ from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401
 
 
 def _cfg(**kw) -> FinetuneConfig:
-    base = dict(epochs=1, n_val=16, n_test=16, n_train=48, batch_size=8, device="cpu", lr=1e-3)
+    base = dict(epochs=1, n_val=16, n_test=16, n_train=48, batch_size=8, lr=1e-3)
     return FinetuneConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_only_adapter_weights_change(tiny_world, one_thread, tmp_path, method):  # noqa: F811
     root, _, task, emu = tiny_world
-    recipe = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(method=method), emulator=emu, progress=False)
+    recipe = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(method=method), device="cpu", emulator=emu, progress=False)
     recipe.setup()
     before = {k: v.clone() for k, v in recipe.model.state_dict().items()}
     recipe.execute()
@@ -84,14 +84,14 @@ class _Interrupt:
 def test_resume_after_interruption_matches_uninterrupted(tiny_world, one_thread, tmp_path):  # noqa: F811
     root, _, task, emu = tiny_world
     cfg = dict(method="full", epochs=2, checkpoint_every=2)
-    ref = FinetuneRecipe.of(tmp_path / "ref", str(task), _cfg(**cfg), emulator=emu, progress=False).run()
-    broken = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(**cfg), emulator=emu, progress=False)
+    ref = FinetuneRecipe.of(tmp_path / "ref", str(task), _cfg(**cfg), device="cpu", emulator=emu, progress=False).run()
+    broken = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(**cfg), device="cpu", emulator=emu, progress=False)
     broken.setup()
     broken.controller = _Interrupt(at=9)  # epoch 2 of 6 steps each; last checkpoint at step 8
     with pytest.raises(KeyboardInterrupt):
         broken.execute()
     assert not (tmp_path / "ad").exists()
-    resumed = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(**cfg), emulator=emu, resume=True,
+    resumed = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(**cfg), device="cpu", emulator=emu, resume=True,
                              progress=False).run()
     a, b = load_file(str(ref / "adapter.safetensors")), load_file(str(resumed / "adapter.safetensors"))
     assert a.keys() == b.keys()
@@ -105,17 +105,17 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_world, one_thread,
 def test_resume_without_checkpoint_and_bad_config_fail_clearly(tiny_world, tmp_path):  # noqa: F811
     root, _, task, emu = tiny_world
     with pytest.raises(ScaleOTError, match="no checkpoint"):
-        FinetuneRecipe.of(tmp_path / "x", str(task), _cfg(), emulator=emu, resume=True, progress=False).run()
+        FinetuneRecipe.of(tmp_path / "x", str(task), _cfg(), device="cpu", emulator=emu, resume=True, progress=False).run()
     with pytest.raises(ScaleOTError, match="method must be one of.*lr must be > 0"):
         FinetuneConfig(method="adapterX", lr=-1.0)
     with pytest.raises(ScaleOTError, match="exactly one of"):
-        FinetuneRecipe.of(tmp_path / "x", str(task), _cfg(), emulator=emu, model="smollm2-135m")
+        FinetuneRecipe.of(tmp_path / "x", str(task), _cfg(), device="cpu", emulator=emu, model="smollm2-135m")
 
 
 def test_ist_method_tunes_sparse_lora_and_ships_its_importance(tiny_world, one_thread, tmp_path):  # noqa: F811
     """`--method ist` inside the data owner's loop: LoRA on the adapter blocks, IST scores saved."""
     _, _, task, emu = tiny_world
-    recipe = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(method="ist"), emulator=emu, progress=False)
+    recipe = FinetuneRecipe.of(tmp_path / "ad", str(task), _cfg(method="ist"), device="cpu", emulator=emu, progress=False)
     recipe.setup()
     before = {k: v.clone() for k, v in recipe.model.state_dict().items()}
     recipe.execute()

@@ -240,7 +240,7 @@ def resumable(tiny_world, adapters):  # noqa: F811
     root, model_dir, task, emu = tiny_world
     run_dir = adapters["full"].with_name("full.run")
     tmp = Path(tempfile.mkdtemp(prefix="scaleot-resume-"))
-    recipe = FinetuneRecipe.of(tmp / "out", str(task), tune_config(method="full"), emulator=emu, progress=False,
+    recipe = FinetuneRecipe.of(tmp / "out", str(task), tune_config(method="full"), device="cpu", emulator=emu, progress=False,
                             run_dir=tmp / "unused.run")
     recipe.setup()
     yield recipe, run_dir
@@ -334,7 +334,7 @@ def test_fuzz_run_yaml(tiny_world, data, op):  # noqa: F811
     assert op != "duplicate_key", text
     # documented success: every name that becomes a path is a name inside --out
     from scaleot.outputs import check_name
-    from scaleot.recipes.run import task_dir
+    from scaleot.recipes.run import IGNORED_KEYS, task_dir
 
     for e in loaded["emulators"]:
         assert check_name(e["name"], "emulator") not in (".", "..")
@@ -344,7 +344,7 @@ def test_fuzz_run_yaml(tiny_world, data, op):  # noqa: F811
     if "from" not in imp:
         ImportanceConfig(**imp)
     for e in loaded["emulators"]:
-        EmulatorConfig(model=loaded["model"], importance="x", **{k: v for k, v in e.items() if k != "name"})
+        EmulatorConfig(importance="x", **{k: v for k, v in e.items() if k not in ("name", *IGNORED_KEYS["emulators"])})
     base = dict(loaded.get("finetune") or {})
     FinetuneConfig(**base)
     FinetuneConfig(**dict(base, **(loaded.get("ft") or {})))

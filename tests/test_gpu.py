@@ -58,7 +58,7 @@ def test_plugged_lora_equals_peft_on_device(tiny_world, tmp_path):  # noqa: F811
     from tests.trust_helpers import tune_config
 
     root, model_dir, task, emu = tiny_world
-    adapter = FinetuneRecipe.of(tmp_path / "ad", str(task), tune_config(method="lora", device=DEVICE), emulator=emu,
+    adapter = FinetuneRecipe.of(tmp_path / "ad", str(task), tune_config(method="lora"), emulator=emu, device=DEVICE,
                              progress=False).run()
     plugged = plug(str(model_dir), adapter, tmp_path / "pl", device=DEVICE, emulator=emu)
     want = AutoModelForCausalLM.from_pretrained(plugged, dtype=torch.bfloat16).to(DEVICE).eval()

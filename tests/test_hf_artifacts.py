@@ -27,7 +27,7 @@ def lora_adapter(tiny_world, tmp_path_factory):  # noqa: F811
     torch.set_num_threads(1)
     root, model_dir, task, emu = tiny_world
     out = FinetuneRecipe.of(tmp_path_factory.mktemp("lora") / "ad", str(task), tune_config(method="lora"),
-                         emulator=emu, progress=False).run()
+                         device="cpu", emulator=emu, progress=False).run()
     torch.set_num_threads(n)
     return out
 

@@ -206,7 +206,7 @@ def test_step_controller_in_the_finetune_loop(tmp_path):
     from scaleot.data_owner.tuners.ist import make_controller
 
     splits = TaskSplits("tiny", tiny_examples(16), tiny_examples(4, 1), tiny_examples(4, 2))
-    cfg = FinetuneConfig(method="ist", max_steps=4, batch_size=4, checkpoint_every=2, lr=1e-2, device="cpu",
+    cfg = FinetuneConfig(method="ist", max_steps=4, batch_size=4, checkpoint_every=2, lr=1e-2,
                          val_limit=4)
 
     def run(folder, resume=False, stop=None):
@@ -214,7 +214,8 @@ def test_step_controller_in_the_finetune_loop(tmp_path):
         peft_model = apply_lora(model, [1, 2], cfg)
         hooks = make_controller(peft_model, [1, 2], cfg, tokenizer=CharTokenizer(), ist_config=ISTConfig(T=2))
         c = cfg if stop is None else FinetuneConfig(**dict(cfg.to_dict(), max_steps=stop))
-        train(model, CharTokenizer(), splits, c, folder, resume=resume, step_controller=hooks, progress=False)
+        train(model, CharTokenizer(), splits, c, folder, resume=resume, step_controller=hooks, progress=False,
+              device="cpu")
         return hooks
 
     full = run(tmp_path / "a")
@@ -395,7 +396,7 @@ def test_grad_probe_in_the_finetune_loop_resumes_exactly(tmp_path, probe):
     from scaleot.errors import ScaleOTError
 
     splits = TaskSplits("tiny", tiny_examples(24), tiny_examples(4, 1), tiny_examples(4, 2))
-    cfg = FinetuneConfig(method="ist", max_steps=6, batch_size=4, checkpoint_every=3, lr=1e-2, device="cpu",
+    cfg = FinetuneConfig(method="ist", max_steps=6, batch_size=4, checkpoint_every=3, lr=1e-2,
                          val_limit=4)
     ist = ISTConfig(T=2, n_update=0.5, probe=probe)
 
@@ -411,7 +412,8 @@ def test_grad_probe_in_the_finetune_loop_resumes_exactly(tmp_path, probe):
                 if step + 1 == stop:
                     raise KeyboardInterrupt
             hooks.after_step = after_step
-        train(model, CharTokenizer(), splits, cfg, folder, resume=resume, step_controller=hooks, progress=False)
+        train(model, CharTokenizer(), splits, cfg, folder, resume=resume, step_controller=hooks, progress=False,
+              device="cpu")
         return hooks
 
     full = run(tmp_path / "a")

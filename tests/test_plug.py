@@ -28,8 +28,8 @@ def _error_lines(capsys) -> list[str]:
 
 def _tune(tmp_path, task, emu, method):
     cfg = FinetuneConfig(method=method, epochs=1, n_val=16, n_test=16, n_train=32, batch_size=8,
-                         device="cpu", lr=1e-2)
-    recipe = FinetuneRecipe.of(tmp_path / f"ad-{method}", str(task), cfg, emulator=emu, progress=False)
+                         lr=1e-2)
+    recipe = FinetuneRecipe.of(tmp_path / f"ad-{method}", str(task), cfg, device="cpu", emulator=emu, progress=False)
     path = recipe.run()
     return recipe, path
 

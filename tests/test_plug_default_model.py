@@ -18,8 +18,8 @@ from tests.finetune_helpers import one_thread, tiny_world  # noqa: F401
 
 def test_plug_defaults_to_the_recorded_base_model(tiny_world, one_thread, tmp_path, capsys):  # noqa: F811
     root, model_dir, task, emu = tiny_world
-    cfg = FinetuneConfig(max_steps=1, n_train=8, n_val=4, n_test=16, batch_size=4, device="cpu", val_limit=4)
-    adapter = run_finetune(tmp_path / "a", str(task), cfg, emulator=emu, progress=False)
+    cfg = FinetuneConfig(max_steps=1, n_train=8, n_val=4, n_test=16, batch_size=4, val_limit=4)
+    adapter = run_finetune(tmp_path / "a", str(task), cfg, device="cpu", emulator=emu, progress=False)
     assert json.loads((adapter / "adapter.json").read_text())["base_model"] == model_dir.name  # no path
     args = ["plug", "--adapter", str(adapter), "--emulator", str(emu), "--out", str(tmp_path / "p"), "--device", "cpu"]
     assert cli_main(args) == 2

@@ -57,8 +57,8 @@ def test_ist_settings_from_the_yaml_change_what_trains(tiny_world, tmp_path, one
     weights, options = [], []
     for name, ist in (("one", {"n_update": 0.5, "T": 1, "seed": 1}), ("all", {"n_update": 1.0, "T": 0})):
         cfg = _load(tmp_path, finetune=dict(common, ist=ist))
-        out = run_finetune(tmp_path / name, str(task), FinetuneConfig(**cfg["finetune"], device="cpu"),
-                           emulator=emu, progress=False)
+        out = run_finetune(tmp_path / name, str(task), FinetuneConfig(**cfg["finetune"]),
+                           device="cpu", emulator=emu, progress=False)
         options.append(json.loads((out / "adapter.json").read_text())["options"]["ist"])
         weights.append(load_file(str(out / "adapter_model.safetensors")))
     assert options[0]["n_update"] == 0.5 and options[0]["T"] == 1 and options[0]["seed"] == 1

@@ -53,11 +53,11 @@ def test_finetune_refuses_a_resume_with_other_options(tiny_world, one_thread, tm
     from scaleot.recipes.finetune import FinetuneRecipe
 
     root, _, task, emu = tiny_world
-    common = dict(n_train=16, n_val=4, n_test=16, batch_size=4, device="cpu", val_limit=4, checkpoint_every=2)
-    FinetuneRecipe.of(tmp_path / "a", str(task), FinetuneConfig(max_steps=2, **common), emulator=emu,
+    common = dict(n_train=16, n_val=4, n_test=16, batch_size=4, val_limit=4, checkpoint_every=2)
+    FinetuneRecipe.of(tmp_path / "a", str(task), FinetuneConfig(max_steps=2, **common), device="cpu", emulator=emu,
                    run_dir=tmp_path / "run", progress=False).run()
     with pytest.raises(ScaleOTError, match=r"options differ \(lr\)"):
-        FinetuneRecipe.of(tmp_path / "b", str(task), FinetuneConfig(max_steps=2, lr=1e-3, **common), emulator=emu,
+        FinetuneRecipe.of(tmp_path / "b", str(task), FinetuneConfig(max_steps=2, lr=1e-3, **common), device="cpu", emulator=emu,
                        run_dir=tmp_path / "run", resume=True, progress=False).run()
 
 
@@ -76,9 +76,9 @@ def test_distillation_refuses_a_resume_with_other_options(tmp_path, hf_tokenizer
         return EmulatorConfig(**dict(base, **kw))
 
     build_emulator(model, cfg(), tokenizer=hf_tokenizer)
-    build_emulator(model, cfg(kd_steps=3, resume=True), tokenizer=hf_tokenizer)  # more steps: allowed
+    build_emulator(model, cfg(kd_steps=3), tokenizer=hf_tokenizer, resume=True)  # more steps: allowed
     with pytest.raises(ScaleOTError, match=r"options differ \(kd_lr"):
-        build_emulator(model, cfg(kd_lr=1e-3, resume=True), tokenizer=hf_tokenizer)
+        build_emulator(model, cfg(kd_lr=1e-3), tokenizer=hf_tokenizer, resume=True)
 
 
 def test_ist_finetune_refuses_a_resume_with_other_ist_options(tmp_path):
@@ -92,10 +92,11 @@ def test_ist_finetune_refuses_a_resume_with_other_ist_options(tmp_path):
     splits = TaskSplits("tiny", tiny_examples(8), tiny_examples(4, 1), tiny_examples(4, 2))
 
     def run(ist, resume=False):
-        cfg = FinetuneConfig(method="ist", ist=ist, max_steps=2, batch_size=4, lr=1e-2, device="cpu", val_limit=4)
+        cfg = FinetuneConfig(method="ist", ist=ist, max_steps=2, batch_size=4, lr=1e-2, val_limit=4)
         model = tiny_model("llama")
         hooks = make_controller(apply_lora(model, [0, 1, 2, 3], cfg), [0, 1, 2, 3], cfg, tokenizer=CharTokenizer())
-        train(model, CharTokenizer(), splits, cfg, tmp_path, resume=resume, step_controller=hooks, progress=False)
+        train(model, CharTokenizer(), splits, cfg, tmp_path, resume=resume, step_controller=hooks, progress=False,
+              device="cpu")
 
     run(ISTConfig(T=2))
     with pytest.raises(ScaleOTError, match=r"options differ \(ist\)"):

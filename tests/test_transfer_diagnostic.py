@@ -17,8 +17,8 @@ def _batches(vocab: int, n: int = 2) -> list[torch.Tensor]:
 
 def _emulator(tmp_path, model, alpha: float, method: str = "scaleot"):
     imp = fake_importance(tmp_path / "imp", model, ranking=[2, 3, 4, 5])
-    cfg = EmulatorConfig(method=method, model="tiny", alpha=alpha, beta=0.0, importance=str(imp), autocast="none")
-    return build_emulator(model, cfg)
+    cfg = EmulatorConfig(method=method, alpha=alpha, beta=0.0, importance=str(imp), autocast="none")
+    return build_emulator(model, cfg, base_model="tiny")
 
 
 def test_identical_emulator_has_cosine_one(tmp_path):

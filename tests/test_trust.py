@@ -257,7 +257,7 @@ def test_cli_lr_non_finite_is_one_line(tiny_world, tmp_path, capsys, value):  # 
 
 def test_diverging_training_writes_nothing(tiny_world, one_thread, tmp_path):  # noqa: F811
     root, model_dir, task, emu = tiny_world
-    recipe = FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(method="full", lr=1e30, max_grad_norm=0.0), emulator=emu,
+    recipe = FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(method="full", lr=1e30, max_grad_norm=0.0), device="cpu", emulator=emu,
                             progress=False)
     with pytest.raises(ScaleOTError, match="diverged"):
         recipe.run()
@@ -268,15 +268,15 @@ def test_diverging_training_writes_nothing(tiny_world, one_thread, tmp_path):  #
 def test_resume_with_another_task_is_refused(tiny_world, one_thread, tmp_path):  # noqa: F811
     root, model_dir, task, emu = tiny_world
     out = tmp_path / "a"
-    FinetuneRecipe.of(out, str(task), _cfg(method="full"), emulator=emu, progress=False).run()
+    FinetuneRecipe.of(out, str(task), _cfg(method="full"), device="cpu", emulator=emu, progress=False).run()
     other = tmp_path / "other.jsonl"
     other.write_text("\n".join(json.dumps({"context": f"{i} is odd?", "choices": [" yes", " no"], "label": i % 2})
                                for i in range(80)))
     with pytest.raises(ScaleOTError, match="trained on other inputs: task"):
-        FinetuneRecipe.of(tmp_path / "b", str(other), _cfg(method="full"), emulator=emu, progress=False,
+        FinetuneRecipe.of(tmp_path / "b", str(other), _cfg(method="full"), device="cpu", emulator=emu, progress=False,
                        run_dir=out.with_name("a.run"), resume=True).run()
     with pytest.raises(ScaleOTError, match="holds an earlier run"):
-        FinetuneRecipe.of(tmp_path / "b", str(other), _cfg(method="full"), emulator=emu, progress=False,
+        FinetuneRecipe.of(tmp_path / "b", str(other), _cfg(method="full"), device="cpu", emulator=emu, progress=False,
                        run_dir=out.with_name("a.run"))
 
 
@@ -424,9 +424,9 @@ def test_small_gaps_fail_fast_with_one_line(tmp_path, capsys, args, message):
 def test_finetune_negative_sandwich_is_refused(tiny_world, tmp_path):  # noqa: F811
     root, model_dir, task, emu = tiny_world
     with pytest.raises(ScaleOTError, match=">= 0"):
-        FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(), model=str(model_dir), blocks="sandwich", adapter="-1,2")
+        FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(), device="cpu", model=str(model_dir), blocks="sandwich", adapter="-1,2")
     with pytest.raises(ScaleOTError, match="at least one adapter block"):
-        FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(), model=str(model_dir), blocks="sandwich", adapter="0,0")
+        FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(), device="cpu", model=str(model_dir), blocks="sandwich", adapter="0,0")
 
 
 # --------------------------------------------------------------------------- 10. metadata
@@ -555,7 +555,7 @@ def test_30_2_adapter_really_tuned_on_a_swapped_tokenizer_is_refused(tiny_world,
     other = copy_artifact(emu, tmp_path / "other")
     _bundle_edits()["tokenizer.json token ids swapped"](other)
     remanifest(other)
-    adapter = FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(method="full", max_steps=1), emulator=other,
+    adapter = FinetuneRecipe.of(tmp_path / "a", str(task), _cfg(method="full", max_steps=1), device="cpu", emulator=other,
                              progress=False).run()  # finetune accepts the data owner's (edited) bundle
     assert cli_main(["plug", "--model", str(model_dir), "--adapter", str(adapter), "--emulator", str(emu),
                      "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
@@ -661,7 +661,7 @@ def test_30_5_a_task_repeating_its_examples_is_warned(tiny_world, one_thread, tm
     same.write_text("".join(json.dumps({"context": "Is 2 even?\nA:", "choices": [" yes", " no"], "label": 0}) + "\n"
                               for _ in range(60)))
     with caplog.at_level("WARNING", logger="scaleot.recipes.finetune"):
-        out = FinetuneRecipe.of(tmp_path / "a", str(same), _cfg(method="full", max_steps=1), emulator=emu,
+        out = FinetuneRecipe.of(tmp_path / "a", str(same), _cfg(method="full", max_steps=1), device="cpu", emulator=emu,
                              progress=False).run()
     assert (out / "manifest.json").is_file()  # documented success, with the warning
     assert any("16 of 16 test examples" in r.getMessage() and "memory" in r.getMessage() for r in caplog.records)
@@ -698,12 +698,12 @@ def test_30_6_float64_adapter_names_the_dtypes(tiny_world, adapters, tmp_path): 
 def test_30_6_resume_names_every_difference(tiny_world, one_thread, tmp_path):  # noqa: F811
     root, model_dir, task, emu = tiny_world
     out = tmp_path / "a"
-    FinetuneRecipe.of(out, str(task), _cfg(method="full", max_steps=1), emulator=emu, progress=False).run()
+    FinetuneRecipe.of(out, str(task), _cfg(method="full", max_steps=1), device="cpu", emulator=emu, progress=False).run()
     other = tmp_path / "other.jsonl"
     other.write_text("\n".join(json.dumps({"context": f"{i} is odd?", "choices": [" yes", " no"], "label": i % 2})
                                for i in range(80)))
     with pytest.raises(ScaleOTError) as e:
-        FinetuneRecipe.of(tmp_path / "b", str(other), _cfg(method="full", max_steps=1, lr=5e-3, seed=3), emulator=emu,
+        FinetuneRecipe.of(tmp_path / "b", str(other), _cfg(method="full", max_steps=1, lr=5e-3, seed=3), device="cpu", emulator=emu,
                        progress=False, run_dir=out.with_name("a.run"), resume=True).run()
     msg = str(e.value)
     assert "options differ (lr, seed)" in msg and "task" in msg.split("other inputs")[-1] and "\n" not in msg, msg
@@ -714,8 +714,8 @@ def test_30_7_task_name_and_hash_are_opt_in(tiny_world, one_thread, tmp_path):  
 
     root, model_dir, task, emu = tiny_world
     cfg = _cfg(method="full", max_steps=1)
-    quiet = FinetuneRecipe.of(tmp_path / "q", str(task), cfg, emulator=emu, progress=False).run()
-    told = FinetuneRecipe.of(tmp_path / "t", str(task), cfg, emulator=emu, progress=False, disclose_task=True).run()
+    quiet = FinetuneRecipe.of(tmp_path / "q", str(task), cfg, device="cpu", emulator=emu, progress=False).run()
+    told = FinetuneRecipe.of(tmp_path / "t", str(task), cfg, device="cpu", emulator=emu, progress=False, disclose_task=True).run()
     q = json.loads((quiet / "adapter.json").read_text())["data"]
     t = json.loads((told / "adapter.json").read_text())["data"]
     assert q["task"] == "undisclosed" and "task_sha256" not in q and task.name not in json.dumps(q)

@@ -62,7 +62,7 @@ def lora_pair(r: int, out_f: int, in_f: int, scale: float = 0.1) -> tuple[torch.
 
 
 def tune_config(**kw) -> FinetuneConfig:
-    base = dict(method="lora", epochs=1, n_val=16, n_test=16, n_train=32, batch_size=8, device="cpu", lr=1e-2)
+    base = dict(method="lora", epochs=1, n_val=16, n_test=16, n_train=32, batch_size=8, lr=1e-2)
     return FinetuneConfig(**dict(base, **kw))
 
 
@@ -75,7 +75,7 @@ def adapters(tiny_world, tmp_path_factory):
     torch.set_num_threads(1)
     out = {}
     for method in ("lora", "full"):
-        out[method] = FinetuneRecipe.of(base / method, str(task), tune_config(method=method), emulator=emu,
+        out[method] = FinetuneRecipe.of(base / method, str(task), tune_config(method=method), device="cpu", emulator=emu,
                                      progress=False).run()
     torch.set_num_threads(n)
     return out

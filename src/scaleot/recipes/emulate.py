@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 class EmulateRun:
     """One ``scaleot emulate``: the run-level options and the emulator's config.
 
-    ``config``'s own ``model``, ``device``, ``dtype`` and ``resume`` are filled from ``run``.
+    ``run`` names the base model, device, dtype and ``--resume``; the recipe passes them to
+    :func:`~scaleot.models.load_model` and :func:`~scaleot.model_owner.emulator.build_emulator`.
     """
 
     run: RunOptions = run_field("out", "model", "resume", "overwrite", "device", "dtype", required=("out",),
@@ -54,32 +55,33 @@ class EmulateRecipe:
     def __init__(self, config: EmulateRun):
         r = config.run
         self.config, self.run, self.out = config, r, Path(r.out)
-        self.emulator = replace(config.config, model=r.model, resume=r.resume, device=r.device, dtype=r.dtype)
+        self.emulator = replace(config.config)  # check_paths fills kd_run_dir: the caller's config stays as given
 
     def check_paths(self) -> None:
         """Refuse a destructive ``--out`` or ``--kd-run-dir`` before loading the model."""
         from scaleot.outputs import check_output, check_run_dir, local_path
 
-        c, out = self.emulator, self.out
-        inputs = [c.importance, local_path(c.model), local_path(c.corpus)]
+        c, r, out = self.emulator, self.run, self.out
+        inputs = [c.importance, local_path(r.model), local_path(c.corpus)]
         check_output(out, EMULATOR, overwrite=self.run.overwrite, inputs=[*inputs, c.kd_run_dir])
         if (c.method == "uniform-kd" or c.calibrate_steps) and not c.kd_run_dir:
             c.kd_run_dir = str(out.with_name(out.name + ".kd"))
         if c.kd_run_dir:
-            check_run_dir(c.kd_run_dir, resume=c.resume, overwrite=self.run.overwrite, inputs=[*inputs, out],
+            check_run_dir(c.kd_run_dir, resume=r.resume, overwrite=r.overwrite, inputs=[*inputs, out],
                           what="--kd-run-dir")
 
     def setup(self) -> None:
         """Load the full model and tokenizer."""
         t0 = time.perf_counter()
-        c = self.emulator
-        self.model, self.tokenizer = load_model(c.model, c.device, c.dtype)
+        r = self.run
+        self.model, self.tokenizer = load_model(r.model, r.device, r.dtype)
         self.load_seconds = time.perf_counter() - t0
 
     def execute(self) -> None:
         """Build the emulator (the full model is left unchanged; the emulator reuses its
         tensors instead of copying them, since it is only saved)."""
-        self.bundle = build_emulator(self.model, self.emulator, tokenizer=self.tokenizer, share_weights=True)
+        self.bundle = build_emulator(self.model, self.emulator, tokenizer=self.tokenizer, share_weights=True,
+                                     base_model=self.run.model, resume=self.run.resume)
         self.bundle.info["timing"]["load_model_s"] = round(self.load_seconds, 3)
 
     def save(self) -> Path:

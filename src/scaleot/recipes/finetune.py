@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import MISSING, dataclass, field, replace
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
 import typer
@@ -56,7 +56,8 @@ def _opt(default, help: str, **extra):
 class FinetuneRun:
     """One ``scaleot finetune``: the task, the emulator (or the full model), and the tuning options.
 
-    ``config.device`` is filled from ``run.device``.
+    ``run.device`` is where the emulator (or model) loads and :func:`~scaleot.data_owner.finetune.train`
+    runs; ``adapter.json`` records it among the options (:meth:`FinetuneConfig.record`).
     """
 
     run: RunOptions = run_field("out", "model", "resume", "overwrite", "device", required=("out",),
@@ -90,7 +91,8 @@ class FinetuneRecipe:
         if config.blocks not in ("all", "sandwich"):
             raise ScaleOTError(f"--blocks must be all or sandwich (got {config.blocks!r})")
         self.run_config, self.run_options = config, r
-        self.out, self.task, self.config = Path(r.out), config.task, replace(config.config, device=r.device)
+        self.out, self.task, self.config = Path(r.out), config.task, config.config
+        self.device = r.device
         self.emulator, self.model_name = config.emulator, r.model
         self.blocks, self.split = config.blocks, AdapterSplit.parse(config.adapter)
         self.run_dir = Path(config.run_dir) if config.run_dir else None  # default OUT.run, once --out is a name
@@ -102,9 +104,9 @@ class FinetuneRecipe:
     def of(cls, out: str | Path, task: str, config: FinetuneConfig, emulator: str | Path | None = None,
            model: str | None = None, blocks: str = "all", adapter: AdapterSplit | str = "2,2",
            run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-           overwrite: bool = False, disclose_task: bool = False) -> FinetuneRecipe:
-        """Python API: the recipe from keyword arguments (``config.device`` is the device)."""
-        run = RunOptions(out=Path(out), model=model, device=config.device, resume=resume, overwrite=overwrite,
+           overwrite: bool = False, disclose_task: bool = False, device: str | None = None) -> FinetuneRecipe:
+        """Python API: the recipe from keyword arguments (``device``: auto, cpu, cuda or cuda:N; unset: auto)."""
+        run = RunOptions(out=Path(out), model=model, device=device, resume=resume, overwrite=overwrite,
                          progress=progress)
         return cls(FinetuneRun(run=run, task=task, config=config, emulator=emulator, blocks=blocks,
                                adapter=str(AdapterSplit.parse(adapter)), run_dir=run_dir,
@@ -130,7 +132,7 @@ class FinetuneRecipe:
         if self.emulator is not None:
             from scaleot.models.emulator import load_emulator
 
-            bundle = load_emulator(self.emulator, device=self.config.device)
+            bundle = load_emulator(self.emulator, device=self.device)
             self.model, self.tokenizer = bundle.model, bundle.tokenizer
             self.positions, self.sources = list(bundle.adapter_positions), list(bundle.adapter_sources)
             self.identity = {"base_model": bundle.info.get("base_model"),
@@ -139,7 +141,7 @@ class FinetuneRecipe:
                              "emulator_method": bundle.info.get("method"),
                              "adapter": bundle.info.get("adapter")}
         else:
-            self.model, self.tokenizer = load_model(self.model_name, device=self.config.device)
+            self.model, self.tokenizer = load_model(self.model_name, device=self.device)
             n = num_blocks(self.model)
             self.positions = self.split.positions(n) if self.blocks == "sandwich" else list(range(n))
             self.sources = list(self.positions)
@@ -165,14 +167,14 @@ class FinetuneRecipe:
         """Train (``self.result``)."""
         self.result = train(self.model, self.tokenizer, self.splits, self.config, self.run_dir,
                             resume=self.resume, step_controller=self.controller, progress=self.progress,
-                            provenance=self.provenance())
+                            provenance=self.provenance(), device=self.device)
 
     def save(self) -> Path:
         """Write the adapter (the main process under ``accelerate launch``); returns its folder."""
         from scaleot.exchange.disclosure import public_info, public_task
         from scaleot.outputs import check_output
 
-        info = dict(self.identity, method=self.config.method, options=self.config.to_dict(),
+        info = dict(self.identity, method=self.config.method, options=self.config.record(self.device),
                     data=dict(self.splits.describe(), **public_task(self.task, self.disclose_task)), validation=self.result.validation, best=self.result.best,
                     steps=self.result.steps, params=self.params,
                     timing=dict(self.result.timing, setup_seconds=round(self.setup_seconds, 2)))

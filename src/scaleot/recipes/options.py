@@ -12,8 +12,6 @@ into the same dataclass under the same names. Field metadata the generator reads
 
 - ``help``: the ``--help`` text;
 - ``aliases``: extra flag spellings kept for old command lines (``--steps``);
-- ``run_level``: not an option of its own: the recipe fills it from the run-level options
-  (:class:`~scaleot.recipes.run_options.RunOptions`: ``device``, ``model``...) or a step input;
 - ``switch``: a boolean offered as ``--x`` only (no ``--no-x``);
 - ``cli``: False for a field no command line sets (what ``scaleot run`` passes between steps).
 
@@ -50,9 +48,9 @@ def _default(f) -> Any:
 
 
 def _skipped(f) -> bool:
-    """Fields that are no option of their own (filled by the recipe, flattened, or not for the CLI)."""
+    """Fields that are no option of their own (the run-level options, flattened, or not for the CLI)."""
     m = f.metadata
-    return bool(m.get("run_level") or m.get("flatten") or m.get("run_level_options")) or m.get("cli") is False
+    return bool(m.get("flatten") or m.get("run_level_options")) or m.get("cli") is False
 
 
 def _dataclass_in(tp) -> type | None:
@@ -86,7 +84,7 @@ def config_flags(cls: type, prefix: str = "") -> dict[str, str]:
 
 
 def _parameters(cls: type, prefix: str = "", nested: bool = False) -> list[inspect.Parameter]:
-    """typer parameters for the fields of ``cls`` (``run_level`` fields left to the command)."""
+    """typer parameters for the fields of ``cls`` (its run-level and flattened fields left to the caller)."""
     hints = typing.get_type_hints(cls)
     params = []
     for f in fields(cls):

@@ -23,6 +23,7 @@ for every section.
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from dataclasses import fields
@@ -46,9 +47,11 @@ from scaleot.recipes import run_steps
 from scaleot.recipes.options import config_from_section, run_options_command
 from scaleot.recipes.run_config import job_problems
 from scaleot.recipes.run_options import RunLevel, RunOptions
-from scaleot.recipes.run_steps import STEPS, task_dir
+from scaleot.recipes.run_steps import IGNORED_KEYS, STEPS, task_dir
 from scaleot.split import AdapterSplit
 from scaleot.validate.files import load_yaml_unique
+
+log = logging.getLogger(__name__)
 
 SECTIONS = {"model", "adapter", "tasks", "device", "importance", "emulators", "finetune", "ft", "plug",
             "evaluate", "report", "audit"}
@@ -64,7 +67,7 @@ def section_keys(section: str) -> set[str]:
     """The keys a section accepts: its config's fields (less the job-level ones), ``adapter``, extras."""
     names = {f.name for f in fields(SECTION_CONFIGS[section])}
     split = {"adapter"} if {"n_bottom", "n_top"} <= names else set()
-    return (names - set(JOB_KEYS)) | split | set(SECTION_EXTRAS[section])
+    return (names - set(JOB_KEYS)) | split | set(SECTION_EXTRAS[section]) | set(IGNORED_KEYS.get(section, ()))
 
 
 def _section(section: str, values: dict | None, where: str, split: AdapterSplit | None, **fixed) -> dict:
@@ -79,7 +82,11 @@ def _section(section: str, values: dict | None, where: str, split: AdapterSplit 
     if split is not None and "n_bottom" in {f.name for f in fields(cls)} and \
             not ({"adapter", "n_bottom", "n_top"} & set(values)):
         values["adapter"] = str(split)
-    return config_from_section(cls, values, where, extra=SECTION_EXTRAS[section], **fixed)
+    ignored = {k: values.pop(k) for k in IGNORED_KEYS.get(section, ()) if k in values}
+    if ignored:
+        log.warning("scaleot run: %s: %s ignored (the run loads the model in its default dtype and resumes "
+                    "on its own)", where, sorted(ignored))
+    return dict(config_from_section(cls, values, where, extra=SECTION_EXTRAS[section], **fixed), **ignored)
 
 
 def name_problems(cfg: dict) -> list[str]:

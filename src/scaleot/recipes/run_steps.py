@@ -39,6 +39,12 @@ from scaleot.recipes.run_options import RunOptions
 if TYPE_CHECKING:
     from scaleot.recipes.run import RunRecipe
 
+# Keys an emulator entry accepted while EmulatorConfig held the run-level options (issue 29). The
+# recipe always replaced them with the run's own (default dtype, no resume), so they never acted;
+# they are still accepted (:func:`scaleot.recipes.run.load_run_config` warns), left out of the
+# config and kept in the digest input: a YAML that ran before runs, and skips, as before.
+IGNORED_KEYS = {"emulators": ("dtype", "resume")}
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -113,36 +119,43 @@ def emulate_instances(run: RunRecipe) -> Iterator[Instance]:
         if opts.get("method", "scaleot") in NEEDS_IMPORTANCE:
             opts["importance"] = str(importance)
         folder = run.path("emulators", entry["name"])
-        config = EmulateRun(run=_options(run, folder), config=EmulatorConfig(**opts))
+        kept = {k: v for k, v in opts.items() if k not in IGNORED_KEYS["emulators"]}
+        config = EmulateRun(run=_options(run, folder), config=EmulatorConfig(**kept))
         yield Instance(f"emulate/{entry['name']}", (entry["name"],), folder, config,
                        [opts, _digest_of(run, "importance")])
 
 
-def _finetune_base(run: RunRecipe) -> dict:
-    return dict(run.cfg.get("finetune") or {}, device=run.device)
+def _with_device(run: RunRecipe, opts: dict) -> dict:
+    """A finetune digest input: the section's options with the job's ``device``.
+
+    The device is run-level (the recipe gets it from :func:`_options`), no longer a
+    :class:`FinetuneConfig` field (issue 29), but the digest input keeps it, as it was
+    recorded before, so an existing run folder skips the same steps."""
+    return dict(opts, device=run.device)
 
 
 def finetune_instances(run: RunRecipe) -> Iterator[Instance]:
     """The data owner's adapter per emulator and task (the task is disclosed: the run plays both
     parties, and its evaluate pairs adapters with tasks)."""
-    base = _finetune_base(run)
+    base = dict(run.cfg.get("finetune") or {})
     for (name,), emu in run.outputs["emulate"].items():
         for task in run.cfg["tasks"]:
             folder = run.path("adapters", name, task_dir(task))
             config = FinetuneRun(run=_options(run, folder, model=None), task=task, config=FinetuneConfig(**base),
                                  emulator=emu, disclose_task=True)
             yield Instance(f"finetune/{name}/{task_dir(task)}", (name, task), folder, config,
-                           [task, base, _digest_of(run, f"emulate/{name}")])
+                           [task, _with_device(run, base), _digest_of(run, f"emulate/{name}")])
 
 
 def ft_instances(run: RunRecipe) -> Iterator[Instance]:
     """The FT row: the full model tuned directly, per task (``ft:`` overrides ``finetune:``)."""
-    ft_opts = dict(_finetune_base(run), **(run.cfg.get("ft") or {}))
+    ft_opts = dict(run.cfg.get("finetune") or {}, **(run.cfg.get("ft") or {}))
     for task in run.cfg["tasks"]:
         folder = run.path("ft", task_dir(task))
         config = FinetuneRun(run=_options(run, folder), task=task, config=FinetuneConfig(**ft_opts),
                              disclose_task=True)
-        yield Instance(f"ft/{task_dir(task)}", (task,), folder, config, [task, ft_opts, run.cfg["model"]])
+        yield Instance(f"ft/{task_dir(task)}", (task,), folder, config, [task, _with_device(run, ft_opts),
+                                                                           run.cfg["model"]])
 
 
 def plug_instances(run: RunRecipe) -> Iterator[Instance]:

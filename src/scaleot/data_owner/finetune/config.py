@@ -33,6 +33,8 @@ class FinetuneConfig:
     ``method: ist`` and defaults to ``ISTConfig(seed=seed)`` for it; it must stay unset
     for the other methods. ``n_train``/``n_val``/``n_test``/``split_seed`` are the task
     split (:class:`scaleot.data.SplitConfig`); ``seed`` is the data order and LoRA init.
+    The device is a run-level option, not a field: :func:`~scaleot.data_owner.finetune.train`
+    takes it (``device=``), and :meth:`record` writes it where ``adapter.json`` keeps it.
     """
 
     method: str = _opt("full", "tuning method: " + ", ".join(TUNING_METHODS))
@@ -66,7 +68,6 @@ class FinetuneConfig:
                          + ", ".join(AUTOCAST) + " (auto = bf16 where it is fast). none differs from "
                          "configs/default.yaml (auto): a run's numbers then do not depend on the CPU it "
                          "lands on; the shipped job asks for auto, bf16 where it is fast")
-    device: str | None = _opt(None, "auto, cpu, cuda", run_level=True)
     ist: ISTConfig | None = _opt(None, "IST options (method ist; default: ISTConfig with seed = seed)")
 
     def __post_init__(self) -> None:
@@ -124,7 +125,23 @@ class FinetuneConfig:
         check("finetune config", problems)
 
     def to_dict(self) -> dict:
+        """The fields as a dict (``ist`` as a dict too)."""
         return asdict(self)
+
+    def record(self, device: str | None) -> dict:
+        """The options as ``adapter.json`` and the run folder record them (a ``--resume`` checks them).
+
+        The run-level ``device`` (``--device``, the run's ``device:``) is written between
+        ``autocast`` and ``ist``, where the config's field stood before issue 29, so the
+        document is the same as before: old adapters and run folders read and resume as
+        they did, and a resume may still change the device (``may_change``) and nothing else.
+
+        Args:
+            device: the device the run was asked for (``None``: unset, auto).
+        """
+        d = self.to_dict()
+        ist = d.pop("ist")
+        return {**d, "device": device, "ist": ist}
 
     def split_config(self):
         from scaleot.data import SplitConfig

@@ -141,7 +141,7 @@ class _Run:
 
     def __init__(self, model: nn.Module, tokenizer, splits: TaskSplits, config: FinetuneConfig,
                  run_dir: str | Path, controller: StepController | None, progress: bool,
-                 provenance: dict | None = None):
+                 provenance: dict | None = None, device: str | None = None):
         from accelerate import Accelerator, DistributedDataParallelKwargs
         from transformers import get_scheduler
 
@@ -149,7 +149,7 @@ class _Run:
         self.controller, self.progress = controller, progress
         # A step controller (IST) leaves some trainable weights out of a step's graph: DDP must look for them.
         ddp = [DistributedDataParallelKwargs(find_unused_parameters=True)] if controller is not None else None
-        self.accelerator = Accelerator(cpu=config.device == "cpu", kwargs_handlers=ddp)
+        self.accelerator = Accelerator(cpu=device == "cpu", kwargs_handlers=ddp)
         self.device = self.accelerator.device
         self.bf16 = wants_bf16(config.autocast, self.device)
         model.to(self.device)
@@ -177,7 +177,7 @@ class _Run:
         self.step, self.epoch, self.micro_done, self.validation = 0, 0, 0, []
         self.best = {"val_acc": -1.0, "step": 0, "epoch": 0}
         self.best_weights = _trainable_state(model)
-        self.folder = RunFolder(run_dir, config.to_dict(), may_change=("device", "checkpoint_every"),
+        self.folder = RunFolder(run_dir, config.record(device), may_change=("device", "checkpoint_every"),
                                 main=self.accelerator.is_main_process, provenance=provenance)
         self.tokens, self.train_time = 0, 0.0
 
@@ -312,6 +312,7 @@ def train(
     step_controller: StepController | None = None,
     progress: bool = True,
     provenance: dict | None = None,
+    device: str | None = None,
 ) -> TrainResult:
     """Fine-tune the trainable weights of ``model`` on ``splits.train``; score ``splits.val``.
 
@@ -332,6 +333,9 @@ def train(
         provenance: what this run trains on (task, model or emulator, adapter blocks);
             recorded in every checkpoint and checked by ``resume``
             (:mod:`scaleot.provenance`).
+        device: the run-level ``--device``: ``"cpu"`` keeps the run on the CPU; anything
+            else lets ``accelerate`` place it. Recorded in the run folder's options, and
+            one of the options a ``resume`` may change.
 
     Returns:
         :class:`TrainResult` with the best-validation weights.
@@ -340,7 +344,7 @@ def train(
         ScaleOTError: ``resume`` with no checkpoint, or a checkpoint from other options or
             other inputs; a loss that becomes NaN or infinite.
     """
-    run = _Run(model, tokenizer, splits, config, run_dir, step_controller, progress, provenance)
+    run = _Run(model, tokenizer, splits, config, run_dir, step_controller, progress, provenance, device)
     if resume:
         run.resume()
     run.folder.open_log(run.step if resume else None)

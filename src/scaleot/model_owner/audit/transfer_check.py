@@ -65,7 +65,8 @@ class TransferCheckConfig:
     seed: int = 0
     """split and tuning seed"""
     tuning: dict = field(default_factory=dict)
-    """FinetuneConfig fields that differ from its defaults (method, lr, max_steps, ...)"""
+    """FinetuneConfig fields that differ from its defaults (method, lr, max_steps, ...), and ``device``
+    (the loop's run-level argument; default cpu)"""
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -85,10 +86,11 @@ def _score(model: nn.Module, tokenizer, splits: TaskSplits, autocast: str | None
     return evaluate_mc(model, tokenizer, [splits], batch_size=32, autocast_dtype=autocast)[splits.name]["correct"]
 
 
-def _tune(model: nn.Module, positions: list[int], tokenizer, splits: TaskSplits, ft: FinetuneConfig):
+def _tune(model: nn.Module, positions: list[int], tokenizer, splits: TaskSplits, ft: FinetuneConfig,
+          device: str | None):
     peft, controller = TUNING_METHODS[ft.method].prepare(model, positions, ft, tokenizer)
     with tempfile.TemporaryDirectory() as run_dir:
-        train(model, tokenizer, splits, ft, run_dir, step_controller=controller, progress=False)
+        train(model, tokenizer, splits, ft, run_dir, step_controller=controller, progress=False, device=device)
     model.eval()
     return peft
 
@@ -101,14 +103,16 @@ def check_task(full: nn.Module, emulator: nn.Module, layer_map: list[dict], toke
     the adapter folder as the data owner's would be; computed when not given."""
     base_fingerprint = base_fingerprint or fingerprint_model(full)
     splits = _splits(task, cfg)
+    tuning = dict(cfg.tuning)
+    device = tuning.pop("device", "cpu")  # run-level: the loop's argument, not a FinetuneConfig field
     ft = FinetuneConfig(**{"n_train": cfg.n_train, "n_val": 50, "n_test": cfg.n_heldout, "val_limit": 50, "seed": cfg.seed,
-                           "device": "cpu", **cfg.tuning})
+                           **tuning})
     positions = [e["position"] for e in layer_map if e["kind"] == "adapter"]
     sources = [e["source"] for e in layer_map if e["kind"] == "adapter"]
     out = {"task": task, "n": len(splits.test), "full_zs": _score(full, tokenizer, splits, autocast),
            "emu_zs": _score(emulator, tokenizer, splits, autocast)}
     emu = copy.deepcopy(emulator)
-    peft = _tune(emu, positions, tokenizer, splits, ft)
+    peft = _tune(emu, positions, tokenizer, splits, ft, device)
     with tempfile.TemporaryDirectory() as folder:
         info = {"method": ft.method, "base_fingerprint": base_fingerprint, "data": {"task": task},
                 "options": {"split_seed": cfg.seed, "n_test": cfg.n_heldout, "n_val": cfg.n_dev, "n_train": cfg.n_train}}
@@ -118,7 +122,7 @@ def check_task(full: nn.Module, emulator: nn.Module, layer_map: list[dict], toke
         plugged = plug_into(copy.deepcopy(full), read_adapter(Path(folder) / "adapter"), check=False)
     out["plug_in"] = _score(plugged, tokenizer, splits, autocast)
     reference = copy.deepcopy(full)
-    peft = _tune(reference, sources, tokenizer, splits, ft)
+    peft = _tune(reference, sources, tokenizer, splits, ft, device)
     out["reference"] = _score(peft.merge_and_unload() if peft is not None else reference, tokenizer, splits, autocast)
     return out
 

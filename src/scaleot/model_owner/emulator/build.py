@@ -35,6 +35,7 @@ from scaleot.model_owner.emulator.src_compress import compress_block
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule, set_blocks, set_submodule
 from scaleot.models.emulator import shared_copy
 from scaleot.models.fingerprint import fingerprint_model
+from scaleot.models.loading import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ def _diagnostic(model: nn.Module, emu: nn.Module, tokenizer, layer_map: list[dic
             "gradient_cosine": out}
 
 
-def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
-                   share_weights: bool = False) -> EmulatorBundle:
+def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, share_weights: bool = False, *,
+                   base_model: str = DEFAULT_MODEL, resume: bool = False) -> EmulatorBundle:
     """Build the emulator ``[A, E*]`` of ``model`` described by ``config``.
 
     Args:
@@ -130,6 +131,9 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
             the SVD factors and harmonizers, not a second copy of the model. Only for an
             emulator that is saved and dropped (``scaleot emulate``): training its shared
             tensors would change ``model``.
+        base_model: the name or path ``model`` was loaded from (``--model``), as recorded in
+            ``emulator.json`` (``base_model``, ``options.model``) and a distillation's run folder.
+        resume: a distillation continues from its newest checkpoint (``--resume``).
 
     Returns:
         An :class:`EmulatorBundle` (not saved yet; call ``bundle.save(dir)``).
@@ -170,13 +174,14 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
     set_blocks(emu, new_blocks, [e["source"] for e in layer_map])
     emu.eval()
     timing = {"plan_s": round(t_plan, 3), "assemble_s": round(time.perf_counter() - t0 - t_plan, 3)}
+    run_level = {"base_model": base_model, "resume": resume}  # what a distillation records and resumes
 
     if config.method == "uniform-kd":
         from scaleot.model_owner.emulator.distill import distill
 
         if tokenizer is None:
             raise ScaleOTError("method 'uniform-kd' needs the tokenizer (for its generic text)")
-        extra["distill"] = distill(emu, model, tokenizer, layer_map, config)
+        extra["distill"] = distill(emu, model, tokenizer, layer_map, config, **run_level)
         timing["distill_s"] = extra["distill"]["seconds"]
     elif config.method == "scaleot" and config.calibrate_steps:
         from scaleot.model_owner.emulator.distill import distill
@@ -185,7 +190,7 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
             raise ScaleOTError("harmonizer calibration needs the tokenizer (for its generic text)")
         extra["calibration"] = distill(emu, model, tokenizer, layer_map, config, kinds=("harmonizer",),
                                        steps=config.calibrate_steps, lr=config.calibrate_lr,
-                                       label="calibrate")
+                                       label="calibrate", **run_level)
         timing["calibrate_s"] = extra["calibration"]["seconds"]
 
     leaks = find_leaks(emu, protected_weights(model, layer_map, middle))
@@ -200,8 +205,8 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None,
     info = {
         "format_version": FORMAT_VERSION,
         "method": config.method,
-        "options": config.options(),
-        "base_model": config.model,
+        "options": config.options(base_model),
+        "base_model": base_model,
         "base_fingerprint": base_fp,
         "model_type": model.config.model_type,
         "num_blocks_full": len(blocks),

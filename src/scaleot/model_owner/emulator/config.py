@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from scaleot.errors import ScaleOTError, check
 from scaleot.exchange.bundle import METHODS
 from scaleot.models.device import AUTOCAST
-from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.split import AdapterSplit
 from scaleot.validate.options import nonfinite_fields
 
@@ -29,11 +28,13 @@ class EmulatorConfig:
     the attention projections of the kept middle blocks (0 = none).
     ``keep`` (uniform, uniform-kd, crash): middle blocks kept (CRaSh: clusters); ``None``
     keeps ``|E| - round(alpha * |E|)``, the size of the ScaleOT emulator with the same alpha.
+
+    The run-level options (the base model, device, dtype, ``--resume``) are not fields: the
+    recipe passes them from :class:`~scaleot.recipes.run_options.RunOptions`
+    (:func:`~scaleot.model_owner.emulator.build.build_emulator`'s ``base_model`` and ``resume``).
     """
 
     method: str = field(default="scaleot", metadata={"help": f"one of {METHODS}"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base model name or path (as given)",
-                                                         "run_level": True})
     n_bottom: int = field(default=2, metadata={"help": "adapter blocks at the bottom"})
     n_top: int = field(default=2, metadata={"help": "adapter blocks at the top"})
     alpha: float = field(default=0.5, metadata={"help": "fraction of middle blocks replaced, in [0, 1)"})
@@ -56,10 +57,7 @@ class EmulatorConfig:
         "help": "generic-text blocks for the transfer diagnostic in emulator.json (0 = skip)"})
     autocast: str = field(default="bf16", metadata={
         "help": "uniform-kd and calibration forwards: bf16 autocast (fp32 master weights), none or auto"})
-    resume: bool = field(default=False, metadata={"help": "uniform-kd: resume from the newest checkpoint", "run_level": True})
     seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda", "run_level": True})
-    dtype: str | None = field(default=None, metadata={"help": "auto, float32, bfloat16", "run_level": True})
 
     def __post_init__(self) -> None:
         self.method = str(self.method).lower()
@@ -116,9 +114,17 @@ class EmulatorConfig:
             return self.keep
         return max(1, n_middle - round(self.alpha * n_middle))
 
-    def options(self) -> dict:
-        """The options that shaped the emulator, for ``emulator.json`` (no run-only fields)."""
+    def options(self, base_model: str) -> dict:
+        """The options that shaped the emulator, as ``emulator.json`` (and a distillation run
+        folder) record them.
+
+        The base model is a run-level option (:class:`~scaleot.recipes.run_options.RunOptions`),
+        not a field, since issue 29; it is written back as ``model`` right after ``method``,
+        where the field stood, so the document is the same as before and old bundles and
+        distillation run folders read (and resume) as they did.
+
+        Args:
+            base_model: the base model's name or path, as given (``--model``).
+        """
         d = asdict(self)
-        for k in ("device", "dtype", "resume"):
-            d.pop(k)
-        return d
+        return {"method": d.pop("method"), "model": base_model, **d}

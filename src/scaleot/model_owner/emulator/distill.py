@@ -36,6 +36,7 @@ from scaleot.data.text import corpus_splits
 from scaleot.errors import ScaleOTError
 from scaleot.models.arch import arch_spec, get_blocks, get_submodule
 from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
+from scaleot.models.loading import DEFAULT_MODEL
 from scaleot.progress import progress_bar
 from scaleot.run_folder import RunFolder
 
@@ -79,11 +80,13 @@ def nmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[dict], config,
             kinds: tuple[str, ...] = ("kept",), steps: int | None = None, lr: float | None = None,
-            label: str = "uniform-kd") -> dict:
+            label: str = "uniform-kd", *, base_model: str = DEFAULT_MODEL, resume: bool = False) -> dict:
     """Distil ``student`` (the emulator, in place) towards ``teacher`` (the full model).
 
     Only the middle positions whose layer-map kind is in ``kinds`` train, for ``steps``
-    (default ``config.kd_steps``) at ``lr`` (default ``config.kd_lr``).
+    (default ``config.kd_steps``) at ``lr`` (default ``config.kd_lr``). ``base_model`` (the
+    teacher's name or path, as given) is recorded in the run folder's options and provenance;
+    ``resume`` continues from the newest checkpoint in ``config.kd_run_dir``.
 
     Returns:
         ``{"steps", "seconds", "run_dir", "first": {...}, "final": {...}}`` losses summary.
@@ -113,14 +116,14 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
 
     from scaleot.provenance import corpus_provenance
 
-    provenance = dict(corpus_provenance(config.corpus), label=label, model=config.model, layer_map=layer_map,
+    provenance = dict(corpus_provenance(config.corpus), label=label, model=base_model, layer_map=layer_map,
                       lr=lr, kd_batch=config.kd_batch, block_size=config.block_size, seed=config.seed)
-    options = dict(config.options(), label=label, kinds=list(kinds), steps=steps, lr=lr)
+    options = dict(config.options(base_model), label=label, kinds=list(kinds), steps=steps, lr=lr)
     folder = RunFolder(run_dir, options, may_change=("steps", "kd_steps", "calibrate_steps", "kd_checkpoint_every",
                                                      "kd_run_dir"), provenance=provenance)
     step = 0
     # --resume continues from the newest checkpoint; a run stopped before its first one starts afresh.
-    loaded = folder.resume(optimizer, required=False) if config.resume else None
+    loaded = folder.resume(optimizer, required=False) if resume else None
     if loaded is not None:
         weights, state = loaded
         if set(weights) != set(params):
@@ -159,6 +162,6 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, layer_map: list[d
     for p in student.parameters():
         p.requires_grad_(True)
     return {"steps": steps, "trains": list(kinds), "params_trained": sum(p.numel() for p in params.values()),
-            "resumed": bool(config.resume), "seconds": round(time.perf_counter() - t0, 2),
+            "resumed": bool(resume), "seconds": round(time.perf_counter() - t0, 2),
             "run_dir": str(run_dir), "first": first, "final": last,
             "autocast": autocast_used(wants_bf16(config.autocast, device), device)}
