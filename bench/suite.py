@@ -255,6 +255,32 @@ def pick(out: Path, tasks: list[str]) -> dict:
                                                       for ok, m, dl, label, d in rows]}
 
 
+PROXIES = ("gen:arithmetic", "gen:sequence", "gen:alphabetical")  # scaleot audit's default --transfer-tasks
+
+
+def proxy_vs_suite(out: Path, suite: list[str], proxies: list[str]) -> list[str]:
+    """Does the audit's transfer check predict transfer on real tasks? Per configuration run on
+    both: the proxies' median ceiling ratio and pooled plug-in gain against the suite's (dev),
+    and Spearman's rho of each over the configurations."""
+    p, s = summaries(out, "dev", proxies), summaries(out, "dev", suite)
+    common = sorted(set(p) & set(s))
+    lines = [f"The transfer check's proxies ({', '.join(proxies)}) against the suite ({len(suite)} tasks), dev, "
+             f"{len(common)} configurations run on both", "",
+             "| configuration | proxy median ratio | suite median ratio | proxy gain | suite gain |", "|---|---|---|---|---|"]
+    rows = []
+    for label in common:
+        gain_p = p[label]["pooled"]["plug_in"] - p[label]["pooled"]["full_zs"]
+        gain_s = s[label]["pooled"]["plug_in"] - s[label]["pooled"]["full_zs"]
+        rows.append((p[label]["median_ceiling_ratio"], s[label]["median_ceiling_ratio"], gain_p, gain_s))
+        cfg = {k: v for k, v in json.loads(label).items() if k not in ("lr", "steps", "tune")}
+        lines.append(f"| {json.dumps(cfg, sort_keys=True)} | {rows[-1][0]:.2f} | {rows[-1][1]:.2f} | {gain_p:+.1f} | "
+                     f"{gain_s:+.1f} |")
+    if len(rows) >= 3:
+        lines += ["", f"Spearman rho over the configurations: ratio {stats.spearman([r[0] for r in rows], [r[1] for r in rows]):+.2f}, "
+                  f"gain {stats.spearman([r[2] for r in rows], [r[3] for r in rows]):+.2f} (n = {len(rows)})"]
+    return lines
+
+
 PREDICTORS = {  # cheap measurements taken before or while tuning, per emulator record (points or cosines)
     "gradient cosine (all blocks)": lambda r, z: r["diagnostic"]["all"],
     "gradient cosine (worst block)": lambda r, z: r["diagnostic"]["min_block"],
@@ -353,6 +379,7 @@ def main() -> None:
     ap.add_argument("--autocast", choices=("none", "bf16"), default="none",
                     help="bf16 autocast for tuning and scoring (recorded; never pool with fp32 numbers)")
     ap.add_argument("--report", choices=("dev", "test"))
+    ap.add_argument("--proxies", action="store_true", help="the transfer check's proxies against the suite (dev)")
     ap.add_argument("--predictors", action="store_true", help="Spearman of cheap measurements with the plug-in gain")
     ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
     ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
@@ -367,6 +394,10 @@ def main() -> None:
         for p in frontier(out, args.split, tasks, Path(args.frontier)):
             print(f"gain {p['gain'][0]:+.1f} ± {p['gain'][1]:.1f}  ZS−EmuZS {p['priv'][0]:+.1f} ± {p['priv'][1]:.1f}  "
                   f"Delta {p['delta'][0]:+.1f} ± {p['delta'][1]:.1f}  {p['config']}")
+        return
+    if args.proxies:
+        suite = json.loads((out / "suite.json").read_text())["suite"]
+        print("\n".join(proxy_vs_suite(out, suite, list(PROXIES))))
         return
     if args.predictors:
         tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
