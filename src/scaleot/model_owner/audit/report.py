@@ -115,8 +115,9 @@ def transfer_lines(t: dict) -> list[str]:
                      f"{r['reference']:.1f} | {r['gain']:+.1f} ± {r['gain_se']:.1f} | {r['delta']:+.1f} ± "
                      f"{r['delta_se']:.1f} | {ratio} |")
     m = t["median_ceiling_ratio"]
-    lines += ["", f"Median ceiling ratio over the proxies: **{'n/a' if m is None else f'{m:.2f}'}**. How well it "
-              "predicts the ratio on real tasks: BENCHMARKS.md, \"Transfer check\".", ""]
+    lines += ["", f"Median ceiling ratio over the proxies: **{'n/a' if m is None else f'{m:.2f}'}**. Compare emulators "
+              "by the proxies' plug-in gain: it ranks them as real tasks do, the ratio does not (BENCHMARKS.md, "
+              "\"The audit's transfer check against the suite\").", ""]
     return lines
 
 

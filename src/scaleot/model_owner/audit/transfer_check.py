@@ -21,8 +21,9 @@ Its numbers, per task, with paired standard errors (every score is on the same e
     Delta          = Plug-in − Emu FT      (the data owner's tuned emulator should stay worse)
 
 and the median ceiling ratio over the proxies. Scores are on each proxy's dev split (the model
-owner's choice of emulator may use them; no test split is involved). How well the proxies'
-ratio predicts the ratio on real tasks is measured in BENCHMARKS.md ("Transfer check").
+owner's choice of emulator may use them; no test split is involved). Measured against the
+transfer suite (BENCHMARKS.md, "The audit's transfer check against the suite"), the default
+proxies' plug-in gain ranks emulators as the suite does; their ratio does not.
 """
 
 from __future__ import annotations
