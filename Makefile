@@ -35,7 +35,7 @@ fetch-gemma: $(STAMP)
 demo: fetch
 	$(BIN)/scaleot run $(CONFIG) --out runs/$(basename $(notdir $(CONFIG)))
 	@echo "report: runs/$(basename $(notdir $(CONFIG)))/report.md"
-	@echo "full job (two tasks, two emulators, not timed yet): make demo CONFIG=configs/default.yaml"
+	@echo "full job (two tasks, three emulators, not timed yet): make demo CONFIG=configs/default.yaml"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15
