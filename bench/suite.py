@@ -348,7 +348,7 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
     for p in points:
         c = p["config"]
         name = f"{c['method']} {c['nb']}+{c['nt']} a{c['alpha']} b{c['beta']}" + "".join(
-            f" {k}{c[k]}" for k in ("noise", "drop", "anchor", "precorrect") if c.get(k))
+            f" {k}{c[k]}" for k in ("noise", "quant", "mlp_beta", "drop", "anchor", "precorrect", "rank") if c.get(k))
         for ax, key in zip(axes, ("priv", "delta"), strict=True):
             ax.errorbar(p[key][0], p["gain"][0], xerr=p[key][1], yerr=p["gain"][1], fmt="o",
                         color=colors.get(c["method"], "gray"), capsize=3)

@@ -171,3 +171,59 @@ def test_lab_plugs_the_tuned_blocks_through_the_products_path(tmp_path, monkeypa
     changed = [k for k, v in plugged.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(k.startswith(tuple(tuned)) for k in changed)
     assert all(torch.equal(v, before[k]) for k, v in lab.full.state_dict().items())  # the full model untouched
+
+
+def test_fake_quantize_rounds_only_the_kept_middle_to_the_asked_levels():
+    """Kept blocks' 2-D weights take at most 2**bits values per group of 64 inputs and stay close
+    (RTN error <= half a step); adapter blocks and 1-D weights (norms) are untouched."""
+    import copy
+
+    import torch
+
+    from bench.transfer import fake_quantize
+
+    model = _tiny_llama()
+    layer_map = [{"position": i, "kind": k, "source": i} for i, k in enumerate(["adapter", "kept", "kept", "adapter"])]
+    before = copy.deepcopy(model)
+    fake_quantize(model, layer_map, bits=3)
+    blocks, ref = model.model.layers, before.model.layers
+    for pos in (0, 3):
+        for a, b in zip(blocks[pos].parameters(), ref[pos].parameters(), strict=True):
+            assert torch.equal(a, b)
+    down = blocks[1].mlp.down_proj.weight  # [32, 64]: one group per row
+    assert all(len(torch.unique(row)) <= 8 for row in down)
+    w0 = ref[1].mlp.down_proj.weight
+    step = w0.abs().amax(-1, keepdim=True) / 3
+    assert torch.all((down - w0).abs() <= step / 2 + 1e-6)
+    assert not torch.equal(down, w0)
+    assert torch.equal(blocks[1].input_layernorm.weight, ref[1].input_layernorm.weight)
+    q = blocks[2].self_attn.q_proj.weight  # [32, 32]: in-dim 32 is not a multiple of 64, left as is
+    assert torch.equal(q, ref[2].self_attn.q_proj.weight)
+
+
+def test_mlp_rank_cut_replaces_the_kept_mlp_projections_with_their_svd_truncation():
+    """The library's SRC on the MLP roles: kept blocks' gate/up/down become rank-r factors equal
+    to the truncated SVD; attention and the adapter blocks are untouched."""
+    import copy
+
+    import torch
+
+    from bench.transfer import mlp_rank_cut
+    from scaleot.exchange.layers import LowRankLinear
+
+    model = _tiny_llama()
+    before = copy.deepcopy(model)
+    layer_map = [{"position": i, "kind": k, "source": i} for i, k in enumerate(["adapter", "kept", "kept", "adapter"])]
+    mlp_rank_cut(model, layer_map, beta=0.5)
+    for pos in (1, 2):
+        mlp = model.model.layers[pos].mlp
+        for role in ("gate_proj", "up_proj", "down_proj"):
+            lr = getattr(mlp, role)
+            assert isinstance(lr, LowRankLinear)
+            w0 = getattr(before.model.layers[pos].mlp, role).weight
+            u, s, vh = torch.linalg.svd(w0, full_matrices=False)
+            r = 16  # ceil(0.5 * min(32, 64))
+            assert lr.rank == r
+            torch.testing.assert_close(lr.dense(), (u[:, :r] * s[:r]) @ vh[:r], atol=1e-5, rtol=1e-4)
+        assert isinstance(model.model.layers[pos].self_attn.q_proj, torch.nn.Linear)
+    assert isinstance(model.model.layers[0].mlp.gate_proj, torch.nn.Linear)

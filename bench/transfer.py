@@ -59,7 +59,8 @@ N_VAL = 50  # validation examples (scored on the tuned model each epoch; the bes
 
 # What decides the emulator and the test examples (not the tuning); DETERMINISTIC: methods
 # whose emulator is a function of these and the importance folder alone.
-EMULATOR_KEYS = ("task", "n_train", "n_test", "method", "nb", "nt", "alpha", "beta", "calibrate_steps", "split", "noise")
+EMULATOR_KEYS = ("task", "n_train", "n_test", "method", "nb", "nt", "alpha", "beta", "calibrate_steps", "split", "noise",
+                 "quant", "mlp_beta")
 DETERMINISTIC = ("scaleot", "uniform", "drop", "crash")
 
 
@@ -107,14 +108,49 @@ def add_weight_noise(model, layer_map: list[dict], scale: float, seed: int = 0) 
     gets Gaussian noise of ``scale`` times that weight's own standard deviation (seeded; the
     adapter blocks and harmonizers are untouched, so the adapter's gradient path is intact)."""
     g = torch.Generator().manual_seed(seed)
-    blocks = get_blocks(model)
     with torch.no_grad():
-        for e in layer_map:
-            if e["kind"] != "kept":
+        for w in kept_matrices(model, layer_map):
+            w.add_(torch.randn(w.shape, generator=g, dtype=w.dtype) * (scale * w.std()))
+
+
+def kept_matrices(model, layer_map: list[dict]) -> list[torch.Tensor]:
+    """The 2-D weights of the emulator's kept middle blocks, in block order."""
+    blocks = get_blocks(model)
+    return [w for e in layer_map if e["kind"] == "kept" for w in blocks[e["position"]].parameters() if w.dim() == 2]
+
+
+def fake_quantize(model, layer_map: list[dict], bits: int, group: int = 64) -> None:
+    """Withhold the model by low-bit weights, not by removing blocks (issue 28, "low-bit
+    quantisation of the kept middle"): every 2-D weight of the kept middle blocks is rounded to
+    ``bits``-bit integers, symmetric round-to-nearest with one scale per ``group`` consecutive
+    input weights of a row (the common RTN scheme of weight-only quantisation), then stored back
+    dequantised. The blocks keep their shape, so the adapter's gradient path runs through every
+    one of them; only their precision is withheld."""
+    qmax = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        for w in kept_matrices(model, layer_map):
+            if w.shape[1] % group:
                 continue
-            for w in blocks[e["position"]].parameters():
-                if w.dim() == 2:
-                    w.add_(torch.randn(w.shape, generator=g, dtype=w.dtype) * (scale * w.std()))
+            g = w.view(w.shape[0], -1, group)
+            scale = g.abs().amax(-1, keepdim=True).clamp_min(1e-12) / qmax
+            g.copy_((g / scale).round().clamp(-qmax - 1, qmax) * scale)
+
+
+def mlp_rank_cut(model, layer_map: list[dict], beta: float) -> None:
+    """SRC's rank cut on the MLP projections of the kept middle blocks instead of attention
+    (issue 28 hypothesis): the library's own :func:`compress_block` code path, pointed at the
+    MLP roles of the architecture table."""
+    from dataclasses import replace
+
+    from scaleot.model_owner.emulator.src_compress import compress_block
+    from scaleot.models import arch_spec
+
+    spec = arch_spec(model)
+    mlp_only = replace(spec, attn=spec.mlp)
+    blocks = get_blocks(model)
+    for e in layer_map:
+        if e["kind"] == "kept":
+            compress_block(blocks[e["position"]], mlp_only, beta)
 
 
 class MiddleDrop:
@@ -284,6 +320,10 @@ class Lab:
         bundle = build_emulator(self.full, cfg, self.tok)
         if spec.get("noise"):
             add_weight_noise(bundle.model, bundle.layer_map, spec["noise"], seed=0)
+        if spec.get("quant"):
+            fake_quantize(bundle.model, bundle.layer_map, spec["quant"])
+        if spec.get("mlp_beta"):
+            mlp_rank_cut(bundle.model, bundle.layer_map, spec["mlp_beta"])
         return bundle.model, bundle.layer_map
 
     def diagnostic(self, emu, layer_map, splits, n_batches=4, batch_size=8) -> dict:

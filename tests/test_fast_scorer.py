@@ -273,3 +273,17 @@ def test_probe_catches_a_cached_path_that_disagrees(monkeypatch):
     monkeypatch.setattr(fast_mc.ContextSharingScorer, "score_groups",
                         lambda self, groups: [[-1.0] * len(g.choices) for g in groups])
     assert "differs from a plain forward pass" in fast_scorer_problem(model)
+
+
+def test_probe_under_bf16_is_held_to_the_plain_bf16_error(monkeypatch):
+    """Under bf16 the fast path passes where it is as close to fp32 as a plain bf16 pass, and
+    fails where it is far off (a fixed 5e-2 failed correct code on one CPU: 0.13 nats of bf16
+    rounding on a 10-token sum)."""
+    from scaleot.evaluation import fast_mc
+
+    model = tiny("llama")
+    assert fast_scorer_problem(model, bf16=True) is None
+    real = fast_mc.ContextSharingScorer.score_groups
+    monkeypatch.setattr(fast_mc.ContextSharingScorer, "score_groups",
+                        lambda self, groups: [[ll - 5.0 for ll in lls] for lls in real(self, groups)])
+    assert "differs from an fp32 forward pass" in fast_scorer_problem(model, bf16=True)

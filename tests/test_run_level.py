@@ -35,6 +35,10 @@ def test_emulator_options_are_written_as_before():
     options = EmulatorConfig(method="uniform", keep=2).options("tiny")
     assert list(options) == EMULATOR_OPTIONS
     assert options["model"] == "tiny" and options["method"] == "uniform"
+    # the alpha choice (issue 28) adds its two keys only where it is used
+    chosen = EmulatorConfig(method="uniform", target_ppl_ratio=4.0).options("tiny")
+    at = EMULATOR_OPTIONS.index("diagnostic_blocks")
+    assert list(chosen) == EMULATOR_OPTIONS[:at] + ["target_ppl_ratio", "choice_blocks"] + EMULATOR_OPTIONS[at:]
 
 
 def test_finetune_options_are_written_as_before():

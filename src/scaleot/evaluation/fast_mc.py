@@ -370,8 +370,8 @@ def fast_scorer_problem(model: nn.Module, bf16: bool = False) -> str | None:
 
     Checks the model type against the architecture table and the decoder's cache argument,
     then scores two synthetic examples (contexts of different lengths, choices of 1 and 3
-    tokens) both ways and compares the log-likelihoods (tolerance 1e-3 in fp32, 5e-2 under
-    bf16 autocast).
+    tokens) both ways and compares the log-likelihoods: within 1e-3 in fp32; under bf16
+    autocast, against an fp32 pass, within 3x the plain bf16 pass's own error plus 5e-2.
     """
     from scaleot.models import arch_spec
 
@@ -394,23 +394,39 @@ def fast_scorer_problem(model: nn.Module, bf16: bool = False) -> str | None:
         fast = ContextSharingScorer(model, bf16=bf16).score_groups(groups)
     except Exception as e:  # any failure of the cached path means: use lm-eval
         return f"cached forward failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    tol = 5e-2 if bf16 else 1e-3
     seqs = [(g.context + cont, len(cont)) for g in groups for _, cont in g.choices]
     ids = torch.zeros(len(seqs), max(len(q) for q, _ in seqs), dtype=torch.long, device=device)
     for n, (q, _) in enumerate(seqs):
         ids[n, :len(q)] = torch.tensor(q, device=device)  # right-padded, no mask: as lm-eval runs it
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), bf16_autocast(bf16, device):
-            logp = F.log_softmax(model(input_ids=ids[:, :-1]).logits.float(), -1)  # [4, T-1, V]
-    finally:
-        model.train(was_training)
-    refs = [logp[n, len(q) - 1 - k:len(q) - 1].gather(-1, ids[n, len(q) - k:len(q), None]).sum().item()
-            for n, (q, k) in enumerate(seqs)]
-    for ll, ref in zip([ll for lls in fast for ll in lls], refs, strict=True):
-        if not abs(ref - ll) <= tol:
-            return f"cached log-likelihood {ll:.5f} differs from a plain forward pass ({ref:.5f})"
+
+    def plain(autocast: bool) -> list[float]:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), bf16_autocast(autocast, device):
+                logp = F.log_softmax(model(input_ids=ids[:, :-1]).logits.float(), -1)  # [4, T-1, V]
+        finally:
+            model.train(was_training)
+        return [logp[n, len(q) - 1 - k:len(q) - 1].gather(-1, ids[n, len(q) - k:len(q), None]).sum().item()
+                for n, (q, k) in enumerate(seqs)]
+
+    lls = [ll for lls in fast for ll in lls]
+    if not bf16:
+        for ll, ref in zip(lls, plain(False), strict=True):
+            if not abs(ref - ll) <= 1e-3:
+                return f"cached log-likelihood {ll:.5f} differs from a plain forward pass ({ref:.5f})"
+        return None
+    # Under bf16 autocast two orders of the same sums differ by bf16 rounding, which grows with the
+    # model and the CPU's kernels (0.13 nats on a 10-token sum, seen for SmolLM2 on one CPU): a fixed
+    # tolerance both passes real bugs on one machine and fails correct code on another. So the fast
+    # path is held to the plain bf16 pass's own error: both against the fp32 pass, the fast path may
+    # be at most 3x as far off as the plain one, plus 5e-2.
+    exact, rounded = plain(False), plain(True)
+    noise = max(abs(r - e) for r, e in zip(rounded, exact, strict=True))
+    for ll, ref in zip(lls, exact, strict=True):
+        if not abs(ref - ll) <= 3 * noise + 5e-2:
+            return (f"cached log-likelihood {ll:.5f} under bf16 differs from an fp32 forward pass ({ref:.5f}) "
+                    f"by more than 3x a plain bf16 pass does ({noise:.5f})")
     return None
 
 

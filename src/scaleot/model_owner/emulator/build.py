@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from dataclasses import replace
 
 from torch import nn
 
@@ -146,6 +147,15 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, sha
     spec = arch_spec(model)
     blocks = get_blocks(model)
     middle = config.check_for(len(blocks))
+    choice = None
+    if config.target_ppl_ratio:  # alpha per model, from held-out perplexity (choose.py)
+        from scaleot.model_owner.emulator.choose import choose_alpha
+
+        if tokenizer is None:
+            raise ScaleOTError("--target-ppl-ratio needs the tokenizer (for its generic text)")
+        choice = choose_alpha(model, tokenizer, config, lambda c: build_emulator(
+            model, c, tokenizer, share_weights=True, base_model=base_model).model, middle)
+        config = replace(config, alpha=choice["alpha"])
     base_fp = fingerprint_model(model)
     layer_map, harmonizers, extra = _plan(model, tokenizer, config, middle, base_fp)
     t_plan = time.perf_counter() - t0
@@ -193,6 +203,8 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, sha
                                        label="calibrate", **run_level)
         timing["calibrate_s"] = extra["calibration"]["seconds"]
 
+    if choice is not None:
+        extra["alpha_choice"] = choice
     leaks = find_leaks(emu, protected_weights(model, layer_map, middle))
     if leaks:
         raise ScaleOTError(f"privacy check failed: {leaks[0]} (and {len(leaks) - 1} more)")

@@ -53,6 +53,10 @@ class EmulatorConfig:
     calibrate_steps: int = field(default=0, metadata={
         "help": "scaleot: steps of stage-2 harmonizer calibration against the full model (0 = none)"})
     calibrate_lr: float = field(default=1e-3, metadata={"help": "scaleot: calibration learning rate"})
+    target_ppl_ratio: float = field(default=0.0, metadata={
+        "help": "choose alpha: the smallest whose emulator's held-out generic-text perplexity is at least this "
+                "multiple of the full model's (0 = use --alpha as given)"})
+    choice_blocks: int = field(default=16, metadata={"help": "generic-text blocks the alpha choice is scored on"})
     diagnostic_blocks: int = field(default=4, metadata={
         "help": "generic-text blocks for the transfer diagnostic in emulator.json (0 = skip)"})
     autocast: str = field(default="bf16", metadata={
@@ -84,9 +88,16 @@ class EmulatorConfig:
             problems.append(f"autocast must be one of {', '.join(AUTOCAST)} (got {self.autocast!r})")
         if self.calibrate_lr <= 0:
             problems.append(f"calibrate_lr must be > 0 (got {self.calibrate_lr})")
+        if self.target_ppl_ratio < 0 or (0 < self.target_ppl_ratio <= 1):
+            problems.append(f"target_ppl_ratio must be 0 (off) or > 1 (got {self.target_ppl_ratio})")
+        if self.target_ppl_ratio and self.method == "uniform-kd":
+            problems.append("target_ppl_ratio cannot choose alpha for 'uniform-kd' (each candidate would need "
+                            "its own distillation): give --alpha")
+        if self.target_ppl_ratio and self.keep is not None:
+            problems.append("target_ppl_ratio chooses alpha, and keep fixes the size: give one of them")
         if self.diagnostic_blocks < 0:
             problems.append(f"diagnostic_blocks must be >= 0 (got {self.diagnostic_blocks})")
-        for name in ("block_size", "calib_blocks", "kd_steps", "kd_batch", "kd_checkpoint_every"):
+        for name in ("block_size", "calib_blocks", "kd_steps", "kd_batch", "kd_checkpoint_every", "choice_blocks"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.kd_lr <= 0:
@@ -127,4 +138,6 @@ class EmulatorConfig:
             base_model: the base model's name or path, as given (``--model``).
         """
         d = asdict(self)
+        if not self.target_ppl_ratio:  # the alpha choice unused: the document (and a run's digest) as before it
+            del d["target_ppl_ratio"], d["choice_blocks"]
         return {"method": d.pop("method"), "model": base_model, **d}
