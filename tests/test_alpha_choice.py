@@ -87,3 +87,34 @@ def test_target_ppl_ratio_is_validated_with_the_config():
     with pytest.raises(ConfigError, match="give one of them"):
         EmulatorConfig(method="uniform", target_ppl_ratio=2.0, keep=2)
     assert EmulatorConfig(method="uniform", target_ppl_ratio=2.0).target_ppl_ratio == 2.0
+
+
+def test_cli_emulate_chooses_alpha_and_refuses_an_unreachable_target(tmp_path, hf_tokenizer, text, capsys):
+    """Through ``scaleot emulate``: the chosen alpha and every candidate land in emulator.json;
+    an unreachable target is one error line, exit 2, and no output folder."""
+    import json
+
+    from scaleot.cli import main
+    from scaleot.data import corpus_splits
+
+    train, _ = corpus_splits(text, hf_tokenizer, block_size=16, max_train_blocks=16)
+    model = _trained(train)
+    src = tmp_path / "tiny"
+    model.save_pretrained(src)
+    hf_tokenizer.save_pretrained(src)
+    imp = fake_importance(tmp_path / "imp", model, ranking=[4, 2, 5, 3])
+    args = ["emulate", "--model", str(src), "--method", "drop", "--importance", str(imp), "--corpus", text,
+            "--block-size", "16", "--choice-blocks", "4", "--autocast", "none", "--device", "cpu",
+            "--diagnostic-blocks", "0", "--no-progress"]
+    rc = main([*args, "--target-ppl-ratio", "1.0001", "--out", str(tmp_path / "emu")])
+    info = json.loads((tmp_path / "emu" / "emulator.json").read_text())
+    choice = info["alpha_choice"]
+    assert rc == 0 and choice["target_ppl_ratio"] == 1.0001
+    assert choice["candidates"][-1]["ratio"] >= 1.0001 > max([c["ratio"] for c in choice["candidates"][:-1]] + [0])
+    assert info["options"]["alpha"] == choice["alpha"] == choice["candidates"][-1]["alpha"]
+    capsys.readouterr()
+    rc = main([*args, "--target-ppl-ratio", "1e6", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("scaleot:")]  # not transformers' load bar
+    assert rc == 2 and "Traceback" not in err and len(ours) == 1 and "no alpha reaches --target-ppl-ratio" in ours[0]
+    assert not (tmp_path / "bad").exists()

@@ -40,7 +40,8 @@ class EmulateRun:
     :func:`~scaleot.models.load_model` and :func:`~scaleot.model_owner.emulator.build_emulator`.
     """
 
-    run: RunOptions = run_field("out", "model", "resume", "overwrite", "device", "dtype", required=("out",),
+    run: RunOptions = run_field("out", "model", "resume", "overwrite", "device", "dtype", "progress",
+                                required=("out",),
                                 notes={"out": "the emulator bundle", "resume": "uniform-kd's distillation"})
     config: EmulatorConfig = field(default_factory=EmulatorConfig, metadata={"flatten": True})
 
@@ -81,7 +82,7 @@ class EmulateRecipe:
         """Build the emulator (the full model is left unchanged; the emulator reuses its
         tensors instead of copying them, since it is only saved)."""
         self.bundle = build_emulator(self.model, self.emulator, tokenizer=self.tokenizer, share_weights=True,
-                                     base_model=self.run.model, resume=self.run.resume)
+                                     base_model=self.run.model, resume=self.run.resume, progress=self.run.progress)
         self.bundle.info["timing"]["load_model_s"] = round(self.load_seconds, 3)
 
     def save(self) -> Path:

@@ -119,7 +119,7 @@ def _diagnostic(model: nn.Module, emu: nn.Module, tokenizer, layer_map: list[dic
 
 
 def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, share_weights: bool = False, *,
-                   base_model: str = DEFAULT_MODEL, resume: bool = False) -> EmulatorBundle:
+                   base_model: str = DEFAULT_MODEL, resume: bool = False, progress: bool = False) -> EmulatorBundle:
     """Build the emulator ``[A, E*]`` of ``model`` described by ``config``.
 
     Args:
@@ -135,6 +135,7 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, sha
         base_model: the name or path ``model`` was loaded from (``--model``), as recorded in
             ``emulator.json`` (``base_model``, ``options.model``) and a distillation's run folder.
         resume: a distillation continues from its newest checkpoint (``--resume``).
+        progress: a bar over the candidates of the alpha choice (``--target-ppl-ratio``).
 
     Returns:
         An :class:`EmulatorBundle` (not saved yet; call ``bundle.save(dir)``).
@@ -154,7 +155,7 @@ def build_emulator(model: nn.Module, config: EmulatorConfig, tokenizer=None, sha
         if tokenizer is None:
             raise ScaleOTError("--target-ppl-ratio needs the tokenizer (for its generic text)")
         choice = choose_alpha(model, tokenizer, config, lambda c: build_emulator(
-            model, c, tokenizer, share_weights=True, base_model=base_model).model, middle)
+            model, c, tokenizer, share_weights=True, base_model=base_model).model, middle, progress)
         config = replace(config, alpha=choice["alpha"])
     base_fp = fingerprint_model(model)
     layer_map, harmonizers, extra = _plan(model, tokenizer, config, middle, base_fp)

@@ -42,7 +42,7 @@ def held_out_blocks(config, tokenizer):
     return held
 
 
-def choose_alpha(model: nn.Module, tokenizer, config, build, middle: list[int]) -> dict:
+def choose_alpha(model: nn.Module, tokenizer, config, build, middle: list[int], progress: bool = False) -> dict:
     """Scan ``k = 1 .. |E| - 1`` replaced blocks upward; stop at the first emulator whose
     held-out perplexity reaches ``config.target_ppl_ratio`` times the full model's.
 
@@ -54,6 +54,7 @@ def choose_alpha(model: nn.Module, tokenizer, config, build, middle: list[int]) 
         build: ``config -> emulator module`` (the caller's ``build_emulator`` with its
             arguments; called once per candidate, without the transfer diagnostic).
         middle: the middle block indices ``E``.
+        progress: a bar over the candidates (``--progress``).
 
     Returns:
         The record kept in ``emulator.json`` as ``alpha_choice``: the rule, the full model's
@@ -64,6 +65,7 @@ def choose_alpha(model: nn.Module, tokenizer, config, build, middle: list[int]) 
             reached), or the method cannot be chosen for.
     """
     from scaleot.evaluation.perplexity import perplexity
+    from scaleot.progress import progress_bar
 
     if config.method not in CHOOSABLE:
         raise ScaleOTError(f"--target-ppl-ratio: alpha can be chosen for {', '.join(CHOOSABLE)}, "
@@ -81,16 +83,19 @@ def choose_alpha(model: nn.Module, tokenizer, config, build, middle: list[int]) 
     n = len(middle)
     candidates = []
     chosen = None
-    for k in range(1, n):
-        alpha = k / n
-        emu = build(replace(config, alpha=alpha, target_ppl_ratio=0.0, diagnostic_blocks=0))
-        value = ppl(emu)
-        del emu
-        candidates.append({"alpha": round(alpha, 6), "replaced": k, "ppl": round(value, 4),
-                           "ratio": round(value / full, 4)})
-        if value >= config.target_ppl_ratio * full:
-            chosen = alpha
-            break
+    with progress_bar(n - 1, "choosing alpha", progress, unit="candidate") as bar:
+        for k in range(1, n):
+            alpha = k / n
+            emu = build(replace(config, alpha=alpha, target_ppl_ratio=0.0, diagnostic_blocks=0))
+            value = ppl(emu)
+            del emu
+            candidates.append({"alpha": round(alpha, 6), "replaced": k, "ppl": round(value, 4),
+                               "ratio": round(value / full, 4)})
+            bar.update(1)
+            bar.set_postfix(removed=k, ratio=f"{value / full:.2f}")
+            if value >= config.target_ppl_ratio * full:
+                chosen = alpha
+                break
     if chosen is None:
         best = max(candidates, key=lambda c: c["ratio"]) if candidates else {"ratio": 1.0, "alpha": 0.0}
         raise ScaleOTError(f"no alpha reaches --target-ppl-ratio {config.target_ppl_ratio}: the largest held-out "

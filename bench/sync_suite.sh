@@ -1,0 +1,17 @@
+#!/bin/sh
+# Copy the suite records (runs/suite*, gitignored) into bench/results and regenerate the reports (cheap: no model)
+cd "$(dirname "$0")/.."
+export PYTHONPATH=. HF_HUB_OFFLINE=1
+P=".venv/bin/python -m bench.suite"
+cp runs/suite/records/*.json bench/results/suite/records/
+mkdir -p bench/results/suite_gemma/records && cp runs/suite_gemma/records/*.json bench/results/suite_gemma/records/
+$P --out runs/suite --report dev > bench/results/suite/report_dev.md
+$P --out runs/suite --report test > bench/results/suite/report_test.md
+$P --out runs/suite --pick > bench/results/suite/pick_dev.txt && cp runs/suite/pick.json bench/results/suite/pick.json
+$P --out runs/suite --frontier bench/results/suite/frontier_dev.png > bench/results/suite/frontier_dev.txt
+$P --out runs/suite --predictors > bench/results/suite/predictors_dev.md
+$P --out runs/suite_gemma --report dev > bench/results/suite_gemma/report_dev.md
+$P --out runs/suite_gemma --report test > bench/results/suite_gemma/report_test.md 2>/dev/null || true
+$P --out runs/suite_gemma --pick > bench/results/suite_gemma/pick_dev.txt && cp runs/suite_gemma/pick.json bench/results/suite_gemma/pick.json
+$P --out runs/suite_gemma --frontier bench/results/suite_gemma/frontier_dev.png > bench/results/suite_gemma/frontier_dev.txt
+cp runs/suite_gemma/importance/importance.json bench/results/suite_gemma/importance.json
