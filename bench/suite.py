@@ -386,8 +386,10 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     transfer.SCORE_AUTOCAST = "bfloat16" if args.autocast == "bf16" else None
-    if args.report:
-        print(report(out, args.report, args.tasks))
+    suite_file = out / "suite.json"
+    chosen = json.loads(suite_file.read_text())["suite"] if suite_file.is_file() else None
+    if args.report:  # the suite's tasks (records of other tasks, e.g. the scan's, stay out of the pooled rows)
+        print(report(out, args.report, args.tasks or chosen))
         return
     if args.frontier:
         tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
@@ -421,9 +423,13 @@ def main() -> None:
     if args.split == "test" and not args.config:
         raise SystemExit("--split test scores a configuration once: give it with --config")
     tasks = args.tasks
-    if tasks is None:
-        suite = out / "suite.json"
-        tasks = json.loads(suite.read_text())["suite"] if (suite.is_file() and not args.scan) else builtin_tasks()
+    if tasks is None and args.scan:
+        tasks = builtin_tasks()
+    elif tasks is None:
+        if chosen is None:  # not every built-in task: a configuration runs on the suite, chosen first
+            raise SystemExit(f"{suite_file} is missing: run --scan and --choose first (or copy the chosen "
+                             "suite.json there), or give --tasks")
+        tasks = chosen
     specs = scan_specs(tasks) if args.scan else []
     for c in args.config:
         specs += config_specs(tasks, json.loads(c), args.split, args.seeds)
