@@ -281,6 +281,43 @@ def proxy_vs_suite(out: Path, suite: list[str], proxies: list[str]) -> list[str]
     return lines
 
 
+def versus(out: Path, split: str, tasks: list[str], base: dict) -> list[str]:
+    """Every configuration against ``base`` (a config JSON as ``--config`` takes it) on the same
+    examples and seeds: plug-in, Emu FT and Emu ZS differences, paired per example, pooled over
+    ``tasks`` (the mean of the per-task differences; its standard error from the per-task ones)."""
+    groups = config_groups(_records(out, split), tasks)
+    want = {**tune(**BUDGET), **emu(**base)}
+    want = {k: v for k, v in want.items() if k != "seed"}
+    label = next((k for k in groups if json.loads(k) == want), None)
+    if label is None:
+        raise SystemExit(f"--versus: no complete {split} configuration {json.dumps(want, sort_keys=True)}")
+
+    def keyed(rs):
+        return {(r["spec"]["task"], r["spec"]["seed"]): r for r in rs}
+
+    ref = keyed(groups[label])
+    lines = [f"paired against {label} ({split}, pooled over {len(tasks)} tasks, points)", "",
+             "| configuration | plug-in | Emu FT | Emu ZS |", "|---|---|---|---|"]
+    for other, rs in sorted(groups.items()):
+        if other == label:
+            continue
+        cells = []
+        for row in ("plug_in", "emu_ft", "emu_zs"):
+            per_task = []
+            for t in tasks:
+                pairs = [(r, ref[k]) for k, r in keyed(rs).items() if k[0] == t and k in ref]
+                if pairs:
+                    per_task.append(paired_difference(sum((a[row]["correct"] for a, _ in pairs), []),
+                                                      sum((b[row]["correct"] for _, b in pairs), [])))
+            if len(per_task) != len(tasks):
+                break
+            k = len(per_task)
+            cells.append(f"{sum(m for m, _ in per_task) / k:+.1f} ± {(sum(e * e for _, e in per_task) ** 0.5) / k:.1f}")
+        if len(cells) == 3:
+            lines.append(f"| {other} | " + " | ".join(cells) + " |")
+    return lines
+
+
 PREDICTORS = {  # cheap measurements taken before or while tuning, per emulator record (points or cosines)
     "gradient cosine (all blocks)": lambda r, z: r["diagnostic"]["all"],
     "gradient cosine (worst block)": lambda r, z: r["diagnostic"]["min_block"],
@@ -382,6 +419,7 @@ def main() -> None:
     ap.add_argument("--proxies", action="store_true", help="the transfer check's proxies against the suite (dev)")
     ap.add_argument("--predictors", action="store_true", help="Spearman of cheap measurements with the plug-in gain")
     ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
+    ap.add_argument("--versus", help="a configuration (JSON): every other one paired against it on --split")
     ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
     args = ap.parse_args()
     out = Path(args.out)
@@ -396,6 +434,9 @@ def main() -> None:
         for p in frontier(out, args.split, tasks, Path(args.frontier)):
             print(f"gain {p['gain'][0]:+.1f} ± {p['gain'][1]:.1f}  ZS−EmuZS {p['priv'][0]:+.1f} ± {p['priv'][1]:.1f}  "
                   f"Delta {p['delta'][0]:+.1f} ± {p['delta'][1]:.1f}  {p['config']}")
+        return
+    if args.versus:
+        print("\n".join(versus(out, args.split, args.tasks or chosen, json.loads(args.versus))))
         return
     if args.proxies:
         suite = json.loads((out / "suite.json").read_text())["suite"]
