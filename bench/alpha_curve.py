@@ -2,9 +2,8 @@
 
 For every ``k = 1 .. |E| - 1`` the emulator with ``k`` middle blocks replaced or removed
 (``alpha = k / |E|``) is built exactly as ``scaleot emulate`` builds it, and its perplexity on
-the corpus's held-out blocks is divided by the full model's, in the precision asked for. This
-is the same measurement :func:`scaleot.model_owner.emulator.choose.choose_alpha` makes, run over
-the whole range instead of stopping at the target, so that the curve can be read and plotted.
+the corpus's held-out blocks is divided by the full model's, in the precision asked for: the
+scan ``--target-ppl-ratio`` makes, run over the whole range so that the curve can be plotted.
 
     python -m bench.alpha_curve --model smollm2-135m --importance runs/suite/importance \\
         --out bench/results/alpha_choice/smollm2-135m.json
@@ -16,40 +15,29 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 
 def curve(model_name: str, importance: str, method: str, autocast: str) -> dict:
-    from scaleot.evaluation.perplexity import perplexity
+    """The library's own candidate scan (:func:`~scaleot.model_owner.emulator.choose.scan`),
+    run to the end instead of stopping at a target."""
     from scaleot.model_owner.emulator import EmulatorConfig, build_emulator
-    from scaleot.model_owner.emulator.choose import held_out_blocks
+    from scaleot.model_owner.emulator.choose import scan
     from scaleot.models import get_blocks, load_model
-    from scaleot.models.device import autocast_used, bf16_autocast, machine_info, wants_bf16
+    from scaleot.models.device import machine_info
 
     model, tok = load_model(model_name, device="cpu")
     cfg = EmulatorConfig(method=method, importance=importance, beta=0.0, diagnostic_blocks=0, autocast=autocast)
-    blocks = held_out_blocks(cfg, tok)
-    device = torch.device("cpu")
-    bf16 = wants_bf16(autocast, device)
-
-    def ppl(m) -> float:
-        with bf16_autocast(bf16, device):
-            return perplexity(m, blocks, batch_size=4)
-
-    full = ppl(model)
-    n = len(cfg.check_for(len(get_blocks(model))))
-    points = []
-    for k in range(1, n):
-        emu = build_emulator(model, replace(cfg, alpha=k / n), tok, share_weights=True).model
-        value = ppl(emu)
-        points.append({"replaced": k, "alpha": round(k / n, 4), "ppl": round(value, 3), "ratio": round(value / full, 3)})
-        print(f"{model_name} k={k} alpha={k / n:.3f} ppl={value:.1f} ratio={value / full:.2f}", flush=True)
-    return {"model": model_name, "method": method, "corpus": cfg.corpus, "blocks": int(len(blocks)),
-            "block_size": cfg.block_size, "precision": autocast_used(bf16, device), "machine": machine_info(),
-            "full_ppl": round(full, 3), "middle": n, "points": points}
+    middle = cfg.check_for(len(get_blocks(model)))
+    found = scan(model, tok, cfg, lambda c: build_emulator(model, c, tok, share_weights=True).model, middle,
+                 progress=True)
+    points = [{k: round(c[k], 4 if k == "alpha" else 3) for k in ("replaced", "alpha", "ppl", "ratio")}
+              for c in found["candidates"]]
+    return {"model": model_name, "method": method, "corpus": cfg.corpus, "blocks": found["blocks"],
+            "block_size": cfg.block_size, "precision": found["autocast"], "machine": machine_info(),
+            "full_ppl": round(found["full_ppl"], 3), "middle": len(middle), "points": points}
 
 
 def plot(paths: list[Path], target: float, png: Path) -> None:

@@ -29,8 +29,6 @@ from torch import nn
 from scaleot.errors import ScaleOTError
 from scaleot.models.device import autocast_used, bf16_autocast, wants_bf16
 
-CHOOSABLE = ("scaleot", "drop", "uniform", "crash")  # built without training: a candidate costs a forward pass
-
 
 def held_out_blocks(config, tokenizer):
     """The generic-text blocks the choice is scored on: the corpus's held-out part (the
@@ -42,9 +40,53 @@ def held_out_blocks(config, tokenizer):
     return held
 
 
+def scan(model: nn.Module, tokenizer, config, build, middle: list[int], target: float | None = None,
+         progress: bool = False) -> dict:
+    """Score the candidates ``k = 1 .. |E| - 1`` (``alpha = k / |E|``) upward, stopping at the first
+    whose perplexity ratio reaches ``target`` (``None``: score them all, as
+    ``bench/alpha_curve.py`` does).
+
+    Returns:
+        ``blocks``, ``full_ppl``, ``autocast`` (what ran), ``candidates`` (``alpha``,
+        ``replaced``, ``ppl``, ``ratio`` each), ``reached`` (the scan stopped at ``target``) and
+        ``seconds``.
+    """
+    from scaleot.evaluation.perplexity import perplexity
+    from scaleot.progress import progress_bar
+
+    t0 = time.perf_counter()
+    blocks = held_out_blocks(config, tokenizer)
+    device = next(model.parameters()).device
+    bf16 = wants_bf16(config.autocast, device)
+
+    def ppl(m: nn.Module) -> float:
+        with bf16_autocast(bf16, device):
+            return perplexity(m, blocks, batch_size=4)
+
+    full = ppl(model)
+    n = len(middle)
+    candidates, reached = [], False
+    with progress_bar(n - 1, "choosing alpha", progress, unit="candidate") as bar:
+        for k in range(1, n):
+            alpha = k / n
+            emu = build(replace(config, alpha=alpha, target_ppl_ratio=0.0, diagnostic_blocks=0))
+            value = ppl(emu)
+            del emu
+            candidates.append({"alpha": round(alpha, 6), "replaced": k, "ppl": round(value, 4),
+                               "ratio": round(value / full, 4)})
+            bar.update(1)
+            bar.set_postfix(removed=k, ratio=f"{value / full:.2f}")
+            if target is not None and value >= target * full:
+                reached = True
+                break
+    return {"blocks": int(len(blocks)), "full_ppl": round(full, 4), "autocast": autocast_used(bf16, device),
+            "candidates": candidates, "reached": reached, "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def choose_alpha(model: nn.Module, tokenizer, config, build, middle: list[int], progress: bool = False) -> dict:
-    """Scan ``k = 1 .. |E| - 1`` replaced blocks upward; stop at the first emulator whose
-    held-out perplexity reaches ``config.target_ppl_ratio`` times the full model's.
+    """The smallest candidate (:func:`scan`) whose held-out perplexity reaches
+    ``config.target_ppl_ratio`` times the full model's. Methods that train (uniform-kd) are
+    refused by the config itself.
 
     Args:
         model: the full model (left unchanged).
@@ -61,57 +103,27 @@ def choose_alpha(model: nn.Module, tokenizer, config, build, middle: list[int], 
         perplexity, every candidate scored and the chosen ``alpha``.
 
     Raises:
-        ScaleOTError: no candidate reaches the target (the message gives the largest ratio
-            reached), or the method cannot be chosen for.
+        ScaleOTError: no candidate reaches the target (the message gives the largest ratio reached).
     """
-    from scaleot.evaluation.perplexity import perplexity
-    from scaleot.progress import progress_bar
-
-    if config.method not in CHOOSABLE:
-        raise ScaleOTError(f"--target-ppl-ratio: alpha can be chosen for {', '.join(CHOOSABLE)}, "
-                           f"not {config.method!r} (each candidate would need its own distillation)")
-    t0 = time.perf_counter()
-    blocks = held_out_blocks(config, tokenizer)
-    device = next(model.parameters()).device
-    bf16 = wants_bf16(config.autocast, device)
-
-    def ppl(m: nn.Module) -> float:
-        with bf16_autocast(bf16, device):
-            return perplexity(m, blocks, batch_size=4)
-
-    full = ppl(model)
-    n = len(middle)
-    candidates = []
-    chosen = None
-    with progress_bar(n - 1, "choosing alpha", progress, unit="candidate") as bar:
-        for k in range(1, n):
-            alpha = k / n
-            emu = build(replace(config, alpha=alpha, target_ppl_ratio=0.0, diagnostic_blocks=0))
-            value = ppl(emu)
-            del emu
-            candidates.append({"alpha": round(alpha, 6), "replaced": k, "ppl": round(value, 4),
-                               "ratio": round(value / full, 4)})
-            bar.update(1)
-            bar.set_postfix(removed=k, ratio=f"{value / full:.2f}")
-            if value >= config.target_ppl_ratio * full:
-                chosen = alpha
-                break
-    if chosen is None:
+    target = config.target_ppl_ratio
+    found = scan(model, tokenizer, config, build, middle, target, progress)
+    candidates = found["candidates"]
+    if not found["reached"]:
         best = max(candidates, key=lambda c: c["ratio"]) if candidates else {"ratio": 1.0, "alpha": 0.0}
-        raise ScaleOTError(f"no alpha reaches --target-ppl-ratio {config.target_ppl_ratio}: the largest held-out "
+        raise ScaleOTError(f"no alpha reaches --target-ppl-ratio {target}: the largest held-out "
                            f"perplexity ratio is {best['ratio']} (alpha {best['alpha']}); lower the target or "
                            f"set --alpha with --target-ppl-ratio 0")
     return {
         "rule": "the smallest alpha whose emulator's held-out generic-text perplexity is at least "
                 "target_ppl_ratio times the full model's",
-        "target_ppl_ratio": config.target_ppl_ratio,
+        "target_ppl_ratio": target,
         "alpha_given": config.alpha,
-        "alpha": round(chosen, 6),
+        "alpha": candidates[-1]["alpha"],
         "corpus": config.corpus,
-        "blocks": int(len(blocks)),
+        "blocks": found["blocks"],
         "block_size": config.block_size,
-        "autocast": autocast_used(bf16, device),
-        "full_ppl": round(full, 4),
+        "autocast": found["autocast"],
+        "full_ppl": found["full_ppl"],
         "candidates": candidates,
-        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds": found["seconds"],
     }
