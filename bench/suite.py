@@ -209,7 +209,14 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-PICK = {"max_emu_zs_minus_full_zs": -5.0}  # privacy first: the untuned emulator clearly below the model
+# The rule that picks a default on dev. Third session: privacy first, the untuned emulator clearly
+# below the model (``max_emu_zs_minus_full_zs``), then the highest median ceiling ratio. Fifth
+# session, fixed before its dev runs: the data owner's tuned emulator must also stay clearly below
+# the plug-in (pooled Delta at least ``min_pooled_delta``, issue 28's Delta condition), since every
+# pick under the first rule had a Delta near or below 0 on test.
+# Where no configuration keeps that Delta (Gemma 3 270M), the first rule picks, and the pick says so.
+PICK = {"max_emu_zs_minus_full_zs": -5.0, "min_pooled_delta": 3.0}
+PICK_FALLBACK = {"max_emu_zs_minus_full_zs": -5.0}
 
 
 def summaries(out: Path, split: str, tasks: list[str]) -> dict[str, dict]:
@@ -239,18 +246,28 @@ def summaries(out: Path, split: str, tasks: list[str]) -> dict[str, dict]:
     return out_doc
 
 
-def pick(out: Path, tasks: list[str]) -> dict:
-    """The default configuration, chosen on dev by PICK (fixed before the grid was complete): among
-    configurations whose pooled Emu ZS is at least 5 points below Full ZS, the highest median
-    ceiling ratio (ties: the larger pooled Delta)."""
+def pick(out: Path, tasks: list[str], rule: dict = PICK) -> dict:
+    """The default configuration, chosen on dev by ``rule``: among configurations whose pooled Emu
+    ZS is at least 5 points below Full ZS and whose pooled Delta (Plug-in − Emu FT) is at least
+    ``min_pooled_delta``, the highest median ceiling ratio (ties: the larger pooled Delta). When
+    none is eligible under PICK, PICK_FALLBACK ranks them instead and ``fallback`` says why."""
+    doc = _rank(out, tasks, rule)
+    if rule is PICK and not any(r["eligible"] for r in doc["ranking"]):
+        doc = dict(_rank(out, tasks, PICK_FALLBACK), fallback=f"no configuration meets {json.dumps(PICK)}: "
+                                                              f"ranked by {json.dumps(PICK_FALLBACK)}")
+    return doc
+
+
+def _rank(out: Path, tasks: list[str], rule: dict) -> dict:
     sums = summaries(out, "dev", tasks)  # dev records only: a test record never reaches a pick
     rows = []
     for label, d in sums.items():
         p = d["pooled"]
-        ok = p["emu_zs"] - p["full_zs"] <= PICK["max_emu_zs_minus_full_zs"]
+        ok = (p["emu_zs"] - p["full_zs"] <= rule["max_emu_zs_minus_full_zs"]
+              and p["plug_in"] - p["emu_ft"] >= rule.get("min_pooled_delta", float("-inf")))
         rows.append((ok, d["median_ceiling_ratio"], p["plug_in"] - p["emu_ft"], label, d))
     rows.sort(key=lambda x: (x[0], x[1], x[2]), reverse=True)
-    return {"rule": PICK, "tasks": tasks, "ranking": [{"config": json.loads(label), "eligible": ok, "median_ceiling_ratio": m,
+    return {"rule": rule, "tasks": tasks, "ranking": [{"config": json.loads(label), "eligible": ok, "median_ceiling_ratio": m,
                                                        "pooled_delta": dl, "pooled": d["pooled"]}
                                                       for ok, m, dl, label, d in rows]}
 
@@ -450,6 +467,7 @@ def main() -> None:
         tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
         doc = pick(out, tasks)
         (out / "pick.json").write_text(json.dumps(doc, indent=1))
+        print(f"rule {json.dumps(doc['rule'])}" + (f" ({doc['fallback']})" if "fallback" in doc else ""))
         for r in doc["ranking"]:
             p = r["pooled"]
             print(f"{'ok ' if r['eligible'] else 'no '} ratio {r['median_ceiling_ratio']:.2f} delta {r['pooled_delta']:+.1f} "

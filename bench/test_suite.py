@@ -53,3 +53,44 @@ def test_versus_pairs_every_configuration_against_the_base_per_example(tmp_path)
     assert row.split(" | ")[1] == f"{mean:+.1f} ± {se:.1f}"
     with pytest.raises(SystemExit, match="no complete dev configuration"):
         suite.versus(tmp_path, "dev", ["a", "b"], {"method": "crash"})
+
+
+def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
+    """Three dev configurations on one task: the one that transfers most keeps no Delta, the one
+    with a large Delta keeps the zero-shot gap too; only that one is eligible. A test record of
+    a better configuration never reaches the ranking."""
+    import bench.suite as suite
+    from bench.transfer import emu, tune
+
+    (tmp_path / "records").mkdir()
+
+    def write(name, split, row, **fields):
+        spec = {"row": row, **suite.base("a", split)}
+        if row == "offsite":
+            spec.update(**fields.pop("cfg"), **tune(**suite.BUDGET))
+        rec = {"spec": spec, **{k: {"acc": v, "correct": []} for k, v in fields.items()}}
+        (tmp_path / "records" / f"{name}-{split}.json").write_text(json.dumps(rec))
+
+    for split in ("dev", "test"):
+        write("zs", split, "zs", full_zs=0.50)
+        write("ref", split, "offsite", cfg=emu("reference", alpha=0.0), plug_in=0.90, emu_ft=0.90, emu_zs=0.50)
+    write("leaky", "dev", "offsite", cfg=emu("drop", alpha=0.4), emu_zs=0.40, emu_ft=0.80, plug_in=0.70)  # Delta -10
+    write("private", "dev", "offsite", cfg=emu("drop", alpha=0.6), emu_zs=0.30, emu_ft=0.50, plug_in=0.60)  # +10
+    write("close", "dev", "offsite", cfg=emu("drop", alpha=0.7), emu_zs=0.47, emu_ft=0.40, plug_in=0.55)  # ZS gap 3
+    write("best", "test", "offsite", cfg=emu("drop", alpha=0.3), emu_zs=0.20, emu_ft=0.20, plug_in=0.90)
+    doc = suite.pick(tmp_path, ["a"])
+    eligible = [r["config"]["alpha"] for r in doc["ranking"] if r["eligible"]]
+    assert eligible == [0.6]
+    assert doc["ranking"][0]["config"]["alpha"] == 0.6
+    assert doc["ranking"][0]["median_ceiling_ratio"] == pytest.approx(0.25)
+    assert 0.3 not in [r["config"]["alpha"] for r in doc["ranking"]]
+    assert doc["rule"]["min_pooled_delta"] == 3.0
+    assert "fallback" not in doc
+    # the third session's rule (no Delta condition) picks the leaky one
+    old = suite.pick(tmp_path, ["a"], rule={"max_emu_zs_minus_full_zs": -5.0})
+    assert old["ranking"][0]["config"]["alpha"] == 0.4
+    # with no configuration keeping Delta, the pick falls back to that rule and says so
+    (tmp_path / "records" / "private-dev.json").unlink()
+    doc = suite.pick(tmp_path, ["a"])
+    assert "fallback" in doc and doc["rule"] == suite.PICK_FALLBACK
+    assert doc["ranking"][0]["config"]["alpha"] == 0.4

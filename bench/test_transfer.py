@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.transfer import Lab, key_of
 
 
@@ -227,3 +229,23 @@ def test_mlp_rank_cut_replaces_the_kept_mlp_projections_with_their_svd_truncatio
             torch.testing.assert_close(lr.dense(), (u[:, :r] * s[:r]) @ vh[:r], atol=1e-5, rtol=1e-4)
         assert isinstance(model.model.layers[pos].self_attn.q_proj, torch.nn.Linear)
     assert isinstance(model.model.layers[0].mlp.gate_proj, torch.nn.Linear)
+
+
+def test_important_adapter_tunes_the_top_ranked_kept_blocks_and_freezes_the_ends():
+    """drop at alpha 0.5 on 10 blocks (2+2, middle 2..7): the 3 lowest-ranked are removed; the
+    adapter becomes the 4 highest-ranked kept middle blocks, the ends become kept, nothing else
+    (positions, sources, removed blocks) changes."""
+    from bench.transfer import important_adapter
+    from scaleot.model_owner.emulator.layer_map import plan_ranked
+
+    ranking = [5, 3, 7, 2, 6, 4]  # most important first
+    layer_map = plan_ranked(10, 2, 2, ranking, alpha=0.5, stand_in="identity")
+    with pytest.raises(ValueError, match="only 3 kept middle blocks"):
+        important_adapter(layer_map, ranking)  # 3 removed: 3 kept for an adapter of 4
+    layer_map = plan_ranked(10, 2, 2, ranking, alpha=1 / 3, stand_in="identity")  # 2 removed: 6, 4
+    moved = important_adapter(layer_map, ranking)
+    assert sorted(e["source"] for e in moved if e["kind"] == "adapter") == [2, 3, 5, 7]
+    assert [e["source"] for e in moved if e["kind"] == "kept"] == [0, 1, 8, 9]
+    for a, b in zip(layer_map, moved, strict=True):
+        assert (a["position"], a["source"]) == (b["position"], b["source"])
+        assert (a["kind"] == "identity") == (b["kind"] == "identity")

@@ -60,7 +60,7 @@ N_VAL = 50  # validation examples (scored on the tuned model each epoch; the bes
 # What decides the emulator and the test examples (not the tuning); DETERMINISTIC: methods
 # whose emulator is a function of these and the importance folder alone.
 EMULATOR_KEYS = ("task", "n_train", "n_test", "method", "nb", "nt", "alpha", "beta", "calibrate_steps", "split", "noise",
-                 "quant", "mlp_beta")
+                 "quant", "mlp_beta", "adapter_blocks", "gradmatch", "gm_steps")
 DETERMINISTIC = ("scaleot", "uniform", "drop", "crash")
 
 
@@ -101,6 +101,23 @@ def derived_importance(src: Path, n_bottom: int, n_top: int, n_blocks: int, root
     write_importance(tmp, info, load_harmonizers(src / "harmonizers.safetensors"))
     tmp.rename(dst)
     return dst
+
+
+def important_adapter(layer_map: list[dict], ranking: list[int]) -> list[dict]:
+    """The same emulator with another adapter: the ``len(adapter)`` kept middle blocks stage 1
+    ranked most important are tuned, and the sandwich ends become frozen kept blocks.
+
+    Issue 28's "which blocks are the adapter" hypothesis, on the bench only: the product's bundle
+    format names the sandwich split. The emulator's weights do not change, only what is tuned;
+    the plug-in puts the tuned blocks back at their sources, as for the ends.
+    """
+    n = sum(e["kind"] == "adapter" for e in layer_map)
+    kept = {e["source"] for e in layer_map if e["kind"] == "kept"}
+    chosen = [i for i in ranking if i in kept][:n]
+    if len(chosen) < n:
+        raise ValueError(f"only {len(chosen)} kept middle blocks for an adapter of {n}")
+    return [{**e, "kind": "adapter" if e["kind"] in ("adapter", "kept") and e["source"] in chosen
+             else "kept" if e["kind"] == "adapter" else e["kind"]} for e in layer_map]
 
 
 def add_weight_noise(model, layer_map: list[dict], scale: float, seed: int = 0) -> None:
@@ -324,7 +341,35 @@ class Lab:
             fake_quantize(bundle.model, bundle.layer_map, spec["quant"])
         if spec.get("mlp_beta"):
             mlp_rank_cut(bundle.model, bundle.layer_map, spec["mlp_beta"])
+        if "gradmatch" in spec:
+            self.refit_harmonizers(spec, bundle.model, bundle.layer_map)
+        if spec.get("adapter_blocks") == "important":
+            return bundle.model, important_adapter(bundle.layer_map, read_importance_info(imp)["ranking"])
         return bundle.model, bundle.layer_map
+
+    def refit_harmonizers(self, spec: dict, model, layer_map: list[dict]) -> None:
+        """bench/gradmatch.py's refit (outputs, and input gradients with weight ``gradmatch``),
+        once per emulator: the fitted harmonizers are kept in ``<out>/gradmatch/`` (safetensors,
+        with the fit's numbers beside them) and reused by every task."""
+        from safetensors.torch import load_file, save_file
+
+        from bench.gradmatch import fit_harmonizers
+
+        keys = {k: spec.get(k) for k in ("method", "nb", "nt", "alpha", "beta", "gradmatch", "gm_steps")}
+        stem = self.out / "gradmatch" / hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+        blocks = get_blocks(model)
+        mine = [e["position"] for e in layer_map if e["kind"] == "harmonizer"]
+        if not stem.with_suffix(".safetensors").is_file():
+            fit = fit_harmonizers(self.full, model, layer_map, self.text_blocks(), lam=spec["gradmatch"],
+                                  steps=spec.get("gm_steps", 200))
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(stem.with_suffix(".json"), {"spec": keys, "fit": fit})
+            save_file({f"{pos}.{n}": t.contiguous() for pos in mine for n, t in blocks[pos].state_dict().items()},
+                      str(stem.with_suffix(".safetensors")))
+            print(f"gradmatch {keys}: {fit['first']} -> {fit['final']}", flush=True)
+        state = load_file(str(stem.with_suffix(".safetensors")))
+        for pos in mine:
+            blocks[pos].load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.split(".")[0] == str(pos)})
 
     def diagnostic(self, emu, layer_map, splits, n_batches=4, batch_size=8) -> dict:
         collate = PadCollator(self.tok.pad_token_id)
