@@ -373,7 +373,7 @@ def predictors(out: Path, split: str, tasks: list[str]) -> list[str]:
     return lines
 
 
-def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
+def frontier(out: Path, split: str, tasks: list[str], path: Path, model: str = DEFAULT_MODEL) -> list[dict]:
     """Plug-in gain against the privacy each emulator keeps, one point per configuration run on
     every task: left, Full ZS − Emu ZS; right, Delta (Plug-in − Emu FT). Pooled over tasks and
     seeds, ± one standard error (paired, then pooled as sqrt(sum se^2) / k)."""
@@ -399,21 +399,35 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path) -> list[dict]:
         points.append({"config": json.loads(label), **pooled})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     colors = {"scaleot": "tab:blue", "uniform": "tab:orange", "uniform-kd": "tab:green", "crash": "tab:red", "drop": "tab:purple"}
-    for p in points:
-        c = p["config"]
-        name = f"{c['method']} {c['nb']}+{c['nt']} a{c['alpha']} b{c['beta']}" + "".join(
-            f" {k}{c[k]}" for k in ("noise", "quant", "mlp_beta", "drop", "anchor", "precorrect", "rank") if c.get(k))
-        for ax, key in zip(axes, ("priv", "delta"), strict=True):
-            ax.errorbar(p[key][0], p["gain"][0], xerr=p[key][1], yerr=p["gain"][1], fmt="o",
-                        color=colors.get(c["method"], "gray"), capsize=3)
-            ax.annotate(name, (p[key][0], p["gain"][0]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    plain = {"method", "nb", "nt", "alpha", "beta", "lr", "steps", "tune"}
+
+    def on_frontier(c):  # a method at one of its knobs (alpha), everything else at the default budget
+        return (set(c) <= plain and (c["nb"], c["nt"], c["beta"], c["tune"]) == (2, 2, 0.0, "full")
+                and (c["lr"], c["steps"]) == (BUDGET["lr"], BUDGET["steps"]))
+
+    for ax, key in zip(axes, ("priv", "delta"), strict=True):
+        for p in points:  # treatments: grey, unlabelled (frontier_*.txt names them)
+            if not on_frontier(p["config"]):
+                ax.errorbar(p[key][0], p["gain"][0], xerr=p[key][1], yerr=p["gain"][1], fmt=".", color="0.75",
+                            capsize=0, zorder=1)
+        for method, color in colors.items():
+            line = sorted((p for p in points if on_frontier(p["config"]) and p["config"]["method"] == method),
+                          key=lambda p: p["config"]["alpha"])
+            if not line:
+                continue
+            ax.errorbar([p[key][0] for p in line], [p["gain"][0] for p in line], xerr=[p[key][1] for p in line],
+                        yerr=[p["gain"][1] for p in line], fmt="o-", color=color, capsize=3, label=method, zorder=2)
+            for p in line:
+                ax.annotate(f"{p['config']['alpha']:.2f}", (p[key][0], p["gain"][0]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points", color=color)
+    axes[0].legend(fontsize=8, title="2+2, beta 0; labels: alpha", title_fontsize=7, loc="lower left")
     axes[0].set_xlabel("privacy: Full ZS − Emu ZS (points)")
     axes[1].set_xlabel("privacy: Delta = Plug-in − Emu FT (points)")
     axes[0].set_ylabel("utility: Plug-in − Full ZS (points)")
     for ax in axes:
         ax.axhline(0, color="gray", lw=0.5)
         ax.axvline(0, color="gray", lw=0.5)
-    fig.suptitle(f"SmolLM2-135M, transfer suite ({len(tasks)} tasks, {split} split), pooled ± 1 se")
+    fig.suptitle(f"{model}, transfer suite ({len(tasks)} tasks, {split} split), pooled ± 1 se; grey: other treatments")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return points
@@ -448,7 +462,7 @@ def main() -> None:
         return
     if args.frontier:
         tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
-        for p in frontier(out, args.split, tasks, Path(args.frontier)):
+        for p in frontier(out, args.split, tasks, Path(args.frontier), args.model):
             print(f"gain {p['gain'][0]:+.1f} ± {p['gain'][1]:.1f}  ZS−EmuZS {p['priv'][0]:+.1f} ± {p['priv'][1]:.1f}  "
                   f"Delta {p['delta'][0]:+.1f} ± {p['delta'][1]:.1f}  {p['config']}")
         return

@@ -13,5 +13,5 @@ $P --out runs/suite --predictors > bench/results/suite/predictors_dev.md
 $P --out runs/suite_gemma --report dev > bench/results/suite_gemma/report_dev.md
 $P --out runs/suite_gemma --report test > bench/results/suite_gemma/report_test.md 2>/dev/null || true
 $P --out runs/suite_gemma --pick > bench/results/suite_gemma/pick_dev.txt && cp runs/suite_gemma/pick.json bench/results/suite_gemma/pick.json
-$P --out runs/suite_gemma --frontier bench/results/suite_gemma/frontier_dev.png > bench/results/suite_gemma/frontier_dev.txt
+$P --out runs/suite_gemma --model gemma3-270m --frontier bench/results/suite_gemma/frontier_dev.png > bench/results/suite_gemma/frontier_dev.txt
 cp runs/suite_gemma/importance/importance.json bench/results/suite_gemma/importance.json
