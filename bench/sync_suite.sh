@@ -15,3 +15,8 @@ $P --out runs/suite_gemma --report test > bench/results/suite_gemma/report_test.
 $P --out runs/suite_gemma --pick > bench/results/suite_gemma/pick_dev.txt && cp runs/suite_gemma/pick.json bench/results/suite_gemma/pick.json
 $P --out runs/suite_gemma --model gemma3-270m --frontier bench/results/suite_gemma/frontier_dev.png > bench/results/suite_gemma/frontier_dev.txt
 cp runs/suite_gemma/importance/importance.json bench/results/suite_gemma/importance.json
+mkdir -p bench/results/suite/gradmatch && cp runs/suite/gradmatch/*.json bench/results/suite/gradmatch/ 2>/dev/null || true
+if [ -d runs/suite_recheck ]; then  # the fifth session's rerun of the SmolLM2 pick on dev (another machine)
+  mkdir -p bench/results/suite_recheck/records && cp runs/suite_recheck/records/*.json bench/results/suite_recheck/records/
+  $P --out runs/suite_recheck --report dev > bench/results/suite_recheck/report_dev.md
+fi
