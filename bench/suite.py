@@ -215,8 +215,10 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
 # the plug-in (pooled Delta at least ``min_pooled_delta``, issue 28's Delta condition), since every
 # pick under the first rule had a Delta near or below 0 on test.
 # Where no configuration keeps that Delta (Gemma 3 270M), the first rule picks, and the pick says so.
-PICK = {"max_emu_zs_minus_full_zs": -5.0, "min_pooled_delta": 3.0}
-PICK_FALLBACK = {"max_emu_zs_minus_full_zs": -5.0}
+# Both rules rank emulators at the data owner's default tuning only (``default_tuning``, added in
+# the fifth session when 10 tuning steps instead of 25 raised Delta with the same emulator).
+PICK = {"max_emu_zs_minus_full_zs": -5.0, "min_pooled_delta": 3.0, "default_tuning": True}
+PICK_FALLBACK = {"max_emu_zs_minus_full_zs": -5.0, "default_tuning": True}
 
 
 def summaries(out: Path, split: str, tasks: list[str]) -> dict[str, dict]:
@@ -258,13 +260,22 @@ def pick(out: Path, tasks: list[str], rule: dict = PICK) -> dict:
     return doc
 
 
+def _default_tuning(config: dict) -> bool:
+    """The data owner tunes as by default: full tuning at BUDGET, no regulariser. A pick chooses
+    the model owner's emulator; a Delta bought by tuning less measures the data owner's setting."""
+    return (config.get("tune") == "full" and (config.get("lr"), config.get("steps")) == (BUDGET["lr"], BUDGET["steps"])
+            and not any(k in config for k in ("drop", "anchor", "precorrect", "adapter_blocks")))
+
+
 def _rank(out: Path, tasks: list[str], rule: dict) -> dict:
     sums = summaries(out, "dev", tasks)  # dev records only: a test record never reaches a pick
     rows = []
     for label, d in sums.items():
         p = d["pooled"]
+        c = json.loads(label)
         ok = (p["emu_zs"] - p["full_zs"] <= rule["max_emu_zs_minus_full_zs"]
-              and p["plug_in"] - p["emu_ft"] >= rule.get("min_pooled_delta", float("-inf")))
+              and p["plug_in"] - p["emu_ft"] >= rule.get("min_pooled_delta", float("-inf"))
+              and (not rule.get("default_tuning") or _default_tuning(c)))
         rows.append((ok, d["median_ceiling_ratio"], p["plug_in"] - p["emu_ft"], label, d))
     rows.sort(key=lambda x: (x[0], x[1], x[2]), reverse=True)
     return {"rule": rule, "tasks": tasks, "ranking": [{"config": json.loads(label), "eligible": ok, "median_ceiling_ratio": m,

@@ -78,6 +78,10 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
     write("private", "dev", "offsite", cfg=emu("drop", alpha=0.6), emu_zs=0.30, emu_ft=0.50, plug_in=0.60)  # +10
     write("close", "dev", "offsite", cfg=emu("drop", alpha=0.7), emu_zs=0.47, emu_ft=0.40, plug_in=0.55)  # ZS gap 3
     write("best", "test", "offsite", cfg=emu("drop", alpha=0.3), emu_zs=0.20, emu_ft=0.20, plug_in=0.90)
+    # a shorter budget for the data owner: more Delta from the same emulator, never a pick
+    spec = {"row": "offsite", **suite.base("a", "dev"), **emu("drop", alpha=0.6), **tune(lr=3e-4, steps=10)}
+    rec = {"spec": spec, **{k: {"acc": v, "correct": []} for k, v in (("emu_zs", 0.3), ("emu_ft", 0.4), ("plug_in", 0.8))}}
+    (tmp_path / "records" / "short-dev.json").write_text(json.dumps(rec))
     doc = suite.pick(tmp_path, ["a"])
     eligible = [r["config"]["alpha"] for r in doc["ranking"] if r["eligible"]]
     assert eligible == [0.6]
@@ -87,7 +91,8 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
     assert doc["rule"]["min_pooled_delta"] == 3.0
     assert "fallback" not in doc
     # the third session's rule (no Delta condition) picks the leaky one
-    old = suite.pick(tmp_path, ["a"], rule={"max_emu_zs_minus_full_zs": -5.0})
+    assert [r["config"]["steps"] for r in doc["ranking"] if r["config"]["alpha"] == 0.6] == [25, 10]
+    old = suite.pick(tmp_path, ["a"], rule={"max_emu_zs_minus_full_zs": -5.0, "default_tuning": True})
     assert old["ranking"][0]["config"]["alpha"] == 0.4
     # with no configuration keeping Delta, the pick falls back to that rule and says so
     (tmp_path / "records" / "private-dev.json").unlink()
