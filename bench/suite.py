@@ -412,9 +412,8 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path, model: str = D
     colors = {"scaleot": "tab:blue", "uniform": "tab:orange", "uniform-kd": "tab:green", "crash": "tab:red", "drop": "tab:purple"}
     plain = {"method", "nb", "nt", "alpha", "beta", "lr", "steps", "tune"}
 
-    def on_frontier(c):  # a method at one of its knobs (alpha), everything else at the default budget
-        return (set(c) <= plain and (c["nb"], c["nt"], c["beta"], c["tune"]) == (2, 2, 0.0, "full")
-                and (c["lr"], c["steps"]) == (BUDGET["lr"], BUDGET["steps"]))
+    def on_frontier(c):  # a method at one of its knobs (alpha), everything else at the default tuning
+        return set(c) <= plain and (c["nb"], c["nt"], c["beta"]) == (2, 2, 0.0) and _default_tuning(c)
 
     for ax, key in zip(axes, ("priv", "delta"), strict=True):
         for p in points:  # treatments: grey, unlabelled (frontier_*.txt names them)

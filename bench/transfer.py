@@ -116,8 +116,12 @@ def important_adapter(layer_map: list[dict], ranking: list[int]) -> list[dict]:
     chosen = [i for i in ranking if i in kept][:n]
     if len(chosen) < n:
         raise ValueError(f"only {len(chosen)} kept middle blocks for an adapter of {n}")
-    return [{**e, "kind": "adapter" if e["kind"] in ("adapter", "kept") and e["source"] in chosen
-             else "kept" if e["kind"] == "adapter" else e["kind"]} for e in layer_map]
+    def kind(e):  # chosen kept blocks become the adapter, the ends become kept, the rest stays
+        if e["kind"] == "kept" and e["source"] in chosen:
+            return "adapter"
+        return "kept" if e["kind"] == "adapter" else e["kind"]
+
+    return [{**e, "kind": kind(e)} for e in layer_map]
 
 
 def add_weight_noise(model, layer_map: list[dict], scale: float, seed: int = 0) -> None:
