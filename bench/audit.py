@@ -77,7 +77,8 @@ def run(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = AuditConfig(tasks=args.tasks, n_test=args.n_test, budgets=args.budgets, attack_lr=args.lr,
                          checkpoint_every=args.checkpoint_every, ppl_blocks=args.ppl_blocks,
-                         max_recovery=0.5, autocast="none", keep_checkpoints=args.keep_checkpoints)
+                         max_recovery=0.5, autocast=args.autocast, keep_checkpoints=args.keep_checkpoints,
+                         transfer_tasks=args.transfer_tasks)
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
     model, tok = load_model(args.model, device="cpu")
     full = full_measurement(model, tok, config, out)
@@ -155,6 +156,9 @@ def main() -> None:
     ap.add_argument("--budgets", default="100000,500000,2000000")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--checkpoint-every", type=int, default=10)
+    ap.add_argument("--autocast", default="none", help="the attack's forwards: none (fp32) or bf16 (scoring stays fp32)")
+    ap.add_argument("--transfer-tasks", default="",
+                    help="scaleot audit's proxy transfer check (default here: none; bench/suite.py measures transfer)")
     ap.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each attack's last checkpoint, so a later run can add a larger budget")
     ap.add_argument("--minutes", type=float, default=0,

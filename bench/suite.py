@@ -90,16 +90,24 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
     # regularisers of the data owner's tuning (bench/transfer.py MiddleDrop, Anchor): the emulator's
     # runs only; the reference stays the plain adapter tuned on the full model (the ceiling)
     regular = {k: cfg.pop(k) for k in ("drop", "anchor", "precorrect") if k in cfg}
+    # extra scores only (bench/transfer.py Lab.halves): on the emulator's runs and the reference's
+    scoring = {k: cfg.pop(k) for k in ("halves",) if k in cfg}
     out = []
     for t in tasks:
         out.append({"row": "zs", **base(t, split)})
         # the reference (the same adapter tuned on the full model) at the first seed only: it is the
         # ceiling the ratio divides by, and one run of it costs as much as an emulator run
         out.append({"row": "offsite", **base(t, split), **emu("reference", cfg.get("nb", 2), cfg.get("nt", 2)),
-                    **tune(kind, seed=seeds[0], **tuning)})
+                    **tune(kind, seed=seeds[0], **tuning), **scoring})
         for seed in seeds:
-            out.append({"row": "offsite", **base(t, split), **emu(**cfg), **tune(kind, seed=seed, **tuning, **regular)})
+            out.append({"row": "offsite", **base(t, split), **emu(**cfg),
+                        **tune(kind, seed=seed, **tuning, **regular), **scoring})
     return out
+
+
+def is_reference(spec: dict) -> bool:
+    """The reference adapter's record (the ceiling); a rerun of it for extra scores is not one."""
+    return spec["row"] == "offsite" and spec["method"] == "reference" and not spec.get("halves")
 
 
 def _records(out: Path, split: str) -> list[dict]:
@@ -119,7 +127,7 @@ def choose(out: Path) -> dict:
     every = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
     require_dev([{"task": r["spec"]["task"], "split": r["spec"].get("split")} for r in every], "to choose the suite")
     zs = {r["spec"]["task"]: r for r in every if r["spec"]["row"] == "zs"}
-    ref = {r["spec"]["task"]: r for r in every if r["spec"]["row"] == "offsite" and r["spec"]["method"] == "reference"
+    ref = {r["spec"]["task"]: r for r in every if is_reference(r["spec"])
            and r["spec"]["seed"] == 0 and r["spec"].get("steps") == BUDGET["steps"] and r["spec"]["lr"] == BUDGET["lr"]
            and (r["spec"]["nb"], r["spec"]["nt"]) == (2, 2) and r["spec"]["tune"] == "full"}
     rows = []
@@ -151,7 +159,8 @@ def config_groups(recs: list[dict], tasks: list[str] | None = None) -> dict[str,
     groups: dict[str, list[dict]] = {}
     for r in recs:
         s = r["spec"]
-        if s["row"] == "offsite" and s["method"] != "reference" and (tasks is None or s["task"] in tasks):
+        if (s["row"] == "offsite" and s["method"] != "reference" and not s.get("halves")
+                and (tasks is None or s["task"] in tasks)):
             label = json.dumps({k: v for k, v in s.items() if k not in NOT_CONFIG}, sort_keys=True)
             groups.setdefault(label, []).append(r)
     if tasks is not None:
@@ -164,7 +173,7 @@ def report(out: Path, split: str, tasks: list[str] | None = None) -> str:
     recs = _records(out, split)
     zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
     refs = {(s["task"], s["seed"], s.get("lr"), s.get("steps"), s.get("tune"), s.get("nb"), s.get("nt")): r
-            for r in recs for s in [r["spec"]] if s["row"] == "offsite" and s["method"] == "reference"}
+            for r in recs for s in [r["spec"]] if is_reference(s)}
     groups = config_groups(recs)
     lines = [f"split: {split}", ""]
     for label, rs in sorted(groups.items()):
@@ -227,7 +236,7 @@ def summaries(out: Path, split: str, tasks: list[str]) -> dict[str, dict]:
     recs = _records(out, split)
     zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
     refs = {(r["spec"]["task"], r["spec"]["nb"], r["spec"]["nt"], r["spec"]["lr"], r["spec"].get("steps"), r["spec"]["tune"]): r
-            for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] == "reference" and r["spec"]["seed"] == 0}
+            for r in recs if is_reference(r["spec"]) and r["spec"]["seed"] == 0}
     out_doc = {}
     for label, rs in config_groups(recs, tasks).items():
         per_task, ratios = {}, []
@@ -281,6 +290,41 @@ def _rank(out: Path, tasks: list[str], rule: dict) -> dict:
     return {"rule": rule, "tasks": tasks, "ranking": [{"config": json.loads(label), "eligible": ok, "median_ceiling_ratio": m,
                                                        "pooled_delta": dl, "pooled": d["pooled"]}
                                                       for ok, m, dl, label, d in rows]}
+
+
+def halves(out: Path, split: str, tasks: list[str]) -> list[str]:
+    """Where the transfer lives (issue 28 item 2): per task, each ``"halves"`` run's gain over
+    Full ZS with the whole adapter tuned, the bottom half only and the top half only, on the
+    tuned emulator, the plug-in and the reference (the same adapter tuned on the full model)."""
+    recs = [r for r in _records(out, split) if r["spec"].get("halves") and r["spec"]["task"] in tasks]
+    zs = {r["spec"]["task"]: 100 * r["full_zs"]["acc"] for r in _records(out, split) if r["spec"]["row"] == "zs"}
+    lines = []
+    for label in sorted({json.dumps({k: v for k, v in r["spec"].items() if k not in NOT_CONFIG}, sort_keys=True)
+                         for r in recs if r["spec"]["method"] != "reference"}):
+        cfg = json.loads(label)
+        lines += [f"### {label}", "", "| task | Emu FT | bottom only | top only | Plug-in | bottom only | top only | "
+                  "reference | bottom only | top only |", "|---|---|---|---|---|---|---|---|---|---|"]
+        cols = {k: [] for k in ("emu_ft", "emu_ft_bottom", "emu_ft_top", "plug_in", "plug_in_bottom", "plug_in_top",
+                                "ref", "ref_bottom", "ref_top")}
+        for t in tasks:
+            mine = [r for r in recs if r["spec"]["task"] == t and json.dumps(
+                {k: v for k, v in r["spec"].items() if k not in NOT_CONFIG}, sort_keys=True) == label]
+            ref = [r for r in recs if r["spec"]["task"] == t and r["spec"]["method"] == "reference"
+                   and (r["spec"]["nb"], r["spec"]["nt"], r["spec"]["lr"], r["spec"]["steps"], r["spec"]["tune"])
+                   == (cfg["nb"], cfg["nt"], cfg["lr"], cfg["steps"], cfg["tune"])]
+            if not mine or not ref or t not in zs:
+                continue
+            def gain(rs, key, t=t):
+                return sum(100 * r[key]["acc"] for r in rs) / len(rs) - zs[t]
+            row = [gain(mine, k) for k in ("emu_ft", "emu_ft_bottom", "emu_ft_top", "plug_in", "plug_in_bottom",
+                                           "plug_in_top")] + [gain(ref, k) for k in ("plug_in", "plug_in_bottom", "plug_in_top")]
+            for k, v in zip(cols, row, strict=True):
+                cols[k].append(v)
+            lines.append(f"| {t} | " + " | ".join(f"{v:+.1f}" for v in row) + " |")
+        if cols["ref"]:
+            lines.append("| mean | " + " | ".join(f"{sum(v) / len(v):+.1f}" for v in cols.values()) + " |")
+        lines += ["", "(gains over Full ZS, points; each half's column keeps the other half at its starting weights)", ""]
+    return lines
 
 
 PROXIES = ("gen:arithmetic", "gen:sequence", "gen:alphabetical")  # scaleot audit's default --transfer-tasks
@@ -461,6 +505,7 @@ def main() -> None:
     ap.add_argument("--predictors", action="store_true", help="Spearman of cheap measurements with the plug-in gain")
     ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
     ap.add_argument("--versus", help="a configuration (JSON): every other one paired against it on --split")
+    ap.add_argument("--halves", action="store_true", help="the \"halves\" runs: bottom-only and top-only adapters")
     ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
     args = ap.parse_args()
     out = Path(args.out)
@@ -478,6 +523,9 @@ def main() -> None:
         return
     if args.versus:
         print("\n".join(versus(out, args.split, args.tasks or chosen, json.loads(args.versus))))
+        return
+    if args.halves:
+        print("\n".join(halves(out, args.split, args.tasks or chosen)))
         return
     if args.proxies:
         suite = json.loads((out / "suite.json").read_text())["suite"]

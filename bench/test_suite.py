@@ -99,3 +99,28 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
     doc = suite.pick(tmp_path, ["a"])
     assert "fallback" in doc and doc["rule"] == suite.PICK_FALLBACK
     assert doc["ranking"][0]["config"]["alpha"] == 0.4
+
+
+def test_halves_runs_are_diagnostics_not_configurations_or_references(tmp_path):
+    """A ``"halves"`` rerun (extra scores) is neither a configuration for the pick nor the
+    reference the ratios divide by; its table gives each half's gain over Full ZS."""
+    import bench.suite as suite
+    from bench.transfer import emu, tune
+
+    (tmp_path / "records").mkdir()
+
+    def write(name, spec, **scores):
+        rec = {"spec": spec, **{k: {"acc": v, "correct": [1]} for k, v in scores.items()}}
+        (tmp_path / "records" / f"{name}.json").write_text(json.dumps(rec))
+
+    write("zs", {"row": "zs", **suite.base("a", "dev")}, full_zs=0.5)
+    plain = {"row": "offsite", **suite.base("a", "dev"), **tune(**suite.BUDGET)}
+    write("ref", {**plain, **emu("reference")}, plug_in=0.9)
+    write("ref-h", {**plain, **emu("reference"), "halves": True}, plug_in=0.1, plug_in_bottom=0.6, plug_in_top=0.7)
+    write("drop", {**plain, **emu("drop")}, plug_in=0.7, emu_ft=0.6, emu_zs=0.3)
+    write("drop-h", {**plain, **emu("drop"), "halves": True}, plug_in=0.7, emu_ft=0.6, emu_zs=0.3,
+          plug_in_bottom=0.55, plug_in_top=0.65, emu_ft_bottom=0.5, emu_ft_top=0.4)
+    sums = suite.summaries(tmp_path, "dev", ["a"])
+    assert len(sums) == 1 and abs(next(iter(sums.values()))["median_ceiling_ratio"] - 0.5) < 1e-9
+    (row,) = [line for line in suite.halves(tmp_path, "dev", ["a"]) if line.startswith("| a |")]
+    assert row == "| a | +10.0 | +0.0 | -10.0 | +20.0 | +5.0 | +15.0 | -40.0 | +10.0 | +20.0 |"

@@ -175,6 +175,44 @@ def test_lab_plugs_the_tuned_blocks_through_the_products_path(tmp_path, monkeypa
     assert all(torch.equal(v, before[k]) for k, v in lab.full.state_dict().items())  # the full model untouched
 
 
+def test_halves_score_the_plug_in_with_one_half_of_the_adapter_tuned(tmp_path, monkeypatch):
+    """``"halves"``: besides the plug-in, the full model with only the bottom adapter block
+    tuned (the top one back at the full model's weights) and with only the top one."""
+    import json as _json
+    from types import SimpleNamespace
+
+    import torch
+    from tests.conftest import _build_hf_tokenizer
+
+    import bench.transfer as transfer
+    from scaleot.data import SplitConfig, load_task
+
+    rows = [{"context": f"Q: the {t} is A:", "choices": [f" {a}", " red"] if i % 3 else [" red", f" {a}"],
+             "label": 0 if i % 3 else 1} for i, (t, a) in enumerate([("sky", "blue"), ("grass", "green")] * 30)]
+    task = tmp_path / "t.jsonl"
+    task.write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
+    lab = object.__new__(transfer.Lab)
+    lab.args, lab.out = SimpleNamespace(autocast="none"), tmp_path
+    lab.full, lab.tok = _tiny_llama(), _build_hf_tokenizer()
+    lab.n = 4
+    spec = {"row": "offsite", "task": str(task), "n_train": 24, "n_test": 12, "method": "reference", "nb": 1,
+            "nt": 1, "tune": "full", "lr": 1e-2, "seed": 0, "steps": 2, "halves": True}
+    lab.splits = {(str(task), 24, 12): load_task(str(task), SplitConfig(seed=0, n_test=12, n_val=12, n_train=24))}
+    scored = []
+    monkeypatch.setattr(transfer, "score", lambda m, tok, s: scored.append(m) or {"acc": 0.5, "correct": [1]})
+    before = {k: v.clone() for k, v in lab.full.state_dict().items()}
+    rec = lab.run(spec)
+    assert {"plug_in_bottom", "plug_in_top"} <= set(rec)
+    plugged, bottom, top = scored
+
+    def changed(m):
+        return {k.split(".")[2] for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+
+    assert changed(plugged) == {"0", "3"} and changed(bottom) == {"0"} and changed(top) == {"3"}
+    for half, block in ((bottom, "model.layers.0."), (top, "model.layers.3.")):
+        assert all(torch.equal(v, plugged.state_dict()[k]) for k, v in half.state_dict().items() if k.startswith(block))
+
+
 def test_fake_quantize_rounds_only_the_kept_middle_to_the_asked_levels():
     """Kept blocks' 2-D weights take at most 2**bits values per group of 64 inputs and stay close
     (RTN error <= half a step); adapter blocks and 1-D weights (norms) are untouched."""

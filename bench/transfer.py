@@ -409,6 +409,8 @@ class Lab:
                              lora_alpha=2.0 * spec.get("rank", 8),
                              autocast=getattr(self.args, "autocast", "none"))
         # the product's registry (full / lora / ist), as `scaleot finetune --method` does
+        start = ({p: copy.deepcopy(get_blocks(emu)[p].state_dict()) for p in positions}
+                 if spec.get("halves") else None)
         peft, controller = TUNING_METHODS[spec["tune"]].prepare(emu, positions, cfg, self.tok)
         extra = []
         if spec.get("drop"):
@@ -445,8 +447,29 @@ class Lab:
                     pb[src].load_state_dict({n: fb[src].state_dict()[n] + tuned[n] - corrected[f"{pos}.{n}"]
                                              for n in tuned})
             rec["plug_in_delta"] = score(plugged, self.tok, splits)
+        if start is not None:
+            rec.update(self.halves(spec, emu, plugged, positions, sources, start, splits, reference))
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         return rec
+
+    def halves(self, spec, emu, plugged, positions, sources, start, splits, reference) -> dict:
+        """Where does the transfer live? The plug-in (and the tuned emulator) with only the bottom
+        or only the top adapter blocks tuned, the other half back at its starting weights."""
+        out = {}
+        fb = get_blocks(self.full)
+        for name, half in (("bottom", positions[:spec["nb"]]), ("top", positions[spec["nb"]:])):
+            model = copy.deepcopy(plugged)
+            for pos, src in zip(positions, sources, strict=True):
+                if pos not in half:
+                    get_blocks(model)[src].load_state_dict(fb[src].state_dict())
+            out[f"plug_in_{name}"] = score(model, self.tok, splits)
+            if not reference:
+                model = copy.deepcopy(emu)
+                for pos in positions:
+                    if pos not in half:
+                        get_blocks(model)[pos].load_state_dict(start[pos])
+                out[f"emu_ft_{name}"] = score(model, self.tok, splits)
+        return out
 
     def fingerprint(self) -> str:
         """The full model's fingerprint (written into each exported adapter, as the data owner's is)."""
