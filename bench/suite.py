@@ -89,7 +89,7 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
     kind = tuning.pop("tune", "full")
     # regularisers of the data owner's tuning (bench/transfer.py MiddleDrop, Anchor): the emulator's
     # runs only; the reference stays the plain adapter tuned on the full model (the ceiling)
-    regular = {k: cfg.pop(k) for k in ("drop", "anchor", "precorrect") if k in cfg}
+    regular = {k: cfg.pop(k) for k in ("drop", "anchor", "precorrect", "rebase") if k in cfg}
     # extra scores only (bench/transfer.py Lab.halves): on the emulator's runs and the reference's
     scoring = {k: cfg.pop(k) for k in ("halves",) if k in cfg}
     out = []
@@ -105,9 +105,14 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
     return out
 
 
+# Extra scores of a run (bench/transfer.py Lab.halves, rebased_plug): a run with them repeats a
+# configuration's training, so it is neither a configuration of its own nor the reference.
+DIAGNOSTIC = ("halves", "rebase")
+
+
 def is_reference(spec: dict) -> bool:
     """The reference adapter's record (the ceiling); a rerun of it for extra scores is not one."""
-    return spec["row"] == "offsite" and spec["method"] == "reference" and not spec.get("halves")
+    return spec["row"] == "offsite" and spec["method"] == "reference" and not any(k in spec for k in DIAGNOSTIC)
 
 
 def _records(out: Path, split: str) -> list[dict]:
@@ -159,7 +164,7 @@ def config_groups(recs: list[dict], tasks: list[str] | None = None) -> dict[str,
     groups: dict[str, list[dict]] = {}
     for r in recs:
         s = r["spec"]
-        if (s["row"] == "offsite" and s["method"] != "reference" and not s.get("halves")
+        if (s["row"] == "offsite" and s["method"] != "reference" and not any(k in s for k in DIAGNOSTIC)
                 and (tasks is None or s["task"] in tasks)):
             label = json.dumps({k: v for k, v in s.items() if k not in NOT_CONFIG}, sort_keys=True)
             groups.setdefault(label, []).append(r)
@@ -290,6 +295,35 @@ def _rank(out: Path, tasks: list[str], rule: dict) -> dict:
     return {"rule": rule, "tasks": tasks, "ranking": [{"config": json.loads(label), "eligible": ok, "median_ceiling_ratio": m,
                                                        "pooled_delta": dl, "pooled": d["pooled"]}
                                                       for ok, m, dl, label, d in rows]}
+
+
+def rebased(out: Path, split: str, tasks: list[str]) -> list[str]:
+    """The plug-in with its adapter's changes re-based onto the full model's inputs
+    (bench/transfer.py ``rebased_plug``) against the plain plug-in of the same run, per task
+    and pooled (paired standard errors)."""
+    recs = [r for r in _records(out, split) if "plug_in_rebased" in r and r["spec"]["task"] in tasks]
+    zs = {r["spec"]["task"]: r["full_zs"]["correct"] for r in _records(out, split) if r["spec"]["row"] == "zs"}
+    lines = []
+    for label in sorted({json.dumps({k: v for k, v in r["spec"].items() if k not in NOT_CONFIG}, sort_keys=True)
+                         for r in recs}):
+        mine = [r for r in recs if json.dumps({k: v for k, v in r["spec"].items() if k not in NOT_CONFIG},
+                                              sort_keys=True) == label]
+        lines += [f"### {label}", "", "| task | Plug-in − ZS | rebased − ZS | rebased − Plug-in |", "|---|---|---|---|"]
+        diffs = []
+        for t in sorted({r["spec"]["task"] for r in mine}):
+            rs = [r for r in mine if r["spec"]["task"] == t]
+            plug = sum((r["plug_in"]["correct"] for r in rs), [])
+            reb = sum((r["plug_in_rebased"]["correct"] for r in rs), [])
+            z = zs[t] * len(rs)
+            g, gse = paired_difference(plug, z)
+            rg, rse = paired_difference(reb, z)
+            d, dse = paired_difference(reb, plug)
+            diffs.append((d, dse))
+            lines.append(f"| {t} | {g:+.1f} ± {gse:.1f} | {rg:+.1f} ± {rse:.1f} | {d:+.1f} ± {dse:.1f} |")
+        k = len(diffs)
+        lines += ["", f"pooled over {k} tasks: rebased − Plug-in {sum(d for d, _ in diffs) / k:+.1f} ± "
+                  f"{(sum(e * e for _, e in diffs) ** 0.5) / k:.1f}", ""]
+    return lines
 
 
 def halves(out: Path, split: str, tasks: list[str]) -> list[str]:
@@ -506,6 +540,7 @@ def main() -> None:
     ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
     ap.add_argument("--versus", help="a configuration (JSON): every other one paired against it on --split")
     ap.add_argument("--halves", action="store_true", help="the \"halves\" runs: bottom-only and top-only adapters")
+    ap.add_argument("--rebased", action="store_true", help="the \"rebase\" runs: re-based plug-in against the plain one")
     ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
     args = ap.parse_args()
     out = Path(args.out)
@@ -523,6 +558,9 @@ def main() -> None:
         return
     if args.versus:
         print("\n".join(versus(out, args.split, args.tasks or chosen, json.loads(args.versus))))
+        return
+    if args.rebased:
+        print("\n".join(rebased(out, args.split, args.tasks or chosen)))
         return
     if args.halves:
         print("\n".join(halves(out, args.split, args.tasks or chosen)))

@@ -7,6 +7,7 @@ bench). Its statistics are the library's (:mod:`scaleot.stats`, tested in tests/
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -287,3 +288,44 @@ def test_important_adapter_tunes_the_top_ranked_kept_blocks_and_freezes_the_ends
     for a, b in zip(layer_map, moved, strict=True):
         assert (a["position"], a["source"]) == (b["position"], b["source"])
         assert (a["kind"] == "identity") == (b["kind"] == "identity")
+
+
+def test_rebase_map_recovers_a_linear_relation_between_the_two_models_inputs():
+    """Ridge regression in closed form: when the emulator's inputs are ``A`` times the full
+    model's, the map is ``A``; numpy's least squares on the same data agrees."""
+    import numpy as np
+    import torch
+
+    from bench.transfer import rebase_map
+
+    g = torch.Generator().manual_seed(0)
+    xf = torch.randn(500, 6, generator=g, dtype=torch.float64)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    xe = xf @ a.T + 0.01 * torch.randn(500, 6, generator=g, dtype=torch.float64)
+    m = rebase_map(xe.T @ xf, xf.T @ xf, ridge=1e-9)
+    ref = np.linalg.lstsq(xf.numpy(), xe.numpy(), rcond=None)[0].T
+    assert torch.allclose(m, torch.from_numpy(ref), atol=1e-6) and torch.allclose(m, a, atol=0.01)
+
+
+def test_rebased_plug_is_the_plain_plug_when_the_emulator_sees_the_full_models_inputs():
+    """The emulator is the full model itself: every input covariance pairs a model with itself,
+    so the map is the identity (up to the ridge) and the re-based plug-in equals the plain one;
+    only the adapter blocks change."""
+    import torch
+
+    from bench.transfer import input_covariances, rebased_plug
+    from scaleot.models import get_blocks
+
+    full = _tiny_llama()
+    emu = copy.deepcopy(full)
+    pairs = [(0, 0), (3, 3)]
+    text = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    cov = input_covariances(full, emu, pairs, text, batch=2)
+    assert {k.split(".")[0] for k in cov} == {"0", "3"} and any(k.endswith("mlp.down_proj") for k in cov)
+    start = {p: copy.deepcopy(get_blocks(emu)[p].state_dict()) for p, _ in pairs}
+    tuned = {p: {n: w + 0.1 * torch.randn_like(w) for n, w in start[p].items()} for p, _ in pairs}
+    plugged = rebased_plug(full, tuned, start, pairs, cov, ridge=1e-9)
+    for p, src in pairs:
+        for n, w in get_blocks(plugged)[src].state_dict().items():
+            assert torch.allclose(w, tuned[p][n], atol=1e-4), n
+    assert all(torch.equal(a, b) for a, b in zip(get_blocks(plugged)[1].parameters(), get_blocks(full)[1].parameters(), strict=True))

@@ -282,6 +282,72 @@ def precorrect(model, positions: list[int], blocks: torch.Tensor, steps: int, lr
     return {f"{pos}.{n}": t.detach().clone() for pos in positions for n, t in layers[pos].state_dict().items()}
 
 
+def input_covariances(full, emu, pairs: list[tuple[int, int]], blocks: torch.Tensor,
+                      batch: int = 8) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per linear layer of the adapter blocks, ``(C_ef, C_ff)``: sums over the tokens of public
+    text ``blocks`` of ``x_e x_f^T`` and ``x_f x_f^T``, where ``x_e`` is the layer's input in the
+    (untuned) emulator and ``x_f`` in the full model at the same token. ``pairs``: (emulator
+    position, full-model block) of each adapter block; keys ``"<full block>.<linear name>"``."""
+    def hook_all(model, which: int):
+        hooks = []
+        for pos, src in pairs:
+            block = get_blocks(model)[pos if which == 0 else src]
+            for name, mod in block.named_modules():
+                if isinstance(mod, torch.nn.Linear):
+                    def grab(m, args, key=f"{src}.{name}"):
+                        seen[which][key] = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+                    hooks.append(mod.register_forward_pre_hook(grab))
+        return hooks
+
+    seen: list[dict] = [{}, {}]
+    hooks = hook_all(emu, 0) + hook_all(full, 1)
+    sums: dict[str, list[torch.Tensor]] = {}
+    try:
+        with torch.no_grad():
+            for i in range(0, len(blocks), batch):
+                emu(input_ids=blocks[i:i + batch], use_cache=False)
+                full(input_ids=blocks[i:i + batch], use_cache=False)
+                for key, xe in seen[0].items():
+                    xf = seen[1][key]
+                    c = sums.setdefault(key, [torch.zeros(xe.shape[1], xf.shape[1], dtype=torch.float64),
+                                              torch.zeros(xf.shape[1], xf.shape[1], dtype=torch.float64)])
+                    c[0] += xe.T @ xf
+                    c[1] += xf.T @ xf
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: (a, b) for k, (a, b) in sums.items()}
+
+
+def rebase_map(c_ef: torch.Tensor, c_ff: torch.Tensor, ridge: float) -> torch.Tensor:
+    """``M`` minimising sum ||x_e - M x_f||^2 + ridge * mean(diag C_ff) * ||M||^2: the full model's
+    input mapped to the emulator's at the same token (ridge regression, closed form)."""
+    lam = ridge * torch.diagonal(c_ff).mean()
+    return torch.linalg.solve(c_ff + lam * torch.eye(len(c_ff), dtype=c_ff.dtype), c_ef.T).T
+
+
+def rebased_plug(full, tuned_blocks: dict[int, dict], start: dict[int, dict], pairs: list[tuple[int, int]],
+                 cov: dict, ridge: float):
+    """The plug-in with each adapter linear's change re-based onto the full model's inputs:
+    ``W_full + (W_tuned - W_start) M`` (so the change acts on ``M x_f``, the full model's input
+    mapped to where the emulator's was); every other tensor as the plain plug-in."""
+    model = copy.deepcopy(full)
+    with torch.no_grad():
+        for pos, src in pairs:
+            block = get_blocks(model)[src]
+            state = block.state_dict()
+            new = {}
+            for n, w in state.items():
+                delta = tuned_blocks[pos][n].to(w.dtype) - start[pos][n].to(w.dtype)
+                key = f"{src}.{n.rsplit('.', 1)[0]}"
+                if n.endswith(".weight") and key in cov and w.dim() == 2:
+                    m = rebase_map(*cov[key], ridge).to(w.dtype)
+                    delta = delta @ m
+                new[n] = w + delta
+            block.load_state_dict(new)
+    return model
+
+
 class Chain:
     """Several step controllers called in order (a tuner's own and the regularisers above)."""
 
@@ -410,7 +476,9 @@ class Lab:
                              autocast=getattr(self.args, "autocast", "none"))
         # the product's registry (full / lora / ist), as `scaleot finetune --method` does
         start = ({p: copy.deepcopy(get_blocks(emu)[p].state_dict()) for p in positions}
-                 if spec.get("halves") else None)
+                 if spec.get("halves") or spec.get("rebase") else None)
+        cov = (input_covariances(self.full, emu, list(zip(positions, sources, strict=True)), self.text_blocks()[:64])
+               if spec.get("rebase") else None)
         peft, controller = TUNING_METHODS[spec["tune"]].prepare(emu, positions, cfg, self.tok)
         extra = []
         if spec.get("drop"):
@@ -447,7 +515,11 @@ class Lab:
                     pb[src].load_state_dict({n: fb[src].state_dict()[n] + tuned[n] - corrected[f"{pos}.{n}"]
                                              for n in tuned})
             rec["plug_in_delta"] = score(plugged, self.tok, splits)
-        if start is not None:
+        if cov is not None:
+            tuned = {p: get_blocks(emu)[p].state_dict() for p in positions}
+            rec["plug_in_rebased"] = score(rebased_plug(self.full, tuned, start, list(zip(positions, sources, strict=True)),
+                                                        cov, spec["rebase"]), self.tok, splits)
+        if spec.get("halves"):
             rec.update(self.halves(spec, emu, plugged, positions, sources, start, splits, reference))
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         return rec
