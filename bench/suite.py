@@ -89,7 +89,7 @@ def config_specs(tasks: list[str], config: dict, split: str, seeds: list[int]) -
     kind = tuning.pop("tune", "full")
     # regularisers of the data owner's tuning (bench/transfer.py MiddleDrop, Anchor): the emulator's
     # runs only; the reference stays the plain adapter tuned on the full model (the ceiling)
-    regular = {k: cfg.pop(k) for k in ("drop", "anchor", "precorrect", "rebase") if k in cfg}
+    regular = {k: cfg.pop(k) for k in ("drop", "anchor", "precorrect", "rebase", "tune_blocks") if k in cfg}
     # extra scores only (bench/transfer.py Lab.halves): on the emulator's runs and the reference's
     scoring = {k: cfg.pop(k) for k in ("halves",) if k in cfg}
     out = []
@@ -278,7 +278,7 @@ def _default_tuning(config: dict) -> bool:
     """The data owner tunes as by default: full tuning at BUDGET, no regulariser. A pick chooses
     the model owner's emulator; a Delta bought by tuning less measures the data owner's setting."""
     return (config.get("tune") == "full" and (config.get("lr"), config.get("steps")) == (BUDGET["lr"], BUDGET["steps"])
-            and not any(k in config for k in ("drop", "anchor", "precorrect", "adapter_blocks")))
+            and not any(k in config for k in ("drop", "anchor", "precorrect", "adapter_blocks", "tune_blocks")))
 
 
 def _rank(out: Path, tasks: list[str], rule: dict) -> dict:

@@ -178,7 +178,8 @@ def test_lab_plugs_the_tuned_blocks_through_the_products_path(tmp_path, monkeypa
 
 def test_halves_score_the_plug_in_with_one_half_of_the_adapter_tuned(tmp_path, monkeypatch):
     """``"halves"``: besides the plug-in, the full model with only the bottom adapter block
-    tuned (the top one back at the full model's weights) and with only the top one."""
+    tuned (the top one back at the full model's weights) and with only the top one.
+    ``"tune_blocks"``: only that half trains at all."""
     import json as _json
     from types import SimpleNamespace
 
@@ -212,6 +213,10 @@ def test_halves_score_the_plug_in_with_one_half_of_the_adapter_tuned(tmp_path, m
     assert changed(plugged) == {"0", "3"} and changed(bottom) == {"0"} and changed(top) == {"3"}
     for half, block in ((bottom, "model.layers.0."), (top, "model.layers.3.")):
         assert all(torch.equal(v, plugged.state_dict()[k]) for k, v in half.state_dict().items() if k.startswith(block))
+    scored.clear()
+    lab.run({**spec, "halves": False, "tune_blocks": "top"})  # only the top half trains
+    (plugged,) = scored
+    assert changed(plugged) == {"3"}
 
 
 def test_fake_quantize_rounds_only_the_kept_middle_to_the_asked_levels():

@@ -463,6 +463,10 @@ class Lab:
                 rec["emu_zs"] = score(emu, self.tok, splits)
         positions = [e["position"] for e in layer_map if e["kind"] == "adapter"]
         sources = [e["source"] for e in layer_map if e["kind"] == "adapter"]
+        if spec.get("tune_blocks"):  # only one half of the adapter trains; the other stays as shipped
+            half = positions[:spec["nb"]] if spec["tune_blocks"] == "bottom" else positions[spec["nb"]:]
+            sources = [src for pos, src in zip(positions, sources, strict=True) if pos in half]
+            positions = half
         corrected = None
         if spec.get("precorrect"):
             corrected = precorrect(emu, positions, self.text_blocks(), spec["precorrect"], spec["lr"],
