@@ -64,12 +64,14 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
 
     (tmp_path / "records").mkdir()
 
-    def write(name, split, row, **fields):
+    def write(name, split, row, seeds=(0, 1, 2), **fields):  # an emulator at every seed PICK needs
         spec = {"row": row, **suite.base("a", split)}
-        if row == "offsite":
-            spec.update(**fields.pop("cfg"), **tune(**suite.BUDGET))
-        rec = {"spec": spec, **{k: {"acc": v, "correct": []} for k, v in fields.items()}}
-        (tmp_path / "records" / f"{name}-{split}.json").write_text(json.dumps(rec))
+        cfg = fields.pop("cfg", {})
+        for seed in seeds if row == "offsite" and cfg["method"] != "reference" else (0,):
+            if row == "offsite":
+                spec.update(**cfg, **tune(**suite.BUDGET, seed=seed))
+            rec = {"spec": dict(spec), **{k: {"acc": v, "correct": []} for k, v in fields.items()}}
+            (tmp_path / "records" / f"{name}-{split}-{seed}.json").write_text(json.dumps(rec))
 
     for split in ("dev", "test"):
         write("zs", split, "zs", full_zs=0.50)
@@ -78,6 +80,8 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
     write("private", "dev", "offsite", cfg=emu("drop", alpha=0.6), emu_zs=0.30, emu_ft=0.50, plug_in=0.60)  # +10
     write("close", "dev", "offsite", cfg=emu("drop", alpha=0.7), emu_zs=0.47, emu_ft=0.40, plug_in=0.55)  # ZS gap 3
     write("best", "test", "offsite", cfg=emu("drop", alpha=0.3), emu_zs=0.20, emu_ft=0.20, plug_in=0.90)
+    # one lucky seed: every condition met, but tuned at one seed only
+    write("lucky", "dev", "offsite", seeds=(0,), cfg=emu("drop", alpha=0.65), emu_zs=0.3, emu_ft=0.5, plug_in=0.8)
     # a shorter budget for the data owner: more Delta from the same emulator, never a pick
     spec = {"row": "offsite", **suite.base("a", "dev"), **emu("drop", alpha=0.6), **tune(lr=3e-4, steps=10)}
     rec = {"spec": spec, **{k: {"acc": v, "correct": []} for k, v in (("emu_zs", 0.3), ("emu_ft", 0.4), ("plug_in", 0.8))}}
@@ -92,10 +96,15 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
     assert "fallback" not in doc
     # the third session's rule (no Delta condition) picks the leaky one
     assert [r["config"]["steps"] for r in doc["ranking"] if r["config"]["alpha"] == 0.6] == [25, 10]
-    old = suite.pick(tmp_path, ["a"], rule={"max_emu_zs_minus_full_zs": -5.0, "default_tuning": True})
+    old = suite.pick(tmp_path, ["a"], rule={"max_emu_zs_minus_full_zs": -5.0, "default_tuning": True, "min_seeds": 3})
     assert old["ranking"][0]["config"]["alpha"] == 0.4
+    # without the seed condition the lucky single seed wins
+    one = suite.pick(tmp_path, ["a"], rule={k: v for k, v in suite.PICK.items() if k != "min_seeds"})
+    assert one["ranking"][0]["config"]["alpha"] == 0.65
     # with no configuration keeping Delta, the pick falls back to that rule and says so
-    (tmp_path / "records" / "private-dev.json").unlink()
+    assert [r["seeds"] for r in doc["ranking"] if r["config"]["alpha"] == 0.65] == [[0]]
+    for seed in (0, 1, 2):
+        (tmp_path / "records" / f"private-dev-{seed}.json").unlink()
     doc = suite.pick(tmp_path, ["a"])
     assert "fallback" in doc and doc["rule"] == suite.PICK_FALLBACK
     assert doc["ranking"][0]["config"]["alpha"] == 0.4
