@@ -430,6 +430,44 @@ def versus(out: Path, split: str, tasks: list[str], base: dict) -> list[str]:
     return lines
 
 
+def budget_choice(out: Path, split: str, tasks: list[str], base: dict) -> list[str]:
+    """Could the model owner set the data owner's tuning budget from proxy tasks the model can
+    partly do? Leave one task out: the budget (lr, steps) whose plug-in gains most over Full ZS,
+    averaged over the other tasks, against the default BUDGET and the held-out task's own best,
+    for every budget ``base`` (an emulator, seed 0) has on every task."""
+    zs = {r["spec"]["task"]: r["full_zs"] for r in _records(out, split) if r["spec"]["row"] == "zs"}
+    want = {k: v for k, v in emu(**base).items()}
+    runs = {}
+    for label, rs in config_groups(_records(out, split), tasks).items():
+        c = json.loads(label)
+        if {k: c.get(k) for k in want} == want and c["tune"] == "full" and _default_tuning({**c, **BUDGET}):
+            by_task = {r["spec"]["task"]: r for r in rs if r["spec"]["seed"] == 0}
+            if set(by_task) == set(tasks):
+                runs[(c["lr"], c["steps"])] = by_task
+    default = (BUDGET["lr"], BUDGET["steps"])
+    if default not in runs or len(runs) < 2:
+        raise SystemExit(f"--budgets: {json.dumps(base)} needs the default budget and another on every task")
+
+    def gain(b, t):
+        return 100 * (runs[b][t]["plug_in"]["acc"] - zs[t]["acc"])
+
+    lines = [f"budgets (lr, steps) of {json.dumps(base)}: " + ", ".join(f"{b}" for b in sorted(runs)), "",
+             "| held-out task | chosen on the others | its gain | default's gain | best budget for it | its gain |",
+             "|---|---|---|---|---|---|"]
+    diffs = []
+    for t in tasks:
+        others = [o for o in tasks if o != t]
+        chosen = max(runs, key=lambda b: sum(gain(b, o) for o in others))
+        best = max(runs, key=lambda b: gain(b, t))
+        chosen_c, default_c = runs[chosen][t]["plug_in"]["correct"], runs[default][t]["plug_in"]["correct"]
+        diffs.append(paired_difference(chosen_c, default_c))
+        lines.append(f"| {t} | {chosen} | {gain(chosen, t):+.1f} | {gain(default, t):+.1f} | {best} | {gain(best, t):+.1f} |")
+    k = len(diffs)
+    lines += ["", f"chosen − default, pooled over {k} tasks: {sum(d for d, _ in diffs) / k:+.1f} ± "
+              f"{(sum(e * e for _, e in diffs) ** 0.5) / k:.1f}"]
+    return lines
+
+
 PREDICTORS = {  # cheap measurements taken before or while tuning, per emulator record (points or cosines)
     "gradient cosine (all blocks)": lambda r, z: r["diagnostic"]["all"],
     "gradient cosine (worst block)": lambda r, z: r["diagnostic"]["min_block"],
@@ -545,6 +583,7 @@ def main() -> None:
     ap.add_argument("--predictors", action="store_true", help="Spearman of cheap measurements with the plug-in gain")
     ap.add_argument("--pick", action="store_true", help="rank the configurations by PICK on dev")
     ap.add_argument("--versus", help="a configuration (JSON): every other one paired against it on --split")
+    ap.add_argument("--budgets", help="an emulator (JSON): the tuning budget chosen on the other tasks, leave one out")
     ap.add_argument("--halves", action="store_true", help="the \"halves\" runs: bottom-only and top-only adapters")
     ap.add_argument("--rebased", action="store_true", help="the \"rebase\" runs: re-based plug-in against the plain one")
     ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
@@ -564,6 +603,9 @@ def main() -> None:
         return
     if args.versus:
         print("\n".join(versus(out, args.split, args.tasks or chosen, json.loads(args.versus))))
+        return
+    if args.budgets:
+        print("\n".join(budget_choice(out, args.split, args.tasks or chosen, json.loads(args.budgets))))
         return
     if args.rebased:
         print("\n".join(rebased(out, args.split, args.tasks or chosen)))

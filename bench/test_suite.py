@@ -133,3 +133,27 @@ def test_halves_runs_are_diagnostics_not_configurations_or_references(tmp_path):
     assert len(sums) == 1 and abs(next(iter(sums.values()))["median_ceiling_ratio"] - 0.5) < 1e-9
     (row,) = [line for line in suite.halves(tmp_path, "dev", ["a"]) if line.startswith("| a |")]
     assert row == "| a | +10.0 | +0.0 | -10.0 | +20.0 | +5.0 | +15.0 | -40.0 | +10.0 | +20.0 |"
+
+
+def test_budget_choice_leaves_the_scored_task_out_of_the_choice(tmp_path):
+    """Three tasks, two budgets: the budget chosen for each task is the best on the other two,
+    whatever the task's own numbers say; the pooled line pairs it with the default budget."""
+    import bench.suite as suite
+    from bench.transfer import emu, tune
+
+    (tmp_path / "records").mkdir()
+    gains = {(3e-4, 25): {"a": 0.6, "b": 0.6, "c": 0.9}, (1e-3, 25): {"a": 0.9, "b": 0.7, "c": 0.5}}
+    for t in "abc":
+        zs = {"row": "zs", **suite.base(t, "dev")}
+        (tmp_path / "records" / f"zs-{t}.json").write_text(json.dumps({"spec": zs, "full_zs": {"acc": 0.5, "correct": [1, 0]}}))
+        for (lr, steps), g in gains.items():
+            spec = {"row": "offsite", **suite.base(t, "dev"), **emu("drop", alpha=0.6), **tune(lr=lr, steps=steps)}
+            rec = {"spec": spec, **{k: {"acc": g[t], "correct": [1, int(g[t] > 0.6)]} for k in ("plug_in", "emu_ft", "emu_zs")}}
+            (tmp_path / "records" / f"{t}-{lr}.json").write_text(json.dumps(rec))
+    lines = suite.budget_choice(tmp_path, "dev", list("abc"), {"method": "drop", "alpha": 0.6})
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in lines if line.startswith("| ") and "---" not in line}
+    # a: b and c say 3e-4 (1.5 against 1.2); b: a and c say 3e-4 (1.5 against 1.4); c: a and b say 1e-3
+    assert (rows["a"], rows["b"], rows["c"]) == ("(0.0003, 25)", "(0.0003, 25)", "(0.001, 25)")
+    assert lines[-1].startswith("chosen − default, pooled over 3 tasks:")
+    with pytest.raises(SystemExit, match="needs the default budget"):
+        suite.budget_choice(tmp_path, "dev", list("abc"), {"method": "drop", "alpha": 0.5})
