@@ -70,7 +70,8 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
         for seed in seeds if row == "offsite" and cfg["method"] != "reference" else (0,):
             if row == "offsite":
                 spec.update(**cfg, **tune(**suite.BUDGET, seed=seed))
-            rec = {"spec": dict(spec), **{k: {"acc": v, "correct": []} for k, v in fields.items()}}
+            rec = {"spec": dict(spec), **{k: {"acc": v, "correct": [1] * round(100 * v) + [0] * (100 - round(100 * v))}
+                                          for k, v in fields.items()}}
             (tmp_path / "records" / f"{name}-{split}-{seed}.json").write_text(json.dumps(rec))
 
     for split in ("dev", "test"):
@@ -84,7 +85,8 @@ def test_pick_needs_both_privacy_conditions_and_reads_dev_only(tmp_path):
     write("lucky", "dev", "offsite", seeds=(0,), cfg=emu("drop", alpha=0.65), emu_zs=0.3, emu_ft=0.5, plug_in=0.8)
     # a shorter budget for the data owner: more Delta from the same emulator, never a pick
     spec = {"row": "offsite", **suite.base("a", "dev"), **emu("drop", alpha=0.6), **tune(lr=3e-4, steps=10)}
-    rec = {"spec": spec, **{k: {"acc": v, "correct": []} for k, v in (("emu_zs", 0.3), ("emu_ft", 0.4), ("plug_in", 0.8))}}
+    rec = {"spec": spec, **{k: {"acc": v, "correct": [1] * round(100 * v) + [0] * (100 - round(100 * v))}
+                            for k, v in (("emu_zs", 0.3), ("emu_ft", 0.4), ("plug_in", 0.8))}}
     (tmp_path / "records" / "short-dev.json").write_text(json.dumps(rec))
     doc = suite.pick(tmp_path, ["a"])
     eligible = [r["config"]["alpha"] for r in doc["ranking"] if r["eligible"]]
@@ -119,7 +121,7 @@ def test_halves_runs_are_diagnostics_not_configurations_or_references(tmp_path):
     (tmp_path / "records").mkdir()
 
     def write(name, spec, **scores):
-        rec = {"spec": spec, **{k: {"acc": v, "correct": [1]} for k, v in scores.items()}}
+        rec = {"spec": spec, **{k: {"acc": v, "correct": [1, 0]} for k, v in scores.items()}}
         (tmp_path / "records" / f"{name}.json").write_text(json.dumps(rec))
 
     write("zs", {"row": "zs", **suite.base("a", "dev")}, full_zs=0.5)
@@ -157,3 +159,31 @@ def test_budget_choice_leaves_the_scored_task_out_of_the_choice(tmp_path):
     assert lines[-1].startswith("chosen − default, pooled over 3 tasks:")
     with pytest.raises(SystemExit, match="needs the default budget"):
         suite.budget_choice(tmp_path, "dev", list("abc"), {"method": "drop", "alpha": 0.5})
+
+
+def test_pick_refuses_a_configuration_whose_plug_in_loses_to_zero_shot_on_a_task(tmp_path):
+    """Two tasks: X transfers fully on one and falls 10 points below zero-shot on the other
+    (median ratio 0.375), Y gains 10 on both (0.25). Issue 28's no-task-below condition makes Y
+    the pick; without it X wins."""
+    import bench.suite as suite
+    from bench.transfer import emu, tune
+
+    (tmp_path / "records").mkdir()
+
+    def correct(v):
+        return [1] * round(100 * v) + [0] * (100 - round(100 * v))
+
+    for t in "ab":
+        (tmp_path / "records" / f"zs-{t}.json").write_text(json.dumps(
+            {"spec": {"row": "zs", **suite.base(t, "dev")}, "full_zs": {"acc": 0.5, "correct": correct(0.5)}}))
+        ref = {"row": "offsite", **suite.base(t, "dev"), **emu("reference"), **tune(**suite.BUDGET)}
+        (tmp_path / "records" / f"ref-{t}.json").write_text(json.dumps({"spec": ref, "plug_in": {"acc": 0.9}}))
+        for name, alpha, plug in (("x", 0.6, 0.9 if t == "a" else 0.4), ("y", 0.7, 0.6)):
+            for seed in (0, 1, 2):
+                spec = {"row": "offsite", **suite.base(t, "dev"), **emu("drop", alpha=alpha), **tune(**suite.BUDGET, seed=seed)}
+                rec = {"spec": spec, "plug_in": {"acc": plug, "correct": correct(plug)},
+                       "emu_ft": {"acc": 0.2, "correct": correct(0.2)}, "emu_zs": {"acc": 0.2, "correct": correct(0.2)}}
+                (tmp_path / "records" / f"{name}-{t}-{seed}.json").write_text(json.dumps(rec))
+    assert suite.pick(tmp_path, ["a", "b"])["ranking"][0]["config"]["alpha"] == 0.7
+    loose = {k: v for k, v in suite.PICK.items() if k != "no_task_below_zs"}
+    assert suite.pick(tmp_path, ["a", "b"], rule=loose)["ranking"][0]["config"]["alpha"] == 0.6
