@@ -514,10 +514,28 @@ def predictors(out: Path, split: str, tasks: list[str]) -> list[str]:
     return lines
 
 
-def frontier(out: Path, split: str, tasks: list[str], path: Path, model: str = DEFAULT_MODEL) -> list[dict]:
+def audited(folders: list[Path]) -> list[dict]:
+    """bench/audit.py's finished audits: per emulator (method, alpha), the privacy left after the
+    recovery attack at its largest budget, Full ZS − attacked Emu ZS in points (± the unpaired
+    standard error: the audit keeps no per-example answers of the attacked model)."""
+    found = []
+    for folder in folders:
+        for doc_path in sorted(Path(folder).glob("audit-*/audit.json")):
+            d = json.loads(doc_path.read_text())
+            o, last, full = d["emulator"]["options"], d["attack"][-1], d["full"]
+            found.append({"method": o["method"], "alpha": o["alpha"], "tokens": last["tokens"],
+                          "kept": (100 * (full["acc"] - last["acc"]),
+                                   100 * (full["acc_stderr"] ** 2 + last["acc_stderr"] ** 2) ** 0.5),
+                          "untuned": 100 * (full["acc"] - d["emulator_zs"]["acc"])})
+    return found
+
+
+def frontier(out: Path, split: str, tasks: list[str], path: Path, model: str = DEFAULT_MODEL,
+             audits: list[Path] = ()) -> list[dict]:
     """Plug-in gain against the privacy each emulator keeps, one point per configuration run on
-    every task: left, Full ZS − Emu ZS; right, Delta (Plug-in − Emu FT). Pooled over tasks and
-    seeds, ± one standard error (paired, then pooled as sqrt(sum se^2) / k)."""
+    every task: left, Full ZS − Emu ZS; middle, Delta (Plug-in − Emu FT); with ``audits``
+    (bench/audit.py folders), right, Full ZS − Emu ZS after the recovery attack. Pooled over
+    tasks and seeds, ± one standard error (paired, then pooled as sqrt(sum se^2) / k)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -538,14 +556,15 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path, model: str = D
         k = len(tasks)
         pooled = {n: (sum(m for m, _ in v) / k, (sum(e * e for _, e in v) ** 0.5) / k) for n, v in stats.items()}
         points.append({"config": json.loads(label), **pooled})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    attacked = audited(list(audits))
+    fig, axes = plt.subplots(1, 3 if attacked else 2, figsize=(16 if attacked else 11, 4.5), sharey=True)
     colors = {"scaleot": "tab:blue", "uniform": "tab:orange", "uniform-kd": "tab:green", "crash": "tab:red", "drop": "tab:purple"}
     plain = {"method", "nb", "nt", "alpha", "beta", "lr", "steps", "tune"}
 
     def on_frontier(c):  # a method at one of its knobs (alpha), everything else at the default tuning
         return set(c) <= plain and (c["nb"], c["nt"], c["beta"]) == (2, 2, 0.0) and _default_tuning(c)
 
-    for ax, key in zip(axes, ("priv", "delta"), strict=True):
+    for ax, key in zip(axes[:2], ("priv", "delta"), strict=True):
         for p in points:  # treatments: grey, unlabelled (frontier_*.txt names them)
             if not on_frontier(p["config"]):
                 ax.errorbar(p[key][0], p["gain"][0], xerr=p[key][1], yerr=p["gain"][1], fmt=".", color="0.75",
@@ -560,6 +579,18 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path, model: str = D
             for p in line:
                 ax.annotate(f"{p['config']['alpha']:.2f}", (p[key][0], p["gain"][0]), fontsize=7, xytext=(4, 4),
                             textcoords="offset points", color=color)
+    if attacked:  # the audited emulators, at the plug-in gain of the same (method, alpha) on the suite
+        for a in attacked:
+            (p,) = [p for p in points if on_frontier(p["config"]) and p["config"]["method"] == a["method"]
+                    and abs(p["config"]["alpha"] - a["alpha"]) < 1e-9] or [None]
+            if p is None:
+                continue
+            a["gain"] = p["gain"]
+            axes[2].errorbar(a["kept"][0], p["gain"][0], xerr=a["kept"][1], yerr=p["gain"][1], fmt="o",
+                             color=colors[a["method"]], capsize=3, zorder=2)
+            axes[2].annotate(f"{a['method']} {a['alpha']:.2f}", (a["kept"][0], p["gain"][0]), fontsize=7,
+                             xytext=(4, 4), textcoords="offset points", color=colors[a["method"]])
+        axes[2].set_xlabel(f"after the attack ({attacked[0]['tokens'] // 1000}k tokens): Full ZS − Emu ZS")
     axes[0].legend(fontsize=8, title="2+2, beta 0; labels: alpha", title_fontsize=7, loc="lower left")
     axes[0].set_xlabel("privacy: Full ZS − Emu ZS (points)")
     axes[1].set_xlabel("privacy: Delta = Plug-in − Emu FT (points)")
@@ -570,7 +601,7 @@ def frontier(out: Path, split: str, tasks: list[str], path: Path, model: str = D
     fig.suptitle(f"{model}, transfer suite ({len(tasks)} tasks, {split} split), pooled ± 1 se; grey: other treatments")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    return points
+    return points + [{"audit": a} for a in attacked if "gain" in a]
 
 
 def main() -> None:
@@ -594,6 +625,7 @@ def main() -> None:
     ap.add_argument("--budgets", help="an emulator (JSON): the tuning budget chosen on the other tasks, leave one out")
     ap.add_argument("--halves", action="store_true", help="the \"halves\" runs: bottom-only and top-only adapters")
     ap.add_argument("--rebased", action="store_true", help="the \"rebase\" runs: re-based plug-in against the plain one")
+    ap.add_argument("--audits", nargs="*", default=[], help="bench/audit.py folders: --frontier's third panel")
     ap.add_argument("--frontier", help="plot plug-in gain against privacy for every configuration into this PNG")
     args = ap.parse_args()
     out = Path(args.out)
@@ -605,7 +637,12 @@ def main() -> None:
         return
     if args.frontier:
         tasks = args.tasks or json.loads((out / "suite.json").read_text())["suite"]
-        for p in frontier(out, args.split, tasks, Path(args.frontier), args.model):
+        for p in frontier(out, args.split, tasks, Path(args.frontier), args.model, [Path(a) for a in args.audits]):
+            if "audit" in p:
+                a = p["audit"]
+                print(f"gain {a['gain'][0]:+.1f} ± {a['gain'][1]:.1f}  after attack ({a['tokens']} tokens): Full ZS − Emu ZS "
+                      f"{a['kept'][0]:+.1f} ± {a['kept'][1]:.1f} (untuned {a['untuned']:+.1f})  {a['method']} alpha {a['alpha']}")
+                continue
             print(f"gain {p['gain'][0]:+.1f} ± {p['gain'][1]:.1f}  ZS−EmuZS {p['priv'][0]:+.1f} ± {p['priv'][1]:.1f}  "
                   f"Delta {p['delta'][0]:+.1f} ± {p['delta'][1]:.1f}  {p['config']}")
         return

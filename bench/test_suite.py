@@ -187,3 +187,30 @@ def test_pick_refuses_a_configuration_whose_plug_in_loses_to_zero_shot_on_a_task
     assert suite.pick(tmp_path, ["a", "b"])["ranking"][0]["config"]["alpha"] == 0.7
     loose = {k: v for k, v in suite.PICK.items() if k != "no_task_below_zs"}
     assert suite.pick(tmp_path, ["a", "b"], rule=loose)["ranking"][0]["config"]["alpha"] == 0.6
+
+
+def test_audited_emulators_join_the_frontier_at_their_suite_plug_in_gain(tmp_path):
+    """An audit folder's finished audit becomes a third-panel point: privacy left after the
+    attack's largest budget (Full ZS − attacked Emu ZS), at the suite's plug-in gain of the same
+    method and alpha; an audited emulator the suite never ran is left out."""
+    import bench.suite as suite
+    from bench.transfer import emu, tune
+
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "zs.json").write_text(json.dumps(
+        {"spec": {"row": "zs", **suite.base("a", "dev")}, "full_zs": {"acc": 0.5, "correct": [1, 0, 1, 0]}}))
+    spec = {"row": "offsite", **suite.base("a", "dev"), **emu("drop", alpha=0.6), **tune(**suite.BUDGET)}
+    (tmp_path / "records" / "drop.json").write_text(json.dumps(
+        {"spec": spec, **{k: {"acc": 0.75, "correct": [1, 1, 1, 0]} for k in ("plug_in", "emu_ft", "emu_zs")}}))
+    for method, alpha in (("drop", 0.6), ("uniform", 0.5)):
+        folder = tmp_path / "audits" / f"audit-{method}"
+        folder.mkdir(parents=True)
+        (folder / "audit.json").write_text(json.dumps({
+            "emulator": {"options": {"method": method, "alpha": alpha}}, "full": {"acc": 0.5, "acc_stderr": 0.03},
+            "emulator_zs": {"acc": 0.3}, "attack": [{"tokens": 1000, "acc": 0.35, "acc_stderr": 0.04},
+                                                    {"tokens": 2000, "acc": 0.4, "acc_stderr": 0.04}]}))
+    points = suite.frontier(tmp_path, "dev", ["a"], tmp_path / "f.png", audits=[tmp_path / "audits"])
+    (a,) = [p["audit"] for p in points if "audit" in p]
+    assert (a["method"], a["tokens"]) == ("drop", 2000)
+    assert a["kept"] == pytest.approx((10.0, 5.0)) and a["untuned"] == pytest.approx(20.0)
+    assert a["gain"][0] == pytest.approx(25.0) and (tmp_path / "f.png").stat().st_size > 0
