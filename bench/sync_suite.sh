@@ -8,7 +8,20 @@ mkdir -p bench/results/suite_gemma/records && cp runs/suite_gemma/records/*.json
 $P --out runs/suite --report dev > bench/results/suite/report_dev.md
 $P --out runs/suite --report test > bench/results/suite/report_test.md
 $P --out runs/suite --pick > bench/results/suite/pick_dev.txt && cp runs/suite/pick.json bench/results/suite/pick.json
-$P --out runs/suite --frontier bench/results/suite/frontier_dev.png > bench/results/suite/frontier_dev.txt
+for a in runs/audit6_a05 runs/audit6_a06; do  # the sixth session's recovery attacks (bench/audit.py)
+  [ -d "$a" ] || continue
+  for d in "$a"/audit-*; do
+    mkdir -p "bench/results/audit6/$(basename "$a")/$(basename "$d")"
+    cp "$d/audit.json" "$d/report.md" "bench/results/audit6/$(basename "$a")/$(basename "$d")/"
+  done
+  .venv/bin/python -m bench.audit --out "$a" --report > "bench/results/audit6/$(basename "$a")/table.md"
+done
+$P --out runs/suite --frontier bench/results/suite/frontier_dev.png \
+  --audits bench/results/audit6/audit6_a05 bench/results/audit6/audit6_a06 > bench/results/suite/frontier_dev.txt
+$P --out runs/suite --halves > bench/results/suite/halves_dev.md
+$P --out runs/suite --rebased > bench/results/suite/rebased_dev.md
+$P --out runs/suite --budgets '{"method": "drop", "alpha": 0.6, "beta": 0.0}' > bench/results/suite/budgets_dev.md
+$P --out runs/suite_gemma --halves > bench/results/suite_gemma/halves_dev.md
 $P --out runs/suite --predictors > bench/results/suite/predictors_dev.md
 $P --out runs/suite_gemma --report dev > bench/results/suite_gemma/report_dev.md
 $P --out runs/suite_gemma --report test > bench/results/suite_gemma/report_test.md 2>/dev/null || true
