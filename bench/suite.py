@@ -158,6 +158,11 @@ def choose_table(doc: dict) -> str:
 NOT_CONFIG = ("row", "task", "n_train", "n_test", "split", "seed")  # spec keys that are not the configuration
 
 
+def config_label(spec: dict) -> str:
+    """A record's configuration as JSON: its spec without task, split and seed."""
+    return json.dumps({k: v for k, v in spec.items() if k not in NOT_CONFIG}, sort_keys=True)
+
+
 def config_groups(recs: list[dict], tasks: list[str] | None = None) -> dict[str, list[dict]]:
     """Emulator records grouped by configuration (a JSON label of the spec without task, split
     and seed); with ``tasks``, only configurations that have a record on every one of them."""
@@ -166,7 +171,7 @@ def config_groups(recs: list[dict], tasks: list[str] | None = None) -> dict[str,
         s = r["spec"]
         if (s["row"] == "offsite" and s["method"] != "reference" and not any(k in s for k in DIAGNOSTIC)
                 and (tasks is None or s["task"] in tasks)):
-            label = json.dumps({k: v for k, v in s.items() if k not in NOT_CONFIG}, sort_keys=True)
+            label = config_label(s)
             groups.setdefault(label, []).append(r)
     if tasks is not None:
         groups = {k: rs for k, rs in groups.items() if {r["spec"]["task"] for r in rs} == set(tasks)}
@@ -318,10 +323,8 @@ def rebased(out: Path, split: str, tasks: list[str]) -> list[str]:
     recs = [r for r in _records(out, split) if "plug_in_rebased" in r and r["spec"]["task"] in tasks]
     zs = {r["spec"]["task"]: r["full_zs"]["correct"] for r in _records(out, split) if r["spec"]["row"] == "zs"}
     lines = []
-    for label in sorted({json.dumps({k: v for k, v in r["spec"].items() if k not in NOT_CONFIG}, sort_keys=True)
-                         for r in recs}):
-        mine = [r for r in recs if json.dumps({k: v for k, v in r["spec"].items() if k not in NOT_CONFIG},
-                                              sort_keys=True) == label]
+    for label in sorted({config_label(r["spec"]) for r in recs}):
+        mine = [r for r in recs if config_label(r["spec"]) == label]
         lines += [f"### {label}", "", "| task | Plug-in − ZS | rebased − ZS | rebased − Plug-in |", "|---|---|---|---|"]
         diffs = []
         for t in sorted({r["spec"]["task"] for r in mine}):
@@ -347,16 +350,14 @@ def halves(out: Path, split: str, tasks: list[str]) -> list[str]:
     recs = [r for r in _records(out, split) if r["spec"].get("halves") and r["spec"]["task"] in tasks]
     zs = {r["spec"]["task"]: 100 * r["full_zs"]["acc"] for r in _records(out, split) if r["spec"]["row"] == "zs"}
     lines = []
-    for label in sorted({json.dumps({k: v for k, v in r["spec"].items() if k not in NOT_CONFIG}, sort_keys=True)
-                         for r in recs if r["spec"]["method"] != "reference"}):
+    for label in sorted({config_label(r["spec"]) for r in recs if r["spec"]["method"] != "reference"}):
         cfg = json.loads(label)
         lines += [f"### {label}", "", "| task | Emu FT | bottom only | top only | Plug-in | bottom only | top only | "
                   "reference | bottom only | top only |", "|---|---|---|---|---|---|---|---|---|---|"]
         cols = {k: [] for k in ("emu_ft", "emu_ft_bottom", "emu_ft_top", "plug_in", "plug_in_bottom", "plug_in_top",
                                 "ref", "ref_bottom", "ref_top")}
         for t in tasks:
-            mine = [r for r in recs if r["spec"]["task"] == t and json.dumps(
-                {k: v for k, v in r["spec"].items() if k not in NOT_CONFIG}, sort_keys=True) == label]
+            mine = [r for r in recs if r["spec"]["task"] == t and config_label(r["spec"]) == label]
             ref = [r for r in recs if r["spec"]["task"] == t and r["spec"]["method"] == "reference"
                    and (r["spec"]["nb"], r["spec"]["nt"], r["spec"]["lr"], r["spec"]["steps"], r["spec"]["tune"])
                    == (cfg["nb"], cfg["nt"], cfg["lr"], cfg["steps"], cfg["tune"])]
