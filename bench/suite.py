@@ -495,6 +495,7 @@ def predictors(out: Path, split: str, tasks: list[str]) -> list[str]:
     recs = [r for r in _records(out, split) if r["spec"]["task"] in tasks]
     zs = {r["spec"]["task"]: r["full_zs"] for r in recs if r["spec"]["row"] == "zs"}
     emus = [r for r in recs if r["spec"]["row"] == "offsite" and r["spec"]["method"] != "reference"
+            and not any(k in r["spec"] for k in DIAGNOSTIC)
             and "diagnostic" in r and r["spec"]["task"] in zs]
     gain = [100 * (r["plug_in"]["acc"] - zs[r["spec"]["task"]]["acc"]) for r in emus]
     lines = [f"Predicting Plug-in − Full ZS from cheap measurements ({split} split, {len(emus)} emulator records "
