@@ -142,13 +142,12 @@ def test_precorrect_trains_only_the_adapter_blocks_and_returns_their_weights():
     assert not any(p.requires_grad for p in model.parameters())
 
 
-def test_lab_plugs_the_tuned_blocks_through_the_products_path(tmp_path, monkeypatch):
-    """Lab.run's plug-in (export_adapter -> read_adapter -> plug_into) is the full model with the
-    tuned adapter blocks copied in and every other block untouched."""
+def _reference_lab(tmp_path, monkeypatch):
+    """A Lab on a tiny 4-block llama and a two-fact task file, set up for a 1+1 reference run;
+    ``score`` records each model it is given. Returns (lab, spec, scored, weights before)."""
     import json as _json
     from types import SimpleNamespace
 
-    import torch
     from tests.conftest import _build_hf_tokenizer
 
     import bench.transfer as transfer
@@ -168,6 +167,15 @@ def test_lab_plugs_the_tuned_blocks_through_the_products_path(tmp_path, monkeypa
     scored = []
     monkeypatch.setattr(transfer, "score", lambda m, tok, s: scored.append(m) or {"acc": 0.5, "correct": [1]})
     before = {k: v.clone() for k, v in lab.full.state_dict().items()}
+    return lab, spec, scored, before
+
+
+def test_lab_plugs_the_tuned_blocks_through_the_products_path(tmp_path, monkeypatch):
+    """Lab.run's plug-in (export_adapter -> read_adapter -> plug_into) is the full model with the
+    tuned adapter blocks copied in and every other block untouched."""
+    import torch
+
+    lab, spec, scored, before = _reference_lab(tmp_path, monkeypatch)
     lab.run(spec)
     (plugged,) = scored  # the reference: the plug-in is the only score
     tuned = {f"model.layers.{i}.": 0 for i in (0, 3)}
@@ -180,29 +188,10 @@ def test_halves_score_the_plug_in_with_one_half_of_the_adapter_tuned(tmp_path, m
     """``"halves"``: besides the plug-in, the full model with only the bottom adapter block
     tuned (the top one back at the full model's weights) and with only the top one.
     ``"tune_blocks"``: only that half trains at all."""
-    import json as _json
-    from types import SimpleNamespace
-
     import torch
-    from tests.conftest import _build_hf_tokenizer
 
-    import bench.transfer as transfer
-    from scaleot.data import SplitConfig, load_task
-
-    rows = [{"context": f"Q: the {t} is A:", "choices": [f" {a}", " red"] if i % 3 else [" red", f" {a}"],
-             "label": 0 if i % 3 else 1} for i, (t, a) in enumerate([("sky", "blue"), ("grass", "green")] * 30)]
-    task = tmp_path / "t.jsonl"
-    task.write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
-    lab = object.__new__(transfer.Lab)
-    lab.args, lab.out = SimpleNamespace(autocast="none"), tmp_path
-    lab.full, lab.tok = _tiny_llama(), _build_hf_tokenizer()
-    lab.n = 4
-    spec = {"row": "offsite", "task": str(task), "n_train": 24, "n_test": 12, "method": "reference", "nb": 1,
-            "nt": 1, "tune": "full", "lr": 1e-2, "seed": 0, "steps": 2, "halves": True}
-    lab.splits = {(str(task), 24, 12): load_task(str(task), SplitConfig(seed=0, n_test=12, n_val=12, n_train=24))}
-    scored = []
-    monkeypatch.setattr(transfer, "score", lambda m, tok, s: scored.append(m) or {"acc": 0.5, "correct": [1]})
-    before = {k: v.clone() for k, v in lab.full.state_dict().items()}
+    lab, spec, scored, before = _reference_lab(tmp_path, monkeypatch)
+    spec = {**spec, "halves": True}
     rec = lab.run(spec)
     assert {"plug_in_bottom", "plug_in_top"} <= set(rec)
     plugged, bottom, top = scored
